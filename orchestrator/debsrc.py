@@ -1,0 +1,140 @@
+"""The default kernel tree: a Debian linux-source package imported into git.
+
+Debian's registry is reachable here while kernel.org is not, so the embedded
+default tree is `linux-source-X.Y` fetched with a private apt sources list and
+state directory (nothing is installed system-wide), untarred and committed
+once into a cached git repository.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OrchError, Exit
+from . import proc
+
+DEFAULT_PACKAGE = "linux-source-7.2"
+DEFAULT_SUITE = "sid"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+# A fixed identity and date make the import commit's id a function of the
+# source alone: the same package gives the same commit on every machine, so
+# a series or port can name it as its base-commit.
+IMPORT_ENV = {"GIT_AUTHOR_NAME": "orch", "GIT_AUTHOR_EMAIL": "orch@localhost",
+              "GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
+              "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z",
+              "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z"}
+
+
+@dataclass
+class DebianTree:
+    path: Path
+    package: str
+    version: str  # the Debian package version, e.g. 7.2.13-1
+    tag: str      # git tag of the imported source
+
+
+def system_mirror() -> str:
+    """The Debian mirror this machine's apt already uses (so we name no host)."""
+    env = os.environ.get("ORCH_DEBIAN_MIRROR")
+    if env:
+        return env.rstrip("/")
+    for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        text = Path(f).read_text(errors="replace")
+        for m in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
+            uri = m.group(1).rstrip("/")
+            if "security" not in uri and uri.endswith("/debian"):
+                return uri
+    for f in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        if not os.path.exists(f):
+            continue
+        for line in Path(f).read_text(errors="replace").splitlines():
+            m = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s", line)
+            if m and "security" not in m.group(1):
+                return m.group(1).rstrip("/")
+    raise OrchError("no Debian mirror found in /etc/apt; set ORCH_DEBIAN_MIRROR",
+                    Exit.BAD_INPUT)
+
+
+def _apt_opts(state: Path) -> list[str]:
+    return [f"-oDir::Etc::SourceList={state / 'sources.list'}",
+            "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={state / 'lists'}",
+            f"-oDir::Cache={state / 'cache'}",
+            "-oAPT::Sandbox::User=root",
+            "-oDebug::NoLocking=1"]
+
+
+def download_deb(package: str, suite: str, workdir: Path, log: Path) -> Path:
+    state = workdir / "apt"
+    (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    signed = f"[signed-by={KEYRING}] " if os.path.exists(KEYRING) else ""
+    (state / "sources.list").write_text(
+        f"deb {signed}{system_mirror()} {suite} main\n")
+    r = proc.run(["apt-get", *_apt_opts(state), "update"], log=log, timeout=600)
+    if not r.ok:
+        raise OrchError(f"apt-get update for suite {suite} failed (see {log})")
+    r = proc.run(["apt-get", *_apt_opts(state), "download", package],
+                 log=log, cwd=workdir, timeout=1200, append=True)
+    if not r.ok:
+        raise OrchError(f"Debian no longer offers {package} in {suite} "
+                        f"(apt-get download failed, see {log}); pick another with --debian-source",
+                        Exit.BAD_INPUT)
+    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    if not debs:
+        raise OrchError(f"apt-get downloaded no {package} .deb (see {log})")
+    return debs[-1]
+
+
+def import_tree(package: str = DEFAULT_PACKAGE, suite: str = DEFAULT_SUITE,
+                cache: Path | None = None, log_dir: Path | None = None) -> DebianTree:
+    """Return the cached git import of `package`, creating it on first use."""
+    from .paths import cache_dir
+    root = (cache or cache_dir()) / "trees"
+    dest = root / package
+    marker = dest / ".git" / "orch-imported"
+    if marker.exists():
+        version, tag = marker.read_text().split()
+        return DebianTree(dest, package, version, tag)
+    root.mkdir(parents=True, exist_ok=True)
+    log_dir = log_dir or root
+    log = log_dir / f"import-{package}.log"
+    if dest.exists():  # a half-finished import: start again
+        shutil.rmtree(dest)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        tmp = Path(tmp)
+        deb = download_deb(package, suite, tmp, log)
+        version = deb.name.split("_")[1]
+        r = proc.run(["dpkg-deb", "-x", deb, tmp / "x"], log=log, append=True, timeout=600)
+        if not r.ok:
+            raise OrchError(f"dpkg-deb -x {deb.name} failed (see {log})")
+        tars = list((tmp / "x" / "usr" / "src").glob("linux-source-*.tar.*"))
+        if not tars:
+            raise OrchError(f"{deb.name} holds no linux-source tarball")
+        with tarfile.open(tars[0]) as tf:
+            tf.extractall(tmp / "src", filter="tar")
+        tops = [p for p in (tmp / "src").iterdir() if p.is_dir()]
+        if len(tops) != 1:
+            raise OrchError(f"unexpected layout in {tars[0].name}")
+        tops[0].rename(dest)
+    tag = "debian-" + re.sub(r"[^A-Za-z0-9._-]", "_", version)
+    git = ["git", "-C", dest]
+    for argv in ([*git, "init", "-q", "-b", "master"],
+                 # Debian's top-level .gitignore ends with "/*": force-add.
+                 [*git, "add", "-A", "-f"],
+                 [*git, "commit", "-q", "--no-gpg-sign", "--no-verify",
+                  "-m", f"{package} {version} (Debian source import)"],
+                 [*git, "tag", tag]):
+        r = proc.run(argv, log=log, append=True, timeout=1200, env=IMPORT_ENV)
+        if not r.ok:
+            raise OrchError(f"importing {package} into git failed (see {log})")
+    marker.write_text(f"{version} {tag}\n")
+    return DebianTree(dest, package, version, tag)

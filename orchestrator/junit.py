@@ -1,0 +1,58 @@
+"""Read the JUnit XML the guest wrote: untrusted input, parsed defensively."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .models import Status, TestResult
+
+MAX_BYTES = 8 << 20
+MAX_TEXT = 2000
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x1b]")
+
+
+def clean(text: str | None, limit: int = MAX_TEXT) -> str:
+    """No control characters or escape sequences reach a report."""
+    text = _CTRL.sub("?", text or "")
+    return text if len(text) <= limit else text[:limit] + "...[truncated]"
+
+
+class JUnitError(Exception):
+    pass
+
+
+def parse(path: Path) -> list[TestResult]:
+    data = path.read_bytes()
+    if len(data) > MAX_BYTES:
+        raise JUnitError(f"{path.name} is larger than {MAX_BYTES} bytes")
+    # Entity expansion is the classic XML bomb: pytest never writes a DTD.
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise JUnitError(f"{path.name} has a DTD or entities")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise JUnitError(f"{path.name} is not valid XML: {e}")
+    results = []
+    for case in root.iter("testcase"):
+        classname = case.get("classname", "")
+        name = case.get("name", "")
+        module = classname.rsplit(".", 1)[-1] if classname else ""
+        full = clean(f"{module}::{name}" if module else name, 300)
+        status, message = Status.PASS, ""
+        for tag, st in (("failure", Status.FAIL), ("error", Status.ERROR),
+                        ("skipped", Status.SKIP)):
+            el = case.find(tag)
+            if el is not None:
+                status = st
+                message = el.get("message") or (el.text or "")
+                break
+        props = {clean(p.get("name"), 100): clean(p.get("value"), 500)
+                 for p in case.iter("property")}
+        try:
+            seconds = float(case.get("time", "0"))
+        except ValueError:
+            seconds = 0.0
+        results.append(TestResult(full, status, clean(message), seconds, props))
+    return results

@@ -1,0 +1,116 @@
+"""Named kernel configs: fragments in kconfigs/ over a make target.
+
+A fragment may start from another with `# orch-include: NAME` and names the
+make target it starts from with `# orch-start: TARGET` (default tinyconfig).
+After olddefconfig every option a fragment asks for must be in the final
+.config: Kconfig silently drops what its dependencies do not allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import proc
+from .errors import BadInput, OrchError, Exit
+
+KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
+_OPT = re.compile(r"^(CONFIG_\w+)=(.*)$")
+_OFF = re.compile(r"^# (CONFIG_\w+) is not set$")
+
+
+@dataclass
+class KConfig:
+    name: str
+    start: str          # make target the fragment goes on top of
+    fragment: str       # all included fragments, in order
+    wanted: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(f"{self.start}\n{self.fragment}".encode()).hexdigest()
+
+
+def available(kdir: Path = KCONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in kdir.glob("*.config"))
+
+
+def default_matrix(kdir: Path = KCONFIG_DIR) -> list[str]:
+    lines = (kdir / "matrix").read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+def load(name: str, kdir: Path = KCONFIG_DIR, _seen: tuple = ()) -> KConfig:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in _seen:
+        raise BadInput(f"bad config name: {name!r}")
+    path = kdir / f"{name}.config"
+    if not path.exists():
+        raise BadInput(f"unknown config {name!r} (have: {', '.join(available(kdir))})")
+    text = path.read_text()
+    start, parts = "tinyconfig", []
+    for line in text.splitlines():
+        m = re.match(r"^# orch-include:\s*(\S+)", line)
+        if m:
+            inc = load(m.group(1), kdir, _seen + (name,))
+            start = inc.start
+            parts.append(inc.fragment)
+        m = re.match(r"^# orch-start:\s*(\S+)", line)
+        if m:
+            start = m.group(1)
+    parts.append(text)
+    fragment = "\n".join(parts)
+    return KConfig(name, start, fragment, parse(fragment))
+
+
+def parse(text: str) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if m := _OPT.match(line):
+            opts[m.group(1)] = m.group(2)
+        elif m := _OFF.match(line):
+            opts[m.group(1)] = "n"
+    return opts
+
+
+def dropped(wanted: dict[str, str], final: dict[str, str]) -> list[str]:
+    out = []
+    for k, v in wanted.items():
+        got = final.get(k, "n")
+        if got != v and not (v == "n" and got == ""):
+            out.append(f"{k}={v} (got {got})")
+    return out
+
+
+def make_base(builddir: Path) -> list[str]:
+    return ["make", f"O={builddir}", "ARCH=x86_64"]
+
+
+def configure(src: Path, builddir: Path, kc: KConfig, log: Path) -> Path:
+    """Write builddir/.config for kc; keep an existing one if it is kc's.
+
+    Regenerating an unchanged .config would still rewrite it and cost a
+    needless syncconfig; the stamp keeps the patched build incremental.
+    """
+    builddir.mkdir(parents=True, exist_ok=True)
+    dotconfig = builddir / ".config"
+    stamp = builddir / ".orch-kconfig"
+    if not (dotconfig.exists() and stamp.exists() and stamp.read_text() == kc.digest):
+        r = proc.run([*make_base(builddir), kc.start], cwd=src, log=log, timeout=600, append=True)
+        if not r.ok:
+            raise OrchError(f"make {kc.start} failed (see {log})", Exit.INFRA)
+        with open(dotconfig, "a") as f:
+            f.write(f"\n# orch fragment {kc.name}\n{kc.fragment}\n")
+        stamp.unlink(missing_ok=True)
+    # Always: the source (a patch) may have changed Kconfig files.
+    r = proc.run([*make_base(builddir), "olddefconfig"], cwd=src, log=log, timeout=600, append=True)
+    if not r.ok:
+        raise OrchError(f"make olddefconfig failed (see {log})", Exit.INFRA)
+    lost = dropped(kc.wanted, parse(dotconfig.read_text()))
+    if lost:
+        raise BadInput(f"config {kc.name}: options did not survive olddefconfig: "
+                       + ", ".join(lost))
+    stamp.write_text(kc.digest)
+    return dotconfig

@@ -1,0 +1,76 @@
+"""The typed values passed between stages of a run."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Status(str, enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"  # the harness or an infrastructure step broke
+    SKIP = "SKIP"
+    MISS = "MISS"    # expected but never reported
+
+
+@dataclass
+class Patch:
+    index: int
+    subject: str
+    author: str
+    patch_id: str | None
+    trailers: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)  # trailers b4 found in replies
+    status: str = "pending"  # pending, applied, failed, skipped
+    detail: str = ""
+
+
+@dataclass
+class Series:
+    msgid: str
+    version: int
+    subject: str
+    patches: list[Patch]
+    mbx: Path                 # the am-ready mbox b4 wrote
+    cover: str | None = None
+    base_commit: str | None = None
+    change_id: str | None = None
+    source: str = "lore"      # lore or mbox
+
+
+@dataclass
+class Base:
+    commit: str
+    reason: str
+
+
+@dataclass
+class Kernel:
+    config: str
+    image: Path
+    dotconfig: Path
+    cached: bool
+    seconds: float
+    log: Path | None
+
+
+@dataclass
+class TestResult:
+    name: str
+    status: Status
+    message: str = ""
+    seconds: float = 0.0
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GuestRun:
+    ok: bool                  # the guest came up and the harness reported
+    accel: str                # kvm or tcg
+    seconds: float
+    console: Path
+    junit: Path | None
+    tests: list[TestResult]
+    error: str = ""

@@ -1,0 +1,248 @@
+"""`orch test`: intake -> tree -> apply -> build -> boot+test -> verdict.
+
+Every step records what it learned in run.json before the next starts, so
+whatever stops a run (an error, Ctrl-C, a kill) leaves a readable record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import git
+
+from . import __version__, build, debsrc, intake, kconfig, report, tree, verdict, vm
+from .errors import Exit, OrchError
+from .models import GuestRun, Kernel, Series
+
+
+@dataclass
+class Options:
+    msgid: str | None = None
+    mbox: Path | None = None
+    lore_url: str = intake.DEFAULT_LORE
+    offline: bool = False
+    latest: bool = False
+    tree: Path | None = None
+    base: str | None = None
+    debian_package: str = debsrc.DEFAULT_PACKAGE
+    configs: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+    json_out: Path | None = None
+    guest_timeout: float = vm.BOOT_TIMEOUT
+    guest_tests: list[str] | None = None
+    argv: list[str] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "run"
+
+
+def default_run_dir(opts: Options) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    what = opts.msgid or (opts.mbox.name if opts.mbox else "run")
+    return Path("orch-runs") / f"{stamp}-{slug(what)}"
+
+
+class Run:
+    """The run directory and its record; `save()` after every change."""
+
+    def __init__(self, opts: Options, progress: Callable[[str], None]):
+        self.opts = opts
+        self.dir = (opts.run_dir or default_run_dir(opts)).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.logs = self.dir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.progress = progress
+        self.t0 = time.monotonic()
+        self.rec: dict = {"orch_version": __version__, "state": "running",
+                          "command": opts.argv, "run_dir": str(self.dir),
+                          "started": dt.datetime.now(dt.timezone.utc).isoformat(),
+                          "verdict": None, "exit_code": None, "error": None,
+                          "series": None, "tree": None, "configs": []}
+        self.save()
+
+    def save(self) -> None:
+        report.write_json(self.dir / "run.json", self.rec)
+        if self.opts.json_out:
+            report.write_json(self.opts.json_out, self.rec)
+
+    def say(self, msg: str) -> None:
+        self.progress(f"[{time.monotonic() - self.t0:6.0f}s] {msg}")
+
+    def finish(self, code: Exit, verdict_: str, error: str | None = None,
+               state: str = "done") -> int:
+        self.rec.update(exit_code=int(code), verdict=verdict_, error=error, state=state,
+                        finished=dt.datetime.now(dt.timezone.utc).isoformat())
+        self.save()
+        return int(code)
+
+
+def series_record(s: Series) -> dict:
+    d = dataclasses.asdict(s)
+    d["mbx"] = str(s.mbx)
+    d["cover"] = s.cover is not None
+    return d
+
+
+def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None) -> dict:
+    out: dict = {"build": {"status": build_status}}
+    if kernel:
+        out["build"].update(seconds=round(kernel.seconds, 1), cached=kernel.cached,
+                            image=str(kernel.image), log=str(kernel.log))
+    if guest:
+        out["boot"] = {"status": "ok" if guest.ok else "failed", "accel": guest.accel,
+                       "seconds": round(guest.seconds, 1), "console": str(guest.console),
+                       "junit": str(guest.junit) if guest.junit else None,
+                       "error": guest.error}
+        out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
+                         "seconds": t.seconds, "properties": t.properties}
+                        for t in guest.tests]
+    else:
+        out["boot"] = {"status": "not run"}
+        out["tests"] = []
+    return out
+
+
+def test(opts: Options, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> int:
+    run = Run(opts, progress)
+    try:
+        return _test(run)
+    except OrchError as e:
+        names = {Exit.BAD_INPUT: "BAD-INPUT", Exit.NO_APPLY: "NO-APPLY",
+                 Exit.PATCHED_BUILD: "PATCHED-BUILD-FAILED", Exit.INFRA: "INFRA-ERROR"}
+        run.finish(e.exit, names.get(e.exit, "ERROR"), str(e))
+        raise
+    except KeyboardInterrupt:
+        run.finish(Exit.INTERRUPTED, "INTERRUPTED", "interrupted", state="interrupted")
+        raise
+    except Exception as e:
+        import traceback
+        (run.logs / "traceback.txt").write_text(traceback.format_exc())
+        run.finish(Exit.INFRA, "INFRA-ERROR", f"internal error: {type(e).__name__}: {e}"[:500])
+        raise
+
+
+def _test(run: Run) -> int:
+    opts = run.opts
+    rec = run.rec
+    configs = opts.configs or kconfig.default_matrix()
+    kcs = [kconfig.load(c) for c in configs]  # bad names fail before any work
+
+    # 1. intake
+    run.say("b4: fetching the series" + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
+    series = intake.fetch(opts.msgid, mbox=opts.mbox, outdir=run.dir / "series",
+                          log=run.logs / "b4.log", lore_url=opts.lore_url,
+                          offline=opts.offline, latest=opts.latest)
+    rec["series"] = series_record(series)
+    run.save()
+    run.say(f"series v{series.version}: {series.subject} ({len(series.patches)} patches)")
+
+    # 2. tree and base
+    t = tree.open_tree(opts.tree, opts.debian_package, log_dir=run.logs)
+    base = tree.resolve_base(t, series, opts.base)
+    rec["tree"] = {"path": str(t.repo), "label": t.label, "base": base.commit,
+                   "base_reason": base.reason}
+    run.save()
+    run.say(f"base {base.commit[:12]}: {base.reason}")
+    ws = tree.workspace(t, announce=run.say)
+    try:
+        return _in_workspace(run, series, ws, base, kcs)
+    finally:
+        ws.lock.release()
+
+
+def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> int:
+    rec = run.rec
+    # 3. apply first: a series that does not apply costs no build.
+    applied = tree.apply_series(ws, base, series, run.logs)
+    rec["series"] = series_record(series)
+    rec["apply"] = {"ok": applied.ok, "head": applied.head,
+                    "failed_patch": applied.failed_patch,
+                    "rejections": [dataclasses.asdict(r) for r in applied.rejections]}
+    run.save()
+    if not applied.ok:
+        p = series.patches[applied.failed_patch - 1]
+        raise OrchError(f"patch {p.index}/{len(series.patches)} \"{p.subject}\" does not apply "
+                        f"to {base.commit[:12]}: {applied.error}", Exit.NO_APPLY)
+    run.say(f"applied {len(series.patches)} patches on {base.commit[:12]}")
+    # Keep the patched commit reachable while we move the worktree about.
+    tree._repo(ws.src).git.update_ref("refs/orch/last-patched", applied.head)
+
+    kernels: dict[tuple[str, str], Kernel] = {}
+    for c in kcs:
+        rec["configs"].append({"name": c.name, "baseline": {"build": {"status": "pending"}},
+                               "patched": {"build": {"status": "pending"}}})
+    cfg = {c["name"]: c for c in rec["configs"]}
+
+    # 4. builds: every baseline, then every patched, so the worktree moves
+    # once each way and only the series' files get new mtimes.
+    base_tree = tree._repo(ws.src).git.rev_parse(f"{base.commit}^{{tree}}")
+    for side, commit, tree_id in (("baseline", base.commit, base_tree),
+                                  ("patched", applied.head, applied.tree_id)):
+        tree.checkout(ws.src, commit)
+        for c in kcs:
+            run.say(f"{side} build, config {c.name}")
+            try:
+                k = build.build(ws.src, ws.build_dir(c.name), c, tree_id,
+                                run.logs / f"build-{c.name}-{side}.log", side)
+            except OrchError:
+                cfg[c.name][side] = _side(None, "failed", None)
+                cfg[c.name][side]["build"]["log"] = str(run.logs / f"build-{c.name}-{side}.log")
+                run.save()
+                raise
+            kernels[(c.name, side)] = k
+            cfg[c.name][side] = _side(k, "cached" if k.cached else "ok", None)
+            run.save()
+            run.say(f"{side} build, config {c.name}: "
+                    + ("cached" if k.cached else f"built in {k.seconds:.0f}s"))
+
+    # 5. boot and test each kernel once
+    kvm, why = vm.probe_kvm()
+    rec["accel"] = {"mode": "kvm" if kvm else "tcg", "reason": why}
+    run.say(f"vm: {rec['accel']['mode']} ({why})")
+    guests: dict[tuple[str, str], GuestRun] = {}
+    for c in kcs:
+        for side in ("baseline", "patched"):
+            run.say(f"{side} boot + guest tests, config {c.name}")
+            g = vm.run_tests(kernels[(c.name, side)], run.dir / "results" / c.name / side,
+                             run.logs / f"console-{c.name}-{side}.log",
+                             timeout=run.opts.guest_timeout, tests=run.opts.guest_tests)
+            guests[(c.name, side)] = g
+            cfg[c.name][side] = _side(kernels[(c.name, side)],
+                                      cfg[c.name][side]["build"]["status"], g)
+            run.save()
+            counts = {}
+            for tr in g.tests:
+                counts[tr.status.value] = counts.get(tr.status.value, 0) + 1
+            run.say(f"{side} config {c.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
+                                                    if g.ok else f"ERROR: {g.error}"))
+
+    # 6. verdict
+    regressions, failures, infra = [], [], []
+    for c in kcs:
+        b, p = guests[(c.name, "baseline")], guests[(c.name, "patched")]
+        comps = verdict.compare(b, p)
+        cfg[c.name]["comparison"] = [{"name": x.name, "baseline": x.baseline.value,
+                                      "patched": x.patched.value, "transition": x.transition}
+                                     for x in comps]
+        if not b.ok:
+            infra.append(f"config {c.name}: baseline guest: {b.error}")
+        if not p.ok and b.ok:
+            failures.append(f"config {c.name}: patched guest: {p.error}")
+        for x in verdict.patched_failures(comps):
+            (regressions if x.transition == "regressed" else failures).append(
+                f"config {c.name}: {x.name} {x.transition}")
+    run.save()
+    if infra:
+        return run.finish(Exit.INFRA, "INFRA-ERROR", "; ".join(infra))
+    if regressions or failures:
+        msg = "; ".join(regressions + failures)
+        return run.finish(Exit.TESTS_FAILED, "FAIL", msg)
+    return run.finish(Exit.OK, "PASS")

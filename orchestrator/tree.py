@@ -1,0 +1,255 @@
+"""Kernel trees: the user's git tree or the Debian default, orch's own
+worktree of it, choosing the base and applying a series patch by patch.
+
+The worktree is long-lived (one per tree) so that Kbuild, which records
+absolute source paths and compares mtimes, rebuilds only what a series
+touches. The user's checkout is never modified: only `git worktree add`
+writes into their .git.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mailbox
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from . import debsrc
+from .errors import BadInput, OrchError, Exit
+from .models import Base, Series
+from .paths import cache_dir
+
+# Commits orch makes must not depend on the user's git identity or hooks.
+GIT_ENV = {"GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
+           "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z"}
+
+
+@dataclass
+class Tree:
+    repo: Path
+    label: str        # what the report calls it
+    default: bool     # the embedded Debian tree
+
+
+@dataclass
+class Workspace:
+    root: Path        # cache/work/<name>
+    src: Path         # orch's worktree
+    lock: "WorkspaceLock"
+
+    def build_dir(self, config: str) -> Path:
+        return self.root / "build" / config
+
+
+@dataclass
+class Rejection:
+    file: str
+    hunks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Applied:
+    base: Base
+    head: str                 # commit after the last applied patch
+    tree_id: str              # the source state of `head`, for the build cache
+    ok: bool
+    failed_patch: int | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+    error: str = ""
+
+
+def _repo(path: Path) -> git.Repo:
+    repo = git.Repo(path)
+    repo.git.update_environment(**GIT_ENV)
+    return repo
+
+
+def open_tree(path: Path | None, debian_package: str = debsrc.DEFAULT_PACKAGE,
+              log_dir: Path | None = None) -> Tree:
+    if path is None:
+        d = debsrc.import_tree(debian_package, log_dir=log_dir)
+        return Tree(d.path, f"{d.package} {d.version} (Debian)", True)
+    path = path.expanduser()
+    if not path.exists():
+        raise BadInput(f"no such tree: {path}")
+    try:
+        repo = git.Repo(path, search_parent_directories=False)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise BadInput(f"not a git tree: {path}")
+    top = Path(repo.git.rev_parse("--show-toplevel"))
+    return Tree(top, str(top), False)
+
+
+def has_commit(repo: Path, rev: str) -> str | None:
+    try:
+        return _repo(repo).git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
+    except git.GitCommandError:
+        return None
+
+
+def resolve_base(tree: Tree, series: Series, base_ref: str | None) -> Base:
+    """The series' base-commit when the tree has it, else --base, else HEAD."""
+    wanted = series.base_commit
+    if wanted:
+        sha = has_commit(tree.repo, wanted)
+        if sha:
+            return Base(sha, f"the series' base-commit {wanted[:12]} is in the tree")
+        why = f"the series' base-commit {wanted[:12]} is not in the tree"
+    else:
+        why = "the series names no base-commit"
+    ref = base_ref or "HEAD"
+    sha = has_commit(tree.repo, ref)
+    if not sha:
+        raise BadInput(f"no such base in {tree.label}: {ref}")
+    how = f"--base {ref}" if base_ref else "the tree's HEAD"
+    return Base(sha, f"{why}; using {how} ({sha[:12]})")
+
+
+class WorkspaceLock:
+    """One orch run per worktree at a time: a second run waits, saying so."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, timeout: float, announce=lambda msg: None) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if not told:
+                    announce(f"waiting for another orch run on {self.path.parent}")
+                    told = True
+                if time.monotonic() > deadline:
+                    raise OrchError(f"another orch run holds {self.path} "
+                                    f"(waited {timeout:.0f}s)", Exit.INFRA)
+                time.sleep(1)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -> Workspace:
+    real = str(tree.repo.resolve())
+    name = f"{Path(real).name}-{hashlib.sha1(real.encode()).hexdigest()[:8]}"
+    root = cache_dir() / "work" / name
+    root.mkdir(parents=True, exist_ok=True)
+    lock = WorkspaceLock(root / "lock")
+    lock.acquire(lock_timeout, announce)
+    src = root / "src"
+    repo = _repo(tree.repo)
+    if src.exists():
+        try:
+            git.Repo(src).git.rev_parse("HEAD")
+        except Exception:
+            import shutil
+            shutil.rmtree(src)
+            repo.git.worktree("prune")
+    if not src.exists():
+        repo.git.worktree("prune")
+        repo.git.worktree("add", "--detach", str(src), "HEAD")
+    return Workspace(root, src, lock)
+
+
+def checkout(src: Path, commit: str) -> None:
+    """Move the worktree to `commit`, touching only files that differ."""
+    repo = _repo(src)
+    if Path(repo.git.rev_parse("--git-path", "rebase-apply")).exists():
+        repo.git.am("--abort")
+    repo.git.checkout("-q", "--detach", "-f", commit)
+    # Leftovers of a failed apply (.rej, new files); all real files are
+    # tracked (force-added for Debian imports), so -x removes only debris.
+    repo.git.clean("-fdxq")
+
+
+def split_mbox(mbx: Path, outdir: Path) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, msg in enumerate(mailbox.mbox(str(mbx), create=False), start=1):
+        f = outdir / f"{i:04d}.patch"
+        f.write_bytes(msg.as_bytes(unixfrom=True))
+        files.append(f)
+    return files
+
+
+def apply_series(ws: Workspace, base: Base, series: Series, log_dir: Path) -> Applied:
+    checkout(ws.src, base.commit)
+    repo = _repo(ws.src)
+    log = log_dir / "git-am.log"
+    files = split_mbox(series.mbx, log_dir / "patches")
+    with open(log, "w") as out:
+        for patch, f in zip(series.patches, files):
+            out.write(f"$ git am {f.name}  # [{patch.index}/{len(files)}] {patch.subject}\n")
+            try:
+                res = repo.git.am("--no-gpg-sign", "--committer-date-is-author-date",
+                                  str(f), with_extended_output=True)
+                out.write(res[1] + res[2] + "\n")
+                patch.status = "applied"
+            except git.GitCommandError as e:
+                out.write(f"{e.stdout}\n{e.stderr}\n")
+                patch.status = "failed"
+                rejections = _rejections(repo, f, out)
+                patch.detail = "; ".join(
+                    f"{r.file}: " + (", ".join(r.hunks) if r.hunks else "does not apply")
+                    for r in rejections) or _first_error(e.stderr)
+                for later in series.patches[patch.index:]:
+                    later.status = "skipped"
+                checkout(ws.src, base.commit)
+                return Applied(base, base.commit, "", False, patch.index, rejections,
+                               patch.detail)
+    head = repo.git.rev_parse("HEAD")
+    return Applied(base, head, repo.git.rev_parse("HEAD^{tree}"), True)
+
+
+def _first_error(stderr: str) -> str:
+    for line in stderr.splitlines():
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()[:200]
+    return "git am failed"
+
+
+def _rejections(repo: git.Repo, patch_file: Path, out) -> list[Rejection]:
+    """Which files and hunks do not apply: let `git apply --reject` try."""
+    try:
+        repo.git.am("--abort")
+    except git.GitCommandError:
+        pass
+    try:
+        res = repo.git.apply("--reject", "--verbose", str(patch_file),
+                             with_extended_output=True)
+        text = res[1] + res[2]
+    except git.GitCommandError as e:
+        text = (e.stdout or "") + (e.stderr or "")
+    out.write("$ git apply --reject --verbose\n" + text + "\n")
+    rejs: list[Rejection] = []
+    current: Rejection | None = None
+    contexts: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r"^Applying patch (\S+) with \d+ reject", line)
+        if m:
+            current = Rejection(m.group(1))
+            rejs.append(current)
+            rejfile = Path(repo.working_tree_dir) / (m.group(1) + ".rej")
+            contexts = (re.findall(r"^@@ [^@]* @@ ?(.*)$", rejfile.read_text(errors="replace"), re.M)
+                        if rejfile.exists() else [])
+            continue
+        m = re.match(r"^Rejected hunk #(\d+)\.", line)
+        if m and current is not None:
+            ctx = contexts.pop(0).strip() if contexts else ""
+            current.hunks.append(f"hunk #{m.group(1)}" + (f" ({ctx[:60]})" if ctx else ""))
+    # Files git could not even try (missing, or a corrupt diff).
+    for m in re.finditer(r"^error: (\S+?): (does not exist in index|No such file or directory)", text, re.M):
+        rejs.append(Rejection(m.group(1), ["file does not exist"]))
+    return rejs

@@ -1,0 +1,105 @@
+"""Boot a kernel under virtme-ng and run the guest test suite in it.
+
+The guest sees the host root read-only over 9p (so it can run pytest from
+orch's virtual environment) and one writable results directory, where the
+harness writes JUnit XML and its exit status.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import junit, proc
+from .models import GuestRun, Kernel, Status, TestResult
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST_TESTS = REPO / "guest_tests"
+BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
+CPUS = 2
+MEMORY = "2G"
+# Parameters for built-in drivers go on the kernel command line. No
+# default null_blk device: the tests make their own through configfs.
+APPEND = ["null_blk.nr_devices=0"]
+
+
+def vng_command() -> list[str]:
+    exe = Path(sys.executable).parent / "vng"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("vng")
+    return [found] if found else ["vng"]
+
+
+@functools.lru_cache(maxsize=None)
+def probe_kvm() -> tuple[bool, str]:
+    """Does KVM really run guest code? /dev/kvm existing proves nothing here:
+    QEMU can abort on it ("failed to set MSR"). Boot a 5-byte firmware that
+    writes to isa-debug-exit: QEMU exits 3 only if the vCPU ran it."""
+    if not Path("/dev/kvm").exists():
+        return False, "no /dev/kvm"
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        return False, "no qemu-system-x86_64"
+    with tempfile.TemporaryDirectory() as tmp:
+        bios = Path(tmp) / "probe.bin"
+        image = bytearray(b"\xf4" * 65536)       # hlt everywhere
+        code = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4])  # mov al,1; out 0xf4,al; hlt
+        image[0xFFF0:0xFFF0 + len(code)] = code   # the reset vector
+        bios.write_bytes(bytes(image))
+        r = proc.run([qemu, "-accel", "kvm", "-cpu", "host", "-M", "pc", "-m", "16",
+                      "-display", "none", "-nodefaults", "-no-reboot", "-bios", bios,
+                      "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"], timeout=30)
+    if r.returncode == 3:
+        return True, "KVM works"
+    why = junit.clean(r.output.strip().splitlines()[0] if r.output.strip() else
+                      f"exit {r.returncode}", 200)
+    return False, f"KVM does not work ({why}); using TCG"
+
+
+def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
+    py = shlex.quote(sys.executable)
+    res = shlex.quote(str(results))
+    targets = " ".join(shlex.quote(t) for t in (tests or [str(GUEST_TESTS)]))
+    extra = " ".join(shlex.quote(a) for a in pytest_args)
+    return (f"cd {shlex.quote(str(REPO))} && PYTHONDONTWRITEBYTECODE=1 "
+            f"ORCH_RESULTS={res} {py} -m pytest -p no:cacheprovider -rA "
+            f"--junitxml={res}/junit.xml {extra} {targets}; "
+            f"echo $? > {res}/harness-rc")
+
+
+def run_tests(kernel: Kernel, results: Path, console: Path, *,
+              timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
+              pytest_args: list[str] = (), append: list[str] = APPEND,
+              cpus: int = CPUS, memory: str = MEMORY) -> GuestRun:
+    results.mkdir(parents=True, exist_ok=True)
+    for stale in ("junit.xml", "harness-rc"):
+        (results / stale).unlink(missing_ok=True)
+    kvm, _why = probe_kvm()
+    argv = [*vng_command(), "--run", str(kernel.image), "--verbose",
+            "--cpus", str(cpus), "--memory", memory,
+            "--rwdir", str(results), "--append", " ".join(append),
+            "--exec", guest_command(results, tests, list(pytest_args))]
+    if not kvm:
+        argv.insert(1, "--disable-kvm")
+    t0 = time.monotonic()
+    r = proc.run(argv, log=console, cwd=REPO, timeout=timeout)
+    seconds = time.monotonic() - t0
+    accel = "kvm" if kvm else "tcg"
+    junit_path = results / "junit.xml"
+    if r.timed_out:
+        return GuestRun(False, accel, seconds, console, None, [],
+                        f"guest did not finish within {timeout:.0f}s")
+    if not junit_path.exists():
+        return GuestRun(False, accel, seconds, console, None, [],
+                        f"guest wrote no JUnit results (vng exit {r.returncode})")
+    try:
+        tests_run = junit.parse(junit_path)
+    except junit.JUnitError as e:
+        return GuestRun(False, accel, seconds, console, junit_path, [], str(e))
+    return GuestRun(True, accel, seconds, console, junit_path, tests_run)

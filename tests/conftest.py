@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Explicit, so `import lore_server` works whether or not tests/ becomes a package.
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from lore_server import LORE_DATA_DIR, LoreServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lore_server() -> Iterator[LoreServer]:
+    """Loopback lore serving tests/data/lore; `.url`, `.midmask`, `.requests`.
+
+    Session-wide, so `.requests` accumulates: slice from `len(srv.requests)`
+    taken before the action under test.
+    """
+    with LoreServer(LORE_DATA_DIR) as srv:
+        yield srv
+
+
+@pytest.fixture
+def b4_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for running b4/git cut off from the user's config and cache.
+
+    A fresh cache matters most: b4 caches lore answers for 10 minutes, which
+    would hide requests from the server and leak data between tests.
+    """
+    home = tmp_path_factory.mktemp("b4home")
+    gitconfig = home / "gitconfig"
+    gitconfig.touch()
+    env = dict(os.environ)
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS"):
+        env.pop(var, None)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        GIT_CONFIG_GLOBAL=str(gitconfig),
+        GIT_CONFIG_NOSYSTEM="1",
+        # a proxy from the outer environment would swallow loopback requests
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    return env

@@ -1,0 +1,149 @@
+"""`orch test` end to end on small inputs: exit statuses, one-line errors,
+and a run directory that keeps what was done. Real b4, real git."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lore_server import LORE_DATA_DIR
+
+V3_COVER = "20260227-blk-dontcache-v3-0-cd309ccd5868@columbia.edu"
+
+
+def orch(env, cwd, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(b4_env, tmp_path):
+    e = dict(b4_env)
+    e["ORCH_CACHE"] = str(tmp_path / "cache")
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return e
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    errors = [l for l in stderr.splitlines() if l.startswith("orch: error:")]
+    assert len(errors) == 1, stderr
+    assert stderr.rstrip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.org",
+                        "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.org",
+                        "HOME": str(repo), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def small_tree(tmp_path):
+    """A tiny git tree and two one-patch series: one applies, one does not."""
+    repo = tmp_path / "tree"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "hello.c").write_text("int main(void)\n{\n\treturn 0;\n}\n")
+    git(repo, "add", "hello.c")
+    git(repo, "commit", "-q", "-m", "base")
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    (work / "hello.c").write_text("int main(void)\n{\n\treturn 1;\n}\n")
+    git(work, "commit", "-q", "-am", "hello: return 1")
+    good = subprocess.run(["git", "-C", str(work), "format-patch", "--stdout", "-1"],
+                          check=True, capture_output=True).stdout
+    (work / "hello.c").write_text("int main(void)\n{\n\treturn 2;\n}\n")
+    git(work, "commit", "-q", "-am", "hello: return 2")
+    bad = subprocess.run(["git", "-C", str(work), "format-patch", "--stdout", "-1"],
+                         check=True, capture_output=True).stdout  # context is 'return 1'
+    (tmp_path / "good.mbox").write_bytes(good)
+    (tmp_path / "bad.mbox").write_bytes(bad)
+    return repo
+
+
+def test_unknown_msgid_exit_2(env, tmp_path, lore_server):
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--lore-url", lore_server.url, "--run-dir", str(rd),
+             "missing@example.org")
+    assert r.returncode == 2
+    assert "unknown Message-ID missing@example.org" in one_error_line(r.stderr)
+    rec = run_json(rd)
+    assert rec["exit_code"] == 2 and rec["verdict"] == "BAD-INPUT"
+    assert "404" in (rd / "logs" / "b4.log").read_text()
+
+
+def test_cover_letter_only_exit_2(env, tmp_path):
+    mbox = tmp_path / "cover.mbox"
+    mbox.write_bytes(b"From mboxrd@z Thu Jan  1 00:00:00 1970\n"
+                     + (LORE_DATA_DIR / "messages" / f"{V3_COVER}.eml").read_bytes())
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--run-dir", str(rd))
+    assert r.returncode == 2
+    assert "no patches" in one_error_line(r.stderr)
+    assert run_json(rd)["verdict"] == "BAD-INPUT"
+
+
+def test_missing_tree_exit_2_keeps_series(env, tmp_path):
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(LORE_DATA_DIR / "all.mbox"),
+             "--tree", str(tmp_path / "nope"), "--run-dir", str(rd))
+    assert r.returncode == 2
+    assert "no such tree" in one_error_line(r.stderr)
+    rec = run_json(rd)
+    assert rec["series"]["version"] == 3 and len(rec["series"]["patches"]) == 2
+
+
+def test_does_not_apply_exit_3(env, tmp_path, small_tree):
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "bad.mbox"),
+             "--tree", str(small_tree), "--run-dir", str(rd))
+    assert r.returncode == 3, r.stderr
+    line = one_error_line(r.stderr)
+    assert "patch 1/1" in line and "hello.c" in line and "hunk #1" in line
+    rec = run_json(rd)
+    assert rec["verdict"] == "NO-APPLY"
+    assert rec["apply"]["rejections"][0]["file"] == "hello.c"
+    assert rec["series"]["patches"][0]["status"] == "failed"
+    assert "series names no base-commit; using the tree's HEAD" in rec["tree"]["base_reason"]
+    # The user's checkout is untouched.
+    assert (small_tree / "hello.c").read_text().count("return 0") == 1
+    assert not list(small_tree.glob("*.rej"))
+
+
+def test_applies_then_baseline_build_fails_exit_5(env, tmp_path, small_tree):
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "good.mbox"),
+             "--tree", str(small_tree), "--run-dir", str(rd))
+    assert r.returncode == 5, r.stderr
+    assert "baseline build of config base failed" in one_error_line(r.stderr)
+    rec = run_json(rd)
+    assert rec["apply"]["ok"] is True
+    assert rec["series"]["patches"][0]["status"] == "applied"
+    assert rec["configs"][0]["baseline"]["build"]["status"] == "failed"
+    assert (rd / "logs" / "build-base-baseline.log").exists()
+
+
+def test_unknown_config_exit_2(env, tmp_path):
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(LORE_DATA_DIR / "all.mbox"),
+             "--config", "nosuch", "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert "unknown config 'nosuch'" in one_error_line(r.stderr)
+
+
+def test_report_reprints_a_run(env, tmp_path, small_tree):
+    rd = tmp_path / "run"
+    orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "bad.mbox"),
+         "--tree", str(small_tree), "--run-dir", str(rd))
+    r = orch(env, tmp_path, "report", str(rd))
+    assert r.returncode == 3
+    assert "verdict: NO-APPLY (exit 3)" in r.stdout
