@@ -103,12 +103,14 @@ def nullblk_factory(request):
                             ("power", 1)):
             (d / attr).write_text(f"{value}\n")
         index = (d / "index").read_text().strip()
-        dev = Path(f"/dev/nullb{index}")
+        # Newer null_blk names configfs disks after the item, older ones nullbN.
+        candidates = [Path(f"/dev/{name}"), Path(f"/dev/nullb{index}")]
         deadline = time.monotonic() + 5
-        while not dev.exists():
+        while not any(c.exists() for c in candidates):
             if time.monotonic() > deadline:
-                pytest.fail(f"{dev} did not appear")
+                pytest.fail(f"no device node for null_blk {name} ({candidates})")
             time.sleep(0.05)
+        dev = next(c for c in candidates if c.exists())
         nb = NullBlk(name, dev, irqmode, size_mb)
         request.node.user_properties.append(("device", f"null_blk {dev} irqmode={irqmode}"))
         return nb
@@ -127,3 +129,193 @@ def _kernel_evidence(record_property):
     """Evidence for the report, never a switch for expectations."""
     record_property("kernel", os.uname().release)
     record_property("dropbehind_work_fn", str(kallsyms_has("dropbehind_work_fn")))
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the larger suite (reads, integrity, filesystems, pressure)
+# ---------------------------------------------------------------------------
+
+O_DIRECT = getattr(os, "O_DIRECT", 0o40000)
+SCRATCH_SERIAL = "orch-scratch"
+KERNEL_PROBLEM_WORDS = ("WARNING:", "BUG:", "BUG ", "Oops", "kernel BUG", "general protection",
+                        "Call Trace:", "list_del corruption", "refcount_t:", "Bad page")
+
+
+def dontcache_read(fd: int, length: int, off: int) -> bytes:
+    buf = bytearray(length)
+    n = os.preadv(fd, [buf], off, RWF_DONTCACHE)
+    return bytes(buf[:n])
+
+
+def require_dontcache(fd: int, what: str = "block device") -> None:
+    """Fail (the feature under test is missing) when `fd` rejects RWF_DONTCACHE.
+    Probes with a one-byte DONTCACHE read at offset 0 (a zero-length iovec would
+    return 0 before the flags are looked at)."""
+    try:
+        os.preadv(fd, [bytearray(1)], 0, RWF_DONTCACHE)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            pytest.fail(f"{what} rejects RWF_DONTCACHE (EOPNOTSUPP)")
+        raise
+    # The probe read may have left readahead folios: make sure they are gone.
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def dontcache_supported(fd: int) -> bool:
+    try:
+        os.preadv(fd, [bytearray(1)], 0, RWF_DONTCACHE)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return False
+        raise
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    return True
+
+
+def dc_write(fd: int, data, off: int, what: str = "block device") -> int:
+    """A RWF_DONTCACHE write that fails the test (feature missing) on EOPNOTSUPP."""
+    try:
+        return os.pwritev(fd, [data], off, RWF_DONTCACHE)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            pytest.fail(f"{what} rejects RWF_DONTCACHE writes (EOPNOTSUPP)")
+        raise
+
+
+def aligned_buffer(length: int):
+    """A page-aligned writable buffer for O_DIRECT (anonymous mmap)."""
+    import mmap
+    return mmap.mmap(-1, max(PAGE, -(-length // PAGE) * PAGE))
+
+
+def odirect_read(path, off: int, length: int) -> bytes:
+    """Read [off, off+length) from the device, bypassing the page cache.
+    off/length are widened to 4 KiB; a buffered read could evict or repopulate
+    folios and hide what we want to check."""
+    start = off - off % 4096
+    end = -(-(off + length) // 4096) * 4096
+    buf = aligned_buffer(end - start)
+    fd = os.open(path, os.O_RDONLY | O_DIRECT)
+    try:
+        got = 0
+        while got < end - start:
+            view = memoryview(buf)[got:end - start]
+            n = os.preadv(fd, [view], start + got)
+            if n <= 0:
+                break
+            got += n
+        data = bytes(buf[off - start:off - start + length])
+    finally:
+        os.close(fd)
+        buf.close()
+    return data
+
+
+def odirect_write(path, data: bytes, off: int) -> None:
+    assert off % 4096 == 0 and len(data) % 4096 == 0
+    buf = aligned_buffer(len(data))
+    buf[:len(data)] = data
+    fd = os.open(path, os.O_WRONLY | O_DIRECT)
+    try:
+        n = os.pwritev(fd, [memoryview(buf)[:len(data)]], off)
+        assert n == len(data)
+    finally:
+        os.close(fd)
+        buf.close()
+
+
+def drop_caches(level: int = 3) -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text(f"{level}\n")
+
+
+def find_scratch_disk() -> Path | None:
+    for serial in sorted(Path("/sys/block").glob("vd*/serial")):
+        try:
+            if serial.read_text().strip() == SCRATCH_SERIAL:
+                return Path("/dev") / serial.parent.name
+        except OSError:
+            continue
+    return None
+
+
+@pytest.fixture
+def scratch_disk(record_property) -> Path:
+    """The host-attached 256 MiB virtio-blk disk (serial orch-scratch)."""
+    dev = find_scratch_disk()
+    if dev is None or not dev.exists():
+        pytest.skip(f"no virtio-blk disk with serial {SCRATCH_SERIAL} in /sys/block/vd*/serial")
+    record_property("device", f"virtio-blk {dev} (virtqueue interrupt completion)")
+    return dev
+
+
+def host_tool(name: str) -> str:
+    import shutil
+    found = shutil.which(name) or next(
+        (p for p in (f"/sbin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None)
+    if not found:
+        pytest.skip(f"{name} is not available in the guest")
+    return found
+
+
+class KernelLog:
+    """New kernel log lines since construction, from /dev/kmsg (non-blocking)."""
+
+    def __init__(self) -> None:
+        self.start_seq = self._last_seq()
+
+    @staticmethod
+    def _records():
+        try:
+            fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        out = []
+        try:
+            while True:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EPIPE:   # overwritten records: skip on
+                        continue
+                    raise
+                if not rec:
+                    break
+                head, _, msg = rec.decode(errors="replace").partition(";")
+                fields = head.split(",")
+                try:
+                    seq = int(fields[1])
+                except (IndexError, ValueError):
+                    continue
+                out.append((seq, msg.split("\n", 1)[0]))
+        finally:
+            os.close(fd)
+        return out
+
+    def _last_seq(self) -> int:
+        recs = self._records()
+        return recs[-1][0] if recs else -1
+
+    def new_lines(self) -> list[str]:
+        recs = self._records() or []
+        return [m for s, m in recs if s > self.start_seq]
+
+    def problems(self) -> list[str]:
+        return [m for m in self.new_lines() if any(w in m for w in KERNEL_PROBLEM_WORDS)]
+
+
+@pytest.fixture
+def kernel_log() -> KernelLog:
+    if not os.path.exists("/dev/kmsg"):
+        pytest.skip("/dev/kmsg is not available")
+    return KernelLog()
+
+
+def results_dir() -> Path:
+    d = os.environ.get("ORCH_RESULTS")
+    if d and os.path.isdir(d) and os.access(d, os.W_OK):
+        return Path(d)
+    import tempfile
+    return Path(tempfile.gettempdir())

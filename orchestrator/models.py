@@ -58,6 +58,7 @@ class Kernel:
 
 @dataclass
 class TestResult:
+    __test__ = False  # not a pytest test class
     name: str
     status: Status
     message: str = ""

@@ -31,10 +31,10 @@ def transition(base: Status, patched: Status) -> str:
     if patched == Status.SKIP:
         return "skipped"
     if patched == Status.PASS:
-        return "passing" if base in (Status.PASS, Status.SKIP) else "fixed"
+        return "fixed" if base in (Status.FAIL, Status.ERROR) else "passing"
     if base == Status.PASS:
         return "regressed"
-    if base == Status.SKIP:
+    if base in (Status.SKIP, Status.MISS):
         return "failing"  # nothing on baseline to compare with
     return "still failing"
 

@@ -8,6 +8,7 @@ harness writes JUnit XML and its exit status.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import shutil
 import sys
@@ -26,6 +27,10 @@ MEMORY = "2G"
 # Parameters for built-in drivers go on the kernel command line. No
 # default null_blk device: the tests make their own through configfs.
 APPEND = ["null_blk.nr_devices=0"]
+# A scratch virtio-blk disk for the tests (serial below): virtio-blk
+# completes in the virtqueue interrupt, a real-device IRQ path.
+SCRATCH_MB = 256
+SCRATCH_SERIAL = "orch-scratch"
 
 
 def vng_command() -> list[str]:
@@ -81,14 +86,24 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     for stale in ("junit.xml", "harness-rc"):
         (results / stale).unlink(missing_ok=True)
     kvm, _why = probe_kvm()
-    argv = [*vng_command(), "--run", str(kernel.image), "--verbose",
+    scratch = results.parent / f".{results.name}-scratch.img"
+    with open(scratch, "wb") as f:
+        f.truncate(SCRATCH_MB << 20)
+    drive = (f"-drive file={scratch},if=none,id=orchscratch,format=raw "
+             f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
+    argv = [*vng_command(), "--run", str(kernel.image), "--verbose", "--qemu-opts", drive,
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
             "--exec", guest_command(results, tests, list(pytest_args))]
     if not kvm:
         argv.insert(1, "--disable-kvm")
     t0 = time.monotonic()
-    r = proc.run(argv, log=console, cwd=REPO, timeout=timeout)
+    # vng runs virtme-run through PATH: the venv's bin dir must be on it.
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    try:
+        r = proc.run(argv, log=console, cwd=REPO, timeout=timeout, env={"PATH": path})
+    finally:
+        scratch.unlink(missing_ok=True)
     seconds = time.monotonic() - t0
     accel = "kvm" if kvm else "tcg"
     junit_path = results / "junit.xml"

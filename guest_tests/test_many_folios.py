@@ -1,0 +1,38 @@
+"""Many folios per writeback: deferral must not lose any of them."""
+
+from __future__ import annotations
+
+import os
+
+from conftest import PAGE, cachestat, dc_write, wait_evicted
+
+NPAGES = 4096          # 16 MiB: over 130 times a folio_batch (31 folios)
+CHUNK = 1 << 20
+
+
+def test_many_folios_all_evicted(nullblk_factory, record_property):
+    """4096 pages written with DONTCACHE to null_blk irqmode=2: writeback
+    completes in hard IRQ, far more folios than one folio_batch (31) per
+    flush. Every one must be evicted. A deferral that silently drops folios
+    once its batch is full (RFC v3's per-CPU folio_batch) leaves the rest
+    cached: this test then FAILS with the numbers."""
+    dev = nullblk_factory(irqmode=2, size_mb=64)
+    total = NPAGES * PAGE
+    fd = os.open(dev.path, os.O_RDWR)
+    try:
+        for off in range(0, total, CHUNK):
+            assert dc_write(fd, os.urandom(CHUNK), off) == CHUNK
+        os.fsync(fd)
+        left = wait_evicted(fd, 0, total, timeout=15)
+        cs = cachestat(fd, 0, total)
+        evicted = NPAGES - left
+        record_property("pages_written", str(NPAGES))
+        record_property("pages_still_cached", str(left))
+        record_property("fraction_evicted", f"{evicted / NPAGES:.4f}")
+        record_property("cachestat", f"cache={cs.nr_cache} dirty={cs.nr_dirty} "
+                        f"writeback={cs.nr_writeback} evicted={cs.nr_evicted}")
+        assert left == 0, (f"{left}/{NPAGES} DONTCACHE folios still cached 15 s after fsync "
+                           f"(fraction evicted {evicted / NPAGES:.4f}, dirty={cs.nr_dirty}, "
+                           f"writeback={cs.nr_writeback}): folios lost by the deferral")
+    finally:
+        os.close(fd)

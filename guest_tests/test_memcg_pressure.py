@@ -1,0 +1,119 @@
+"""DONTCACHE writes under a small memory cgroup: no OOM, little file memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import dontcache_supported
+
+CG_ROOT = Path("/sys/fs/cgroup")
+LIMIT = 32 << 20
+TOTAL = 4 * LIMIT        # bytes written per run: four times the limit
+CHUNK = 1 << 20
+
+WRITER = r"""
+import json, os, sys
+dev, total, chunk, flags, cg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def stat_file():
+    with open(cg + "/memory.stat") as f:
+        for line in f:
+            k, v = line.split()
+            if k == "file":
+                return int(v)
+    return -1
+buf = os.urandom(chunk)
+fd = os.open(dev, os.O_RDWR)
+peak = 0
+for off in range(0, total, chunk):
+    os.pwritev(fd, [buf], off, flags)
+    if (off // chunk) % 4 == 3:
+        peak = max(peak, stat_file())
+os.fsync(fd)
+os.close(fd)
+print(json.dumps({"peak_file": max(peak, stat_file()), "end_file": stat_file()}))
+"""
+
+
+def _cgroup2() -> Path:
+    if not (CG_ROOT / "cgroup.controllers").exists():
+        CG_ROOT.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["mount", "-t", "cgroup2", "none", str(CG_ROOT)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount cgroup2 (CONFIG_CGROUPS off?)")
+    if "memory" not in (CG_ROOT / "cgroup.controllers").read_text().split():
+        pytest.skip("no memory controller in cgroup2 (CONFIG_MEMCG off)")
+    ctl = CG_ROOT / "cgroup.subtree_control"
+    if "memory" not in ctl.read_text().split():
+        ctl.write_text("+memory\n")
+    return CG_ROOT
+
+
+def _events(cg: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (l.split() for l in (cg / "memory.events").read_text().splitlines())}
+
+
+def _run_in_cgroup(name: str, dev: Path, flags: int) -> dict:
+    root = _cgroup2()
+    cg = root / f"orch-{name}-{os.getpid()}"
+    cg.mkdir()
+    try:
+        (cg / "memory.max").write_text(f"{LIMIT}\n")
+        if (cg / "memory.swap.max").exists():
+            (cg / "memory.swap.max").write_text("0\n")
+        procs = str(cg / "cgroup.procs")
+
+        def enter():
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-c", WRITER, str(dev), str(TOTAL), str(CHUNK),
+                            str(flags), str(cg)],
+                           preexec_fn=enter, capture_output=True, text=True, timeout=300)
+        seconds = time.monotonic() - t0
+        ev = _events(cg)
+        out = {"rc": r.returncode, "seconds": round(seconds, 2), "oom": ev.get("oom", 0),
+               "oom_kill": ev.get("oom_kill", 0), "max_events": ev.get("max", 0),
+               "stderr": r.stderr.strip()[-400:]}
+        if r.returncode == 0 and r.stdout.strip():
+            out.update(json.loads(r.stdout.strip().splitlines()[-1]))
+        return out
+    finally:
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_dontcache_under_memcg_limit(nullblk_factory, record_property):
+    """A writer confined to a 32 MiB memory cgroup writes 128 MiB to a block
+    device (null_blk irqmode=2). With RWF_DONTCACHE it must not be OOM-killed
+    and its cgroup must hold little page cache (folios leave as writeback
+    completes) - unlike the same writer with normal buffered writes, which
+    fills the cgroup with file pages up to the limit (recorded for contrast)."""
+    dev = nullblk_factory(irqmode=2, size_mb=(TOTAL >> 20) + 16)
+    fd = os.open(dev.path, os.O_RDWR)
+    try:
+        if not dontcache_supported(fd):
+            pytest.fail("block device rejects RWF_DONTCACHE (EOPNOTSUPP)")
+    finally:
+        os.close(fd)
+    normal = _run_in_cgroup("normal", dev.path, 0)
+    dc = _run_in_cgroup("dontcache", dev.path, 0x80)
+    for label, res in (("normal", normal), ("dontcache", dc)):
+        record_property(f"{label}_writes", json.dumps(res))
+    record_property("limit_bytes", str(LIMIT))
+    assert dc["rc"] == 0, f"DONTCACHE writer failed: {dc}"
+    assert dc["oom_kill"] == 0, f"DONTCACHE writer's cgroup saw OOM kills: {dc}"
+    assert dc["end_file"] <= LIMIT // 4, (
+        f"DONTCACHE writer left {dc['end_file'] >> 10} KiB of file pages in its "
+        f"{LIMIT >> 20} MiB cgroup (normal writes: {normal.get('end_file', -1) >> 10} KiB)")
