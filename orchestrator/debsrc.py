@@ -21,7 +21,9 @@ from .errors import OrchError, Exit
 from . import proc
 
 DEFAULT_PACKAGE = "linux-source-7.2"
-DEFAULT_SUITE = "sid"
+# linux-source-X.Y lives in whichever suite has that kernel now: sid for the
+# newest, a backports suite for others. apt picks the package from any.
+DEFAULT_SUITES = ("sid", "trixie-backports", "trixie")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # A fixed identity and date make the import commit's id a function of the
@@ -72,20 +74,21 @@ def _apt_opts(state: Path) -> list[str]:
             "-oDebug::NoLocking=1"]
 
 
-def download_deb(package: str, suite: str, workdir: Path, log: Path) -> Path:
+def download_deb(package: str, suites: tuple[str, ...], workdir: Path, log: Path) -> Path:
     state = workdir / "apt"
     (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={KEYRING}] " if os.path.exists(KEYRING) else ""
+    mirror = system_mirror()
     (state / "sources.list").write_text(
-        f"deb {signed}{system_mirror()} {suite} main\n")
+        "".join(f"deb {signed}{mirror} {s} main\n" for s in suites))
     r = proc.run(["apt-get", *_apt_opts(state), "update"], log=log, timeout=600)
     if not r.ok:
-        raise OrchError(f"apt-get update for suite {suite} failed (see {log})")
+        raise OrchError(f"apt-get update for {', '.join(suites)} failed (see {log})")
     r = proc.run(["apt-get", *_apt_opts(state), "download", package],
                  log=log, cwd=workdir, timeout=1200, append=True)
     if not r.ok:
-        raise OrchError(f"Debian no longer offers {package} in {suite} "
+        raise OrchError(f"Debian no longer offers {package} in {', '.join(suites)} "
                         f"(apt-get download failed, see {log}); pick another with --debian-source",
                         Exit.BAD_INPUT)
     debs = sorted(workdir.glob(f"{package}_*.deb"))
@@ -94,7 +97,7 @@ def download_deb(package: str, suite: str, workdir: Path, log: Path) -> Path:
     return debs[-1]
 
 
-def import_tree(package: str = DEFAULT_PACKAGE, suite: str = DEFAULT_SUITE,
+def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAULT_SUITES,
                 cache: Path | None = None, log_dir: Path | None = None) -> DebianTree:
     """Return the cached git import of `package`, creating it on first use."""
     from .paths import cache_dir
@@ -111,7 +114,7 @@ def import_tree(package: str = DEFAULT_PACKAGE, suite: str = DEFAULT_SUITE,
         shutil.rmtree(dest)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         tmp = Path(tmp)
-        deb = download_deb(package, suite, tmp, log)
+        deb = download_deb(package, suites, tmp, log)
         version = deb.name.split("_")[1]
         r = proc.run(["dpkg-deb", "-x", deb, tmp / "x"], log=log, append=True, timeout=600)
         if not r.ok:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import git
 
-from . import __version__, build, debsrc, intake, kconfig, report, tree, verdict, vm
+from . import __version__, build, debsrc, intake, kconfig, report, splats, tree, verdict, vm
 from .errors import Exit, OrchError
 from .models import GuestRun, Kernel, Series
 
@@ -91,7 +91,8 @@ def series_record(s: Series) -> dict:
     return d
 
 
-def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None) -> dict:
+def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
+          found: list[splats.Splat] = ()) -> dict:
     out: dict = {"build": {"status": build_status}}
     if kernel:
         out["build"].update(seconds=round(kernel.seconds, 1), cached=kernel.cached,
@@ -104,6 +105,7 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None) -> d
         out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
                          "seconds": t.seconds, "properties": t.properties}
                         for t in guest.tests]
+        out["splats"] = [s.as_dict() for s in found]
     else:
         out["boot"] = {"status": "not run"}
         out["tests"] = []
@@ -208,6 +210,7 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
     rec["accel"] = {"mode": "kvm" if kvm else "tcg", "reason": why}
     run.say(f"vm: {rec['accel']['mode']} ({why})")
     guests: dict[tuple[str, str], GuestRun] = {}
+    found: dict[tuple[str, str], list[splats.Splat]] = {}
     for c in kcs:
         for side in ("baseline", "patched"):
             run.say(f"{side} boot + guest tests, config {c.name}")
@@ -215,8 +218,10 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
                              run.logs / f"console-{c.name}-{side}.log",
                              timeout=run.opts.guest_timeout, tests=run.opts.guest_tests)
             guests[(c.name, side)] = g
+            found[(c.name, side)] = splats.scan(g.console.read_text(errors="replace"))
             cfg[c.name][side] = _side(kernels[(c.name, side)],
-                                      cfg[c.name][side]["build"]["status"], g)
+                                      cfg[c.name][side]["build"]["status"], g,
+                                      found[(c.name, side)])
             run.save()
             counts = {}
             for tr in g.tests:
@@ -232,6 +237,15 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
         cfg[c.name]["comparison"] = [{"name": x.name, "baseline": x.baseline.value,
                                       "patched": x.patched.value, "transition": x.transition}
                                      for x in comps]
+        # A splat only the patched kernel shows is the series' regression,
+        # even when every test passed; one baseline shows too is pre-existing.
+        seen = {s.fingerprint for s in found[(c.name, "baseline")]}
+        new = [s for s in found[(c.name, "patched")] if s.fingerprint not in seen]
+        cfg[c.name]["new_splats"] = [s.as_dict() for s in new]
+        cfg[c.name]["preexisting_splats"] = [s.as_dict() for s in found[(c.name, "patched")]
+                                             if s.fingerprint in seen]
+        for s in new:
+            regressions.append(f"config {c.name}: patched kernel {s.kind}: {s.title}")
         if not b.ok:
             infra.append(f"config {c.name}: baseline guest: {b.error}")
         if not p.ok and b.ok:

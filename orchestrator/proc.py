@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
+
+MAX_LOG = 64 << 20  # a runaway guest or build cannot fill the disk through a log
+TAIL = 16384
 
 
 @dataclass
@@ -23,52 +27,74 @@ class Result:
         return self.returncode == 0 and not self.timed_out
 
 
-def tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def run(argv: Sequence[str | os.PathLike], *, log: Path | None = None,
         cwd: Path | None = None, env: Mapping[str, str] | None = None,
         timeout: float | None = None, input: bytes | None = None,
         append: bool = False) -> Result:
-    """Run argv (never through a shell), output to `log` (stdout+stderr).
+    """Run argv (never through a shell), stdout+stderr to `log`.
 
-    The child gets its own process group so a timeout or Ctrl-C can kill
-    everything it started (make's children, QEMU under vng).
+    Output always goes through a pipe that we copy: QEMU (under vng) reopens
+    /proc/self/fd/1 and 2 with O_TRUNC, which on a plain file truncates the
+    log and makes its writers overwrite each other. The child gets its own
+    process group so a timeout or Ctrl-C kills everything it started.
     """
     argv = [str(a) for a in argv]
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    out = None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab" if append else "wb")
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
-    else:
-        out = subprocess.PIPE
-    proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out,
+    proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             start_new_session=True)
+    tail = bytearray()
+    full = bytearray()
+
+    def pump() -> None:
+        written = 0
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            tail.extend(chunk)
+            del tail[:-TAIL]
+            if out is None:
+                full.extend(chunk)
+            elif written < MAX_LOG:
+                out.write(chunk[:MAX_LOG - written])
+                written += len(chunk)
+                if written >= MAX_LOG:
+                    out.write(b"\n[orch: log truncated]\n")
+                out.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     timed_out = False
     try:
-        stdout, _ = proc.communicate(input=input, timeout=timeout)
+        if input is not None:
+            try:
+                proc.stdin.write(input)
+            except BrokenPipeError:
+                pass
+            proc.stdin.close()
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_group(proc)
-        stdout, _ = proc.communicate()
+        proc.wait()
     except BaseException:
         _kill_group(proc)
         proc.wait()
         raise
     finally:
-        if log is not None:
+        # Children that outlive the leader still hold the pipe: end them too.
+        _kill_group(proc)
+        reader.join(timeout=10)
+        if out is not None:
             out.close()
-    if log is not None:
-        text = log.read_bytes()[-16384:].decode(errors="replace")
-    else:
-        text = (stdout or b"").decode(errors="replace")
+    text = (full if out is None else tail).decode(errors="replace")
     return Result(argv, proc.returncode, timed_out, log, text)
 
 

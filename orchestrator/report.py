@@ -50,6 +50,10 @@ def summary(rec: dict) -> str:
             lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}")
             if v.get("error"):
                 lines.append(f"            {v['error']}")
+        for s in c.get("new_splats") or []:
+            lines.append(f"  NEW SPLAT on patched: {s['kind']}: {s['title']}")
+        for s in c.get("preexisting_splats") or []:
+            lines.append(f"  pre-existing splat (baseline too): {s['kind']}: {s['title']}")
         comps = c.get("comparison") or []
         if comps:
             w = max(len(x["name"]) for x in comps)

@@ -91,7 +91,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
         f.truncate(SCRATCH_MB << 20)
     drive = (f"-drive file={scratch},if=none,id=orchscratch,format=raw "
              f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
-    argv = [*vng_command(), "--run", str(kernel.image), "--verbose", "--qemu-opts", drive,
+    argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
             "--exec", guest_command(results, tests, list(pytest_args))]
