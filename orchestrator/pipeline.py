@@ -7,6 +7,7 @@ whatever stops a run (an error, Ctrl-C, a kill) leaves a readable record.
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime as dt
 import re
 import sys
@@ -91,6 +92,28 @@ def series_record(s: Series) -> dict:
     return d
 
 
+MAX_GUEST_JSON = 1 << 20
+
+
+def guest_data(results: Path | None) -> dict:
+    """JSON the guest suite left beside its JUnit file (benchmark figures,
+    such as scale.json): untrusted, so size-capped and parsed, never run."""
+    data: dict = {}
+    if results is None:
+        return data
+    for f in sorted(results.glob("*.json"))[:20]:
+        if not f.is_file() or f.is_symlink():
+            continue
+        try:
+            if f.stat().st_size <= MAX_GUEST_JSON:
+                data[f.name] = json.loads(f.read_text(errors="replace"))
+            else:
+                data[f.name] = {"error": f"larger than {MAX_GUEST_JSON} bytes"}
+        except ValueError as e:
+            data[f.name] = {"error": f"not JSON: {str(e)[:100]}"}
+    return data
+
+
 def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
           found: list[splats.Splat] = ()) -> dict:
     out: dict = {"build": {"status": build_status}}
@@ -106,6 +129,7 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
                          "seconds": t.seconds, "properties": t.properties}
                         for t in guest.tests]
         out["splats"] = [s.as_dict() for s in found]
+        out["guest_data"] = guest_data(guest.junit.parent if guest.junit else None)
     else:
         out["boot"] = {"status": "not run"}
         out["tests"] = []
