@@ -90,6 +90,7 @@ def _ensure_configfs() -> None:
 def nullblk_factory(request):
     """Make memory-backed null_blk devices through configfs; removed after."""
     made: list[Path] = []
+    holders: list[int] = []
 
     def make(irqmode: int, size_mb: int = 64, completion_nsec: int = 10000) -> NullBlk:
         _ensure_configfs()
@@ -111,11 +112,17 @@ def nullblk_factory(request):
                 pytest.fail(f"no device node for null_blk {name} ({candidates})")
             time.sleep(0.05)
         dev = next(c for c in candidates if c.exists())
+        # Keep the device open for the whole test: the last close of a block
+        # device syncs and drops its whole page cache (blkdev_flush_mapping),
+        # which would make every "still cached?" check after a close vacuous.
+        holders.append(os.open(dev, os.O_RDONLY))
         nb = NullBlk(name, dev, irqmode, size_mb)
         request.node.user_properties.append(("device", f"null_blk {dev} irqmode={irqmode}"))
         return nb
 
     yield make
+    for fd in holders:
+        os.close(fd)
     for d in reversed(made):
         try:
             (d / "power").write_text("0\n")
@@ -198,12 +205,13 @@ def odirect_read(path, off: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | O_DIRECT)
     try:
         got = 0
-        while got < end - start:
-            view = memoryview(buf)[got:end - start]
-            n = os.preadv(fd, [view], start + got)
-            if n <= 0:
-                break
-            got += n
+        with memoryview(buf) as whole:
+            while got < end - start:
+                with whole[got:end - start] as view:
+                    n = os.preadv(fd, [view], start + got)
+                if n <= 0:
+                    break
+                got += n
         data = bytes(buf[off - start:off - start + length])
     finally:
         os.close(fd)
@@ -217,7 +225,8 @@ def odirect_write(path, data: bytes, off: int) -> None:
     buf[:len(data)] = data
     fd = os.open(path, os.O_WRONLY | O_DIRECT)
     try:
-        n = os.pwritev(fd, [memoryview(buf)[:len(data)]], off)
+        with memoryview(buf) as whole, whole[:len(data)] as view:
+            n = os.pwritev(fd, [view], off)
         assert n == len(data)
     finally:
         os.close(fd)
@@ -240,13 +249,17 @@ def find_scratch_disk() -> Path | None:
 
 
 @pytest.fixture
-def scratch_disk(record_property) -> Path:
+def scratch_disk(record_property):
     """The host-attached 256 MiB virtio-blk disk (serial orch-scratch)."""
     dev = find_scratch_disk()
     if dev is None or not dev.exists():
         pytest.skip(f"no virtio-blk disk with serial {SCRATCH_SERIAL} in /sys/block/vd*/serial")
     record_property("device", f"virtio-blk {dev} (virtqueue interrupt completion)")
-    return dev
+    holder = os.open(dev, os.O_RDONLY)   # see nullblk_factory: last close drops the cache
+    try:
+        yield dev
+    finally:
+        os.close(holder)
 
 
 def host_tool(name: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAGE, cached_pages, dc_write, drop_caches, odirect_read, wait_evicted
+from conftest import PAGE, cached_pages, cachestat, dc_write, drop_caches, odirect_read, wait_evicted
 
 CPU_ROOT = Path("/sys/devices/system/cpu")
 NPAGES = 256
@@ -39,8 +39,8 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
     on the device, and the kernel log must have no new WARNING/BUG/Oops."""
     cpu = _hotpluggable_cpu()
     record_property("hotplug_cpu", str(cpu))
-    # 2 ms per request keeps completions pending while the CPU goes away.
-    dev = nullblk_factory(irqmode=2, size_mb=64, completion_nsec=2_000_000)
+    # 20 ms per request keeps completions pending while the CPU goes away.
+    dev = nullblk_factory(irqmode=2, size_mb=64, completion_nsec=20_000_000)
     n = NPAGES * PAGE
     all_cpus = os.sched_getaffinity(0)
     results = []
@@ -49,6 +49,7 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
             off = r * n
             data = os.urandom(n)
             errors: list[BaseException] = []
+            written = threading.Event()
 
             def writer():
                 try:
@@ -57,6 +58,7 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
                     try:
                         for p in range(0, n, 16 * PAGE):
                             dc_write(fd, data[p:p + 16 * PAGE], off + p)
+                        written.set()      # writeback was kicked by each write
                         os.fsync(fd)
                     finally:
                         os.close(fd)
@@ -65,8 +67,15 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
 
             t = threading.Thread(target=writer)
             t.start()
-            time.sleep(0.05 * (r + 1))         # vary where in writeback we cut
             os.sched_setaffinity(0, all_cpus - {cpu} or all_cpus)
+            written.wait(60)
+            time.sleep(0.005 * r)              # vary where in writeback we cut
+            hfd = os.open(dev.path, os.O_RDONLY)
+            try:
+                cs = cachestat(hfd, off, n)
+            finally:
+                os.close(hfd)
+            alive = f"{cs.nr_dirty + cs.nr_writeback}/{NPAGES}"
             _set_online(cpu, False)
             time.sleep(0.2)
             _set_online(cpu, True)
@@ -76,13 +85,13 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
                 raise errors[0]
             fd = os.open(dev.path, os.O_RDONLY)
             try:
-                left = wait_evicted(fd, off, n, timeout=5)
+                left = wait_evicted(fd, off, n, timeout=2)
                 os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
                 forced = cached_pages(fd, off, n)
             finally:
                 os.close(fd)
             ok = odirect_read(dev.path, off, n) == data
-            results.append((left, forced, ok))
+            results.append((left, forced, ok, alive))
     finally:
         os.sched_setaffinity(0, all_cpus)
         if (CPU_ROOT / f"cpu{cpu}" / "online").read_text().strip() != "1":
@@ -94,11 +103,13 @@ def test_cpu_offline_during_dontcache_writeback(nullblk_factory, kernel_log, rec
     finally:
         os.close(fd)
     problems = kernel_log.problems()
-    record_property("rounds", "; ".join(f"cached_after_fsync={a} after_fadvise={b} data_ok={c}"
-                                        for a, b, c in results))
+    record_property("rounds", "; ".join(
+        f"in_flight_at_offline={d} cached_after_fsync={a}/{NPAGES} after_fadvise={b} data_ok={c}"
+        for a, b, c, d in results))
     record_property("pages_cached_after_drop_caches", str(after_drop))
+    record_property("kernel_log_new_lines", str(len(kernel_log.new_lines())))
     record_property("kernel_problems", str(len(problems)))
     assert not problems, "new kernel log problems:\n" + "\n".join(problems[:20])
-    assert all(ok for _, _, ok in results), "data lost across CPU hotplug"
-    assert all(b == 0 for _, b, _ in results) and after_drop == 0, \
+    assert all(ok for _, _, ok, _ in results), "data lost across CPU hotplug"
+    assert all(b == 0 for _, b, _, _ in results) and after_drop == 0, \
         f"folios could not be evicted (leaked references?): {results}, after drop_caches {after_drop}"

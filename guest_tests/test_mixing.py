@@ -86,21 +86,26 @@ def test_mmapped_range_stays_cached(nullblk_factory, record_property):
 
 def test_concurrent_dontcache_and_normal_writers(nullblk_factory, record_property):
     """Two threads write the same blocks at once, one with DONTCACHE and one
-    with normal writes (multi-block writes, several rounds). Every 4 KiB block
+    with normal writes (multi-block writes, opposite directions, for the same
+    wall-clock time so that either may write a block last). Every 4 KiB block
     on the device must afterwards equal one writer's data for that block: no
     torn, stale or zeroed blocks when dropbehind races a cached writer."""
     dev = nullblk_factory(irqmode=2)
-    nblocks, per_write, rounds = 64, 8, 6
+    nblocks, per_write, seconds = 64, 8, 1.5
     pattern = {w: [os.urandom(PAGE) for _ in range(nblocks)] for w in ("dc", "normal")}
     errors: list[BaseException] = []
     start = threading.Barrier(2)
+    rounds: dict[str, int] = {}
 
     def writer(kind: str):
         try:
             fd = os.open(dev.path, os.O_RDWR)
             try:
                 start.wait()
-                for r in range(rounds):
+                deadline = time.monotonic() + seconds
+                r = 0
+                while time.monotonic() < deadline:
+                    r += 1
                     order = range(0, nblocks, per_write)
                     for b in (order if (r % 2 == 0) == (kind == "dc") else reversed(order)):
                         buf = b"".join(pattern[kind][b:b + per_write])
@@ -109,6 +114,7 @@ def test_concurrent_dontcache_and_normal_writers(nullblk_factory, record_propert
                         else:
                             os.pwrite(fd, buf, b * PAGE)
                 os.fsync(fd)
+                rounds[kind] = r
             finally:
                 os.close(fd)
         except BaseException as e:  # noqa: BLE001 - reported below
@@ -121,6 +127,7 @@ def test_concurrent_dontcache_and_normal_writers(nullblk_factory, record_propert
         t.join(120)
     if errors:
         raise errors[0]
+    record_property("rounds", f"dc={rounds.get('dc')} normal={rounds.get('normal')}")
 
     def check(label):
         got = odirect_read(dev.path, 0, nblocks * PAGE)
