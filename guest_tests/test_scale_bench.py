@@ -27,6 +27,10 @@ def _lock_stat(pattern: str = "dropbehind") -> dict[str, dict[str, float]] | Non
     first two numbers after the class name in /proc/lock_stat)."""
     if not LOCK_STAT.exists():
         return None
+    # Collection is off until enabled (Documentation/locking/lockstat.rst).
+    switch = Path("/proc/sys/kernel/lock_stat")
+    if switch.exists() and switch.read_text().strip() != "1":
+        switch.write_text("1\n")
     out: dict[str, dict[str, float]] = {}
     for line in LOCK_STAT.read_text().splitlines():
         if pattern not in line or ":" not in line or line.lstrip().startswith("-"):

@@ -32,7 +32,8 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 IMPORT_ENV = {"GIT_AUTHOR_NAME": "orch", "GIT_AUTHOR_EMAIL": "orch@localhost",
               "GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
               "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z",
-              "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z"}
+              "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z",
+              "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0"}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import proc
 from .errors import BadInput, OrchError, Exit
+from .junit import clean
 from .models import Patch, Series
 
 DEFAULT_LORE = "https://lore.kernel.org"
@@ -51,13 +52,16 @@ def b4_command() -> list[str]:
 
 
 def _hdr(msg, name: str) -> str:
+    """A header as text for reports: mail is untrusted, so no control
+    characters or terminal escapes survive, and the length is bounded."""
     value = msg.get(name)
     if value is None:
         return ""
     try:
-        return re.sub(r"\s+", " ", str(make_header(decode_header(str(value))))).strip()
+        text = str(make_header(decode_header(str(value))))
     except Exception:
-        return str(value).strip()
+        text = str(value)
+    return clean(re.sub(r"\s+", " ", text).strip(), 300)
 
 
 def _body(msg) -> str:
@@ -96,7 +100,7 @@ _TRAILER = re.compile(r"^([A-Z][A-Za-z-]*-by|Fixes|Link|Closes|Cc): (.+)$")
 
 def _trailers(body: str) -> list[str]:
     msg = body.split("\n---\n", 1)[0]
-    return [f"{m.group(1)}: {m.group(2).strip()}" for line in msg.splitlines()
+    return [clean(f"{m.group(1)}: {m.group(2).strip()}", 300) for line in msg.splitlines()
             if (m := _TRAILER.match(line))]
 
 
@@ -111,7 +115,7 @@ def _collected(b4_output: str) -> dict[int, list[str]]:
             continue
         m = re.match(r"^\s+\+ (\S[^:]*: .+)$", line)
         if m and current is not None:
-            out.setdefault(current, []).append(m.group(1).strip())
+            out.setdefault(current, []).append(clean(m.group(1).strip(), 300))
     return out
 
 

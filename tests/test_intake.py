@@ -101,3 +101,18 @@ def test_msgid_forms(raw, want):
 def test_hostile_msgids_are_refused(raw):
     with pytest.raises(BadInput):
         intake.normalize_msgid(raw)
+
+
+def test_hostile_subject_is_cleaned(tmp_path, isolated):
+    mbox = tmp_path / "evil.mbox"
+    mbox.write_text(
+        "From mboxrd@z Thu Jan  1 00:00:00 1970\n"
+        "From: Mallory <m@example.org>\n"
+        "Subject: [PATCH] =?utf-8?q?evil=1B=5B2J=07title?=\n"
+        "Message-ID: <evil-1@example.org>\n"
+        "Date: Thu, 26 Nov 2026 12:00:00 +0000\n\n"
+        "Body.\n\nSigned-off-by: Mallory <m@example.org>\n---\n"
+        " a.c | 1 +\n\ndiff --git a/a.c b/a.c\nnew file mode 100644\n"
+        "--- /dev/null\n+++ b/a.c\n@@ -0,0 +1 @@\n+int x;\n-- \n2.39.5\n\n")
+    s = fetch(tmp_path, mbox=mbox, offline=True)
+    assert s.patches[0].subject == "evil?[2J?title"
