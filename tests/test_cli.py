@@ -147,3 +147,19 @@ def test_report_reprints_a_run(env, tmp_path, small_tree):
     r = orch(env, tmp_path, "report", str(rd))
     assert r.returncode == 3
     assert "verdict: NO-APPLY (exit 3)" in r.stdout
+
+
+def test_msgid_from_lore_through_the_cli(env, tmp_path, lore_server, small_tree):
+    """The online path end to end: b4 fetches v2 from the loopback lore,
+    --latest moves to v3, the series does not apply to a foreign tree."""
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--lore-url", lore_server.url, "--latest",
+             "--tree", str(small_tree), "--run-dir", str(rd),
+             "<20260225-blk-dontcache-v2-0-70e7ac4f7108@columbia.edu>")
+    assert r.returncode == 3, r.stderr
+    rec = run_json(rd)
+    s = rec["series"]
+    assert s["version"] == 3 and s["change_id"] == "20260218-blk-dontcache-338133dd045e"
+    assert s["patches"][1]["collected"] == ["Reviewed-by: Jan Kara <jack@suse.cz>"]
+    assert "not in the tree; using the tree's HEAD" in rec["tree"]["base_reason"]
+    assert "patch 1/2" in one_error_line(r.stderr)
