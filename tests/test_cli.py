@@ -163,3 +163,45 @@ def test_msgid_from_lore_through_the_cli(env, tmp_path, lore_server, small_tree)
     assert s["patches"][1]["collected"] == ["Reviewed-by: Jan Kara <jack@suse.cz>"]
     assert "not in the tree; using the tree's HEAD" in rec["tree"]["base_reason"]
     assert "patch 1/2" in one_error_line(r.stderr)
+
+
+def test_second_run_waits_for_the_worktree_and_sigterm_is_recorded(env, tmp_path, small_tree):
+    """Two runs on one tree never share the worktree: the second waits and
+    says so. SIGTERM while it waits ends it with 130 and run.json says the
+    run was interrupted (what it had done is kept)."""
+    import fcntl
+    import hashlib
+    import os
+    import signal
+    import time
+
+    real = str(small_tree.resolve())
+    ws = Path(env["ORCH_CACHE"]) / "work" / f"{small_tree.name}-{hashlib.sha1(real.encode()).hexdigest()[:8]}"
+    ws.mkdir(parents=True)
+    holder = os.open(ws / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as another orch run would
+    rd = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                          "--mbox", str(tmp_path / "good.mbox"), "--tree", str(small_tree),
+                          "--run-dir", str(rd)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (rd / "run.json").exists() and run_json(rd).get("tree"):
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # inside the wait loop by now
+        assert p.poll() is None, "the second run did not wait"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        os.close(holder)
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "waiting for another orch run" in err
+    assert "Traceback" not in err
+    rec = run_json(rd)
+    assert rec["state"] == "interrupted" and rec["verdict"] == "INTERRUPTED"
+    assert rec["series"]["patches"][0]["subject"] == "hello: return 1"
