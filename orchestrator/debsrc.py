@@ -26,14 +26,18 @@ DEFAULT_PACKAGE = "linux-source-7.2"
 DEFAULT_SUITES = ("sid", "trixie-backports", "trixie")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
+# No auto-gc in any git orch runs: after a 95k-file source import the first
+# `git am` would otherwise stop to pack every loose object (minutes) in the
+# middle of a run. Shared with tree.GIT_ENV.
+NO_AUTO_GC = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0"}
+
 # A fixed identity and date make the import commit's id a function of the
 # source alone: the same package gives the same commit on every machine, so
 # a series or port can name it as its base-commit.
 IMPORT_ENV = {"GIT_AUTHOR_NAME": "orch", "GIT_AUTHOR_EMAIL": "orch@localhost",
               "GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
               "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z",
-              "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z",
-              "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0"}
+              "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z", **NO_AUTO_GC}
 
 
 @dataclass

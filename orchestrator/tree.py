@@ -26,11 +26,8 @@ from .models import Base, Series
 from .paths import cache_dir
 
 # Commits orch makes must not depend on the user's git identity or hooks.
-# No auto-gc: after a 95k-file source import the first `git am` would
-# otherwise stop to pack every loose object (minutes) in the middle of a run.
 GIT_ENV = {"GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
-           "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z",
-           "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0"}
+           "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z", **debsrc.NO_AUTO_GC}
 
 
 @dataclass
