@@ -1,4 +1,4 @@
-"""Out-of-tree kernel builds, ccache on, finished kernels cached.
+"""Out-of-tree kernel builds: sandboxed, ccache on, finished kernels cached.
 
 A finished kernel is cached by (source tree id, final .config, toolchain):
 running the same series again, or a second series on the same base, boots
@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import re
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from . import kconfig, proc
+from . import ccache_stats, compiler_warnings, kconfig, proc, sandbox
 from .errors import OrchError, Exit
+from .jobserver import JobServer
 from .kconfig import KConfig
 from .models import Kernel
 from .paths import cache_dir
 
 BUILD_TIMEOUT = 3 * 3600
 IMAGE = Path("arch/x86/boot/bzImage")
+# Present while make runs in a build directory: if a build is killed, the
+# next one finds it and removes what the killed build may have half-written.
+MARKER = ".orch-building"
+KEEP = {".config", ".orch-kconfig", MARKER, compiler_warnings.SNAPSHOT}
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,9 +51,19 @@ def jobs() -> int:
 def build_env() -> dict[str, str]:
     ccache = cache_dir() / "ccache"
     ccache.mkdir(parents=True, exist_ok=True)
-    # Fixed identity so a rebuild of the same source gives the same banner.
+    # Fixed identity so a rebuild of the same source gives the same banner;
+    # C locale so compiler messages compare across machines.
     return {"CCACHE_DIR": str(ccache), "KBUILD_BUILD_USER": "orch",
-            "KBUILD_BUILD_HOST": "orch"}
+            "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
+
+
+@dataclass
+class BuildOptions:
+    sandbox: bool = True
+    jobserver: JobServer | None = None
+    status: Callable[[str | None], None] = lambda text: None
+    timeout: float = BUILD_TIMEOUT
+    extra: dict = field(default_factory=dict)
 
 
 def cache_key(tree_id: str, dotconfig: Path) -> str:
@@ -67,7 +86,14 @@ def _cached(key: str) -> Path | None:
     return d
 
 
-def _store(key: str, builddir: Path) -> Path:
+def cache_entry_state(key: str) -> str:
+    d = cache_dir() / "kernels" / key
+    if not d.exists():
+        return "absent"
+    return "ok" if _cached(key) else "corrupt"
+
+
+def _store(key: str, builddir: Path, warnings: dict | None) -> Path:
     root = cache_dir() / "kernels"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.{os.getpid()}"
@@ -77,6 +103,9 @@ def _store(key: str, builddir: Path) -> Path:
                       (Path("System.map"), "System.map")):
         if (builddir / src).exists():
             shutil.copy2(builddir / src, tmp / name)
+    if warnings is not None:
+        (tmp / "warnings.json").write_text(json.dumps(warnings))
+    # The checksum goes last: an entry without it is incomplete.
     (tmp / "sha256").write_text(hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
     dest = root / key
     shutil.rmtree(dest, ignore_errors=True)
@@ -84,44 +113,140 @@ def _store(key: str, builddir: Path) -> Path:
     return dest
 
 
+def recover_interrupted(builddir: Path) -> int:
+    """Remove what a killed build left: every file written after it started.
+
+    make deletes a target whose recipe fails, but not one whose writer was
+    SIGKILLed; such a truncated object is newer than its source, so make
+    would link it. Removing all files newer than the marker is exact and
+    cheap (ccache gives them back).
+    """
+    marker = builddir / MARKER
+    if not marker.exists():
+        return 0
+    since = marker.stat().st_mtime
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(builddir):
+        for name in filenames:
+            f = Path(dirpath) / name
+            if f.parent == builddir and name in KEEP:
+                continue
+            try:
+                if f.lstat().st_mtime >= since:
+                    f.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    marker.unlink(missing_ok=True)
+    return removed
+
+
+def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str],
+           on_line=None) -> Callable[[list[str], Path, Path], proc.Result]:
+    """Runs make, sandboxed, as a jobserver client (or with -jN)."""
+    ccache = Path(env["CCACHE_DIR"])
+
+    def make(argv: list[str], log: Path, src: Path, timeout: float = 600) -> proc.Result:
+        menv = dict(env)
+        fds: tuple[int, ...] = ()
+        if opts.jobserver is not None:
+            menv["MAKEFLAGS"] = opts.jobserver.makeflags()
+            fds = opts.jobserver.fds
+        else:
+            argv = [*argv, f"-j{jobs()}"]
+        if opts.sandbox:
+            argv = sandbox.wrap(argv, writable=[builddir, ccache], cwd=src, readable=[src])
+        return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
+                        pass_fds=fds, on_line=on_line)
+    return make
+
+
 def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
-          side: str) -> Kernel:
+          side: str, opts: BuildOptions | None = None) -> Kernel:
     """Build (or find cached) the kernel of `src` at tree `tree_id`.
 
     Raises OrchError with INFRA for the baseline, PATCHED_BUILD for the
     patched side: a broken baseline is not the series' fault.
     """
+    opts = opts or BuildOptions()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     t0 = time.monotonic()
+    builddir.mkdir(parents=True, exist_ok=True)
+    removed = recover_interrupted(builddir)
+    if removed:
+        with open(log, "a") as f:
+            f.write(f"# orch: the last build here was interrupted; removed the {removed} "
+                    "files it wrote\n")
+    env = build_env()
+    (builddir / ".tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(builddir / ".tmp")
     try:
-        dotconfig = kconfig.configure(src, builddir, kc, log)
+        dotconfig = kconfig.configure(src, builddir, kc, log, make=_maker(builddir, opts, env))
     except OrchError as e:
         code = e.exit
         if code == Exit.INFRA and side == "patched":
             code = Exit.PATCHED_BUILD  # the series broke Kconfig
         raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
     key = cache_key(tree_id, dotconfig)
-    hit = _cached(key)
-    if hit:
+    state = cache_entry_state(key)
+    if state == "ok":
+        hit = cache_dir() / "kernels" / key
         with open(log, "a") as f:
             f.write(f"# cached kernel {hit}\n")
         return Kernel(kc.name, hit / "bzImage", hit / "config", True,
-                      time.monotonic() - t0, log)
-    r = proc.run([*kconfig.make_base(builddir), f"-j{jobs()}", "CC=ccache gcc", "bzImage"],
-                 cwd=src, log=log, timeout=BUILD_TIMEOUT, env=build_env(), append=True)
+                      time.monotonic() - t0, log, key=key,
+                      warnings=compiler_warnings.load(hit / "warnings.json"))
+    if state == "corrupt":
+        with open(log, "a") as f:
+            f.write(f"# orch: cached kernel {key} failed its checksum; removed, rebuilding\n")
+
+    full = not (builddir / "vmlinux").exists()
+    statslog = builddir / ".orch-ccache-stats.log"
+    statslog.unlink(missing_ok=True)
+    env["CCACHE_STATSLOG"] = str(statslog)
+    count = [0]
+
+    def on_line(line: str) -> None:
+        if line.startswith("  CC ") or line.startswith("  AS "):
+            count[0] += 1
+            opts.status(f"{side} {kc.name}: {count[0]} compiled, {line.split()[-1][-40:]}")
+    (builddir / MARKER).write_text(f"{os.getpid()}\n")
+    make = _maker(builddir, opts, env, on_line)
+    try:
+        r = make([*kconfig.make_base(builddir), "--output-sync=target", "CC=ccache gcc",
+                  "bzImage"], log, src, timeout=opts.timeout)
+    finally:
+        opts.status(None)
+    if not r.timed_out:
+        # make removed the target of any failed recipe itself.
+        (builddir / MARKER).unlink(missing_ok=True)
+    stats = ccache_stats.read(statslog)
     if not r.ok or not (builddir / IMAGE).exists():
-        what = "timed out" if r.timed_out else "failed"
+        what = f"timed out after {opts.timeout:.0f}s" if r.timed_out else "failed"
         raise OrchError(f"{side} build of config {kc.name} {what}: "
-                        f"{_first_error(r.output)} (see {log})",
+                        f"{first_error(log)} (see {log})",
                         Exit.INFRA if side == "baseline" else Exit.PATCHED_BUILD)
-    stored = _store(key, builddir)
+    built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, builddir)
+    snapshot = compiler_warnings.update(builddir, built, full)
+    stored = _store(key, builddir, snapshot)
     return Kernel(kc.name, stored / "bzImage", stored / "config", False,
-                  time.monotonic() - t0, log)
+                  time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
+                  compiled=count[0])
 
 
-def _first_error(output: str) -> str:
-    for line in output.splitlines():
-        if ": error:" in line or line.startswith("make: ***"):
+_ERR = re.compile(r"(: error: |: fatal error: |^make(\[\d+\])?: \*\*\*|No space left on device)")
+
+
+def first_error(log: Path) -> str:
+    """The first line that says what broke; disk full says so plainly."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "see the log"
+    if "No space left on device" in text:
+        return "disk full (No space left on device)"
+    for line in text.splitlines():
+        if _ERR.search(line) and not line.startswith("$ "):
             return line.strip()[:200]
     return "see the log"

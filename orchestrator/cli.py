@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, debsrc, intake, pipeline, report, vm
+from . import __version__, build, debsrc, intake, pipeline, report, vm
 from .errors import BadInput, Exit, OrchError
 
 
@@ -46,6 +46,21 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds for one boot + guest tests (default: %(default)s)")
     t.add_argument("--guest-test", action="append", dest="guest_tests",
                    help="run only this guest test (pytest node id; repeatable)")
+    t.add_argument("--test-timeout", type=float, default=vm.TEST_TIMEOUT,
+                   help="seconds for one guest test; a hung test fails and the suite "
+                   "goes on (default: %(default)s)")
+    t.add_argument("--timeout", type=float, default=None,
+                   help="seconds for the whole run (default: none)")
+    t.add_argument("--each-patch", action="store_true",
+                   help="also build after every patch of the series and name the first "
+                   "one that breaks the build")
+    t.add_argument("--build-only", action="store_true",
+                   help="stop after the builds (and the warning diff): no boots")
+    t.add_argument("--jobs", "-j", type=int, default=build.jobs(),
+                   help="make jobs shared by all concurrent builds (default: %(default)s)")
+    t.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                   help="build without bubblewrap (network and all files reachable: "
+                   "only for series you trust)")
 
     r = sub.add_parser("report", help="print the summary of a run directory again")
     r.add_argument("run_dir", type=Path)
@@ -89,7 +104,14 @@ def _test(args, argv: list[str]) -> int:
                             base=args.base, debian_package=args.debian_source,
                             configs=args.configs, run_dir=args.run_dir,
                             json_out=args.json_out, guest_timeout=args.guest_timeout,
-                            guest_tests=args.guest_tests, argv=["orch", *argv])
+                            guest_tests=args.guest_tests, test_timeout=args.test_timeout,
+                            timeout=args.timeout, each_patch=args.each_patch,
+                            build_only=args.build_only,
+                            sandbox=args.sandbox, jobs=args.jobs, argv=["orch", *argv])
+    for name, value in (("--guest-timeout", args.guest_timeout), ("--test-timeout",
+                        args.test_timeout), ("--timeout", args.timeout), ("--jobs", args.jobs)):
+        if value is not None and value <= 0:
+            raise BadInput(f"{name} must be positive")
     opts.run_dir = opts.run_dir or pipeline.default_run_dir(opts)
     try:
         return pipeline.test(opts)

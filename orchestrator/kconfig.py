@@ -96,8 +96,16 @@ def make_base(builddir: Path) -> list[str]:
     return ["make", f"O={builddir}", "ARCH=x86_64"]
 
 
-def configure(src: Path, builddir: Path, kc: KConfig, log: Path) -> Path:
+def _plain_make(argv: list[str], log: Path, src: Path) -> proc.Result:
+    return proc.run(argv, cwd=src, log=log, timeout=600, append=True)
+
+
+def configure(src: Path, builddir: Path, kc: KConfig, log: Path,
+              make=_plain_make) -> Path:
     """Write builddir/.config for kc; keep an existing one if it is kc's.
+
+    `make(argv, log, src)` runs each make: the builder passes its sandbox,
+    since Kconfig runs host programs compiled from the (patched) tree.
 
     Regenerating an unchanged .config would still rewrite it and cost a
     needless syncconfig; the stamp keeps the patched build incremental.
@@ -106,14 +114,14 @@ def configure(src: Path, builddir: Path, kc: KConfig, log: Path) -> Path:
     dotconfig = builddir / ".config"
     stamp = builddir / ".orch-kconfig"
     if not (dotconfig.exists() and stamp.exists() and stamp.read_text() == kc.digest):
-        r = proc.run([*make_base(builddir), kc.start], cwd=src, log=log, timeout=600, append=True)
+        r = make([*make_base(builddir), kc.start], log, src)
         if not r.ok:
             raise OrchError(f"make {kc.start} failed (see {log})", Exit.INFRA)
         with open(dotconfig, "a") as f:
             f.write(f"\n# orch fragment {kc.name}\n{kc.fragment}\n")
         stamp.unlink(missing_ok=True)
     # Always: the source (a patch) may have changed Kconfig files.
-    r = proc.run([*make_base(builddir), "olddefconfig"], cwd=src, log=log, timeout=600, append=True)
+    r = make([*make_base(builddir), "olddefconfig"], log, src)
     if not r.ok:
         raise OrchError(f"make olddefconfig failed (see {log})", Exit.INFRA)
     # A symbol this tree does not define at all (renamed, say PROC_SYSCTL

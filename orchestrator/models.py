@@ -54,6 +54,10 @@ class Kernel:
     cached: bool
     seconds: float
     log: Path | None
+    key: str = ""                    # kernel cache key
+    warnings: dict | None = None     # compiler_warnings snapshot
+    ccache: dict | None = None       # this build's ccache hits and misses
+    compiled: int = 0                # objects compiled (0 when cached)
 
 
 @dataclass

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import git
+from concurrent.futures import ThreadPoolExecutor
 
-from . import __version__, build, debsrc, intake, kconfig, report, splats, tree, verdict, vm
+from . import (__version__, build, compiler_warnings, debsrc, intake, kconfig, proc,
+               report, splats, tree, verdict, vm)
 from .errors import Exit, OrchError
+from .jobserver import JobServer
 from .models import GuestRun, Kernel, Series
+from .progress import Progress
 
 
 @dataclass
@@ -38,6 +41,12 @@ class Options:
     json_out: Path | None = None
     guest_timeout: float = vm.BOOT_TIMEOUT
     guest_tests: list[str] | None = None
+    test_timeout: float = vm.TEST_TIMEOUT   # one guest test
+    timeout: float | None = None            # the whole run
+    each_patch: bool = False
+    build_only: bool = False
+    sandbox: bool = True
+    jobs: int = field(default_factory=build.jobs)
     argv: list[str] = field(default_factory=list)
 
 
@@ -54,7 +63,7 @@ def default_run_dir(opts: Options) -> Path:
 class Run:
     """The run directory and its record; `save()` after every change."""
 
-    def __init__(self, opts: Options, progress: Callable[[str], None]):
+    def __init__(self, opts: Options, progress: Progress):
         self.opts = opts
         self.dir = (opts.run_dir or default_run_dir(opts)).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +76,18 @@ class Run:
                           "started": dt.datetime.now(dt.timezone.utc).isoformat(),
                           "verdict": None, "exit_code": None, "error": None,
                           "series": None, "tree": None, "configs": []}
+        self.deadline = (time.monotonic() + opts.timeout) if opts.timeout else None
         self.save()
+
+    def left(self, limit: float, before: str) -> float:
+        """`limit`, or less when the whole-run timeout is nearer."""
+        if self.deadline is None:
+            return limit
+        rest = self.deadline - time.monotonic()
+        if rest <= 0:
+            raise OrchError(f"the whole-run timeout ({self.opts.timeout:.0f}s) ran out "
+                            f"before {before}", Exit.INFRA)
+        return min(limit, rest)
 
     def save(self) -> None:
         report.write_json(self.dir / "run.json", self.rec)
@@ -75,7 +95,7 @@ class Run:
             report.write_json(self.opts.json_out, self.rec)
 
     def say(self, msg: str) -> None:
-        self.progress(f"[{time.monotonic() - self.t0:6.0f}s] {msg}")
+        self.progress.say(msg)
 
     def finish(self, code: Exit, verdict_: str, error: str | None = None,
                state: str = "done") -> int:
@@ -114,17 +134,25 @@ def guest_data(results: Path | None) -> dict:
     return data
 
 
+def _build_record(kernel: Kernel) -> dict:
+    return {"status": "cached" if kernel.cached else "ok", "seconds": round(kernel.seconds, 1),
+            "cached": kernel.cached, "image": str(kernel.image), "log": str(kernel.log),
+            "key": kernel.key, "compiled": kernel.compiled, "ccache": kernel.ccache}
+
+
 def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
           found: list[splats.Splat] = ()) -> dict:
     out: dict = {"build": {"status": build_status}}
     if kernel:
-        out["build"].update(seconds=round(kernel.seconds, 1), cached=kernel.cached,
-                            image=str(kernel.image), log=str(kernel.log))
+        out["build"].update(_build_record(kernel))
+        out["build"]["status"] = build_status
     if guest:
         out["boot"] = {"status": "ok" if guest.ok else "failed", "accel": guest.accel,
                        "seconds": round(guest.seconds, 1), "console": str(guest.console),
                        "junit": str(guest.junit) if guest.junit else None,
                        "error": guest.error}
+        if not guest.ok:
+            out["boot"]["console_tail"] = vm.console_tail(guest.console)
         out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
                          "seconds": t.seconds, "properties": t.properties}
                         for t in guest.tests]
@@ -136,8 +164,8 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
     return out
 
 
-def test(opts: Options, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> int:
-    run = Run(opts, progress)
+def test(opts: Options, progress: Progress | None = None) -> int:
+    run = Run(opts, progress or Progress())
     try:
         return _test(run)
     except OrchError as e:
@@ -153,6 +181,8 @@ def test(opts: Options, progress: Callable[[str], None] = lambda m: print(m, fil
         (run.logs / "traceback.txt").write_text(traceback.format_exc())
         run.finish(Exit.INFRA, "INFRA-ERROR", f"internal error: {type(e).__name__}: {e}"[:500])
         raise
+    finally:
+        run.progress.done()
 
 
 def _test(run: Run) -> int:
@@ -207,27 +237,28 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
                                "patched": {"build": {"status": "pending"}}})
     cfg = {c["name"]: c for c in rec["configs"]}
 
-    # 4. builds: every baseline, then every patched, so the worktree moves
-    # once each way and only the series' files get new mtimes.
-    base_tree = tree._repo(ws.src).git.rev_parse(f"{base.commit}^{{tree}}")
-    for side, commit, tree_id in (("baseline", base.commit, base_tree),
-                                  ("patched", applied.head, applied.tree_id)):
-        tree.checkout(ws.src, commit)
-        for c in kcs:
-            run.say(f"{side} build, config {c.name}")
-            try:
-                k = build.build(ws.src, ws.build_dir(c.name), c, tree_id,
-                                run.logs / f"build-{c.name}-{side}.log", side)
-            except OrchError:
-                cfg[c.name][side] = _side(None, "failed", None)
-                cfg[c.name][side]["build"]["log"] = str(run.logs / f"build-{c.name}-{side}.log")
-                run.save()
-                raise
-            kernels[(c.name, side)] = k
-            cfg[c.name][side] = _side(k, "cached" if k.cached else "ok", None)
-            run.save()
-            run.say(f"{side} build, config {c.name}: "
-                    + ("cached" if k.cached else f"built in {k.seconds:.0f}s"))
+    # 4. builds: every baseline, then (with --each-patch) every prefix of the
+    # series, then every patched, so the worktree moves forward only and
+    # each build is incremental on the previous one in its directory.
+    repo = tree._repo(ws.src)
+    base_tree = repo.git.rev_parse(f"{base.commit}^{{tree}}")
+    for c, k in _build_all(run, ws, kcs, "baseline", base.commit, base_tree).items():
+        kernels[(c, "baseline")] = k
+    commits = repo.git.rev_list("--reverse", f"{base.commit}..{applied.head}").split()
+    if run.opts.each_patch:
+        _each_patch(run, ws, kcs, series, commits[:-1])
+    for c, k in _build_all(run, ws, kcs, "patched", applied.head, applied.tree_id).items():
+        kernels[(c, "patched")] = k
+    for c in kcs:
+        cfg[c.name]["warnings"] = compiler_warnings.diff(kernels[(c.name, "baseline")].warnings,
+                                                         kernels[(c.name, "patched")].warnings)
+        added = cfg[c.name]["warnings"]["added"]
+        if added:
+            run.say(f"config {c.name}: the series adds {len(added)} compiler warning(s): "
+                    + "; ".join(added[:3]))
+    run.save()
+    if run.opts.build_only:
+        return run.finish(Exit.OK, "BUILT")
 
     # 5. boot and test each kernel once
     kvm, why = vm.probe_kvm()
@@ -238,9 +269,12 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
     for c in kcs:
         for side in ("baseline", "patched"):
             run.say(f"{side} boot + guest tests, config {c.name}")
+            key = f"boot {c.name} {side}"
             g = vm.run_tests(kernels[(c.name, side)], run.dir / "results" / c.name / side,
                              run.logs / f"console-{c.name}-{side}.log",
-                             timeout=run.opts.guest_timeout, tests=run.opts.guest_tests)
+                             timeout=run.left(run.opts.guest_timeout, f"the {side} boot"),
+                             tests=run.opts.guest_tests, test_timeout=run.opts.test_timeout,
+                             status=lambda text, key=key: run.progress.status(key, text))
             guests[(c.name, side)] = g
             found[(c.name, side)] = splats.scan(g.console.read_text(errors="replace"))
             cfg[c.name][side] = _side(kernels[(c.name, side)],
@@ -284,3 +318,89 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
         msg = "; ".join(regressions + failures)
         return run.finish(Exit.TESTS_FAILED, "FAIL", msg)
     return run.finish(Exit.OK, "PASS")
+
+
+def _build_all(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], side: str,
+               commit: str, tree_id: str, label: str | None = None) -> dict[str, Kernel]:
+    """Build every config of one source state at once, sharing one job budget.
+
+    Several configs build concurrently as clients of one make jobserver:
+    one build's serial stretches (Kconfig, the link) overlap the others'
+    compiles, and the machine never runs more than --jobs compilers.
+    """
+    label = label or side
+    tree.checkout(ws.src, commit)
+    cfg = {c["name"]: c for c in run.rec["configs"]}
+    timeout = run.left(build.BUILD_TIMEOUT, f"the {label} build")
+    out: dict[str, Kernel] = {}
+    errors: list[OrchError] = []
+    with JobServer(run.opts.jobs, len(kcs)) as js:
+        def one(c: kconfig.KConfig) -> Kernel:
+            run.say(f"{label} build, config {c.name}")
+            logname = f"build-{c.name}-{label.replace(' ', '').replace('/', 'of')}.log"
+            opts = build.BuildOptions(
+                sandbox=run.opts.sandbox, jobserver=js, timeout=timeout,
+                status=lambda text: run.progress.status(f"build {c.name}", text))
+            return build.build(ws.src, ws.build_dir(c.name), c, tree_id,
+                               run.logs / logname, side, opts)
+        pool = ThreadPoolExecutor(max_workers=len(kcs))
+        try:
+            futures = {c.name: pool.submit(one, c) for c in kcs}
+            for c in kcs:
+                try:
+                    k = futures[c.name].result()
+                except OrchError as e:
+                    errors.append(e)
+                    if label == side:
+                        cfg[c.name][side] = _side(None, "failed", None)
+                        cfg[c.name][side]["build"]["log"] = str(
+                            run.logs / f"build-{c.name}-{label.replace(' ', '').replace('/', 'of')}.log")
+                    run.save()
+                    continue
+                out[c.name] = k
+                if label == side:
+                    cfg[c.name][side] = _side(k, "cached" if k.cached else "ok", None)
+                run.save()
+                ratio = (k.ccache or {}).get("hit_rate")
+                run.say(f"{label} build, config {c.name}: " + (
+                    "cached" if k.cached else f"built in {k.seconds:.0f}s, {k.compiled} "
+                    "compiled" + (f", ccache hit rate {ratio:.0%}" if ratio is not None else "")))
+        except BaseException:
+            # Ctrl-C/SIGTERM lands in this thread; the builds' make processes
+            # belong to the workers, which would otherwise run on.
+            proc.kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+    if errors:
+        raise errors[0]
+    return out
+
+
+def _each_patch(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], series: Series,
+                commits: list[str]) -> None:
+    """Build after every patch but the last (the patched build is the last):
+    a series must build at each step, or bisecting through it breaks."""
+    n = len(series.patches)
+    steps = run.rec.setdefault("each_patch", [])
+    repo = tree._repo(ws.src)
+    for i, commit in enumerate(commits, start=1):
+        p = series.patches[i - 1]
+        step = {"patch": i, "subject": p.subject, "status": "building", "configs": {}}
+        steps.append(step)
+        run.save()
+        try:
+            ks = _build_all(run, ws, kcs, "patched", commit,
+                            repo.git.rev_parse(f"{commit}^{{tree}}"), label=f"patch {i}/{n}")
+        except OrchError as e:
+            step.update(status="failed", error=str(e))
+            p.detail = "breaks the build"
+            run.rec["series"] = series_record(series)
+            run.save()
+            if e.exit != Exit.PATCHED_BUILD:
+                raise
+            raise OrchError(f"patch {i}/{n} \"{p.subject}\" breaks the build: {e}",
+                            Exit.PATCHED_BUILD)
+        step["status"] = "ok"
+        step["configs"] = {name: _build_record(k) for name, k in ks.items()}
+        run.save()

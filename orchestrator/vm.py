@@ -16,12 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import junit, proc
+from . import junit, proc, splats
 from .models import GuestRun, Kernel, Status, TestResult
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_TESTS = REPO / "guest_tests"
 BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
+TEST_TIMEOUT = 300       # one guest test; a hung one fails, the suite goes on
 CPUS = 2
 MEMORY = "2G"
 # Parameters for built-in drivers go on the kernel command line. No
@@ -67,6 +68,18 @@ def probe_kvm() -> tuple[bool, str]:
     return False, f"KVM does not work ({why}); using TCG"
 
 
+def console_tail(console: Path, lines: int = 30) -> list[str]:
+    """The last console lines, cleaned: what a hung or crashed guest said last."""
+    try:
+        with open(console, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [junit.clean(l, 300) for l in text.splitlines()[-lines:]]
+
+
 def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
@@ -81,7 +94,8 @@ def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
-              cpus: int = CPUS, memory: str = MEMORY) -> GuestRun:
+              cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
+              status=lambda text: None) -> GuestRun:
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("junit.xml", "harness-rc"):
         (results / stale).unlink(missing_ok=True)
@@ -94,27 +108,52 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
-            "--exec", guest_command(results, tests, list(pytest_args))]
+            "--exec", guest_command(results, tests, [
+                # pytest-timeout: SIGALRM fails a hung test and the suite goes on.
+                "-p", "pytest_timeout", f"--timeout={test_timeout:.0f}",
+                "--timeout-method=signal", *pytest_args])]
     if not kvm:
         argv.insert(1, "--disable-kvm")
     t0 = time.monotonic()
     # vng runs virtme-run through PATH: the venv's bin dir must be on it.
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    last = [""]
+
+    def on_line(line: str) -> None:
+        line = junit.clean(line, 80).strip()
+        if line:
+            last[0] = line
+        status(f"boot {kernel.config}: {time.monotonic() - t0:.0f}s {last[0]}")
     try:
-        r = proc.run(argv, log=console, cwd=REPO, timeout=timeout, env={"PATH": path})
+        r = proc.run(argv, log=console, cwd=REPO, timeout=timeout, env={"PATH": path},
+                     on_line=on_line)
     finally:
         scratch.unlink(missing_ok=True)
+        status(None)
     seconds = time.monotonic() - t0
     accel = "kvm" if kvm else "tcg"
     junit_path = results / "junit.xml"
     if r.timed_out:
         return GuestRun(False, accel, seconds, console, None, [],
-                        f"guest did not finish within {timeout:.0f}s")
+                        f"guest did not finish within {timeout:.0f}s, killed")
     if not junit_path.exists():
         return GuestRun(False, accel, seconds, console, None, [],
-                        f"guest wrote no JUnit results (vng exit {r.returncode})")
+                        _no_results_reason(console, results, r.returncode))
     try:
         tests_run = junit.parse(junit_path)
     except junit.JUnitError as e:
         return GuestRun(False, accel, seconds, console, junit_path, [], str(e))
     return GuestRun(True, accel, seconds, console, junit_path, tests_run)
+
+
+def _no_results_reason(console: Path, results: Path, vng_rc: int) -> str:
+    """Why the guest left no JUnit file, in words: a panic, a harness crash."""
+    text = console.read_text(errors="replace") if console.exists() else ""
+    for s in splats.scan(text):
+        if s.kind == "panic":
+            return f"kernel panicked: {s.title}"
+    rc = results / "harness-rc"
+    if rc.exists():
+        code = junit.clean(rc.read_text(), 20).strip()
+        return f"guest test harness crashed (pytest exit {code}) and wrote no results"
+    return f"guest wrote no JUnit results (vng exit {vng_rc})"

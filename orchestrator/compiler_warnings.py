@@ -1,0 +1,84 @@
+"""Compiler warnings of a build, per compilation unit, and what a series adds.
+
+An incremental build only compiles what changed, so its log alone cannot
+say which warnings the tree has. Each build directory keeps a snapshot
+(unit -> warnings); a build replaces the entries of the units it compiled,
+so the snapshot follows the source state. The diff compares snapshots with
+line numbers dropped (a patch moves lines; that is not a new warning).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from .junit import clean
+
+SNAPSHOT = ".orch-warnings.json"
+_STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]{1,11})\s+(\S+)\s*$")   # "  CC      mm/filemap.o"
+_WARN = re.compile(r"^(?P<file>[^\s:]+):(?:(?P<line>\d+):(?:\d+:)?)? warning: (?P<msg>.+)$")
+
+
+def _normal_path(path: str, src: Path, builddir: Path) -> str:
+    p = Path(path)
+    try:
+        full = (p if p.is_absolute() else builddir / p).resolve()
+        return str(full.relative_to(src.resolve()))
+    except (ValueError, OSError):
+        return path.lstrip("./")
+
+
+def parse_log(text: str, src: Path, builddir: Path) -> dict[str, list[str]]:
+    """unit -> ['file: message', ...] for every unit this log built.
+
+    Needs make's --output-sync: a unit's step line and its compiler output
+    then come out together.
+    """
+    units: dict[str, list[str]] = {}
+    unit = None
+    for line in text.splitlines():
+        m = _STEP.match(line)
+        if m:
+            unit = m.group(2)
+            units.setdefault(unit, [])
+            continue
+        w = _WARN.match(line)
+        if w and unit is not None:
+            item = clean(f"{_normal_path(w.group('file'), src, builddir)}: {w.group('msg')}", 300)
+            units[unit].append(item)
+    return units
+
+
+def load(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and "units" in data else None
+    except (OSError, ValueError):
+        return None
+
+
+def update(builddir: Path, built: dict[str, list[str]], full_build: bool) -> dict:
+    """Fold this build's units into the build directory's snapshot."""
+    old = load(builddir / SNAPSHOT)
+    snap = {"complete": full_build or bool(old and old.get("complete")),
+            "units": dict(old["units"]) if old else {}}
+    snap["units"].update(built)
+    (builddir / SNAPSHOT).write_text(json.dumps(snap))
+    return snap
+
+
+def diff(baseline: dict | None, patched: dict | None) -> dict:
+    """Warnings the patched tree has and the baseline has not, and the reverse."""
+    if baseline is None or patched is None:
+        return {"status": "unknown", "reason": "no warning record for "
+                + ("the baseline" if baseline is None else "the patched") + " kernel "
+                "(cached by an older orch)", "added": [], "removed": []}
+    # Where the patched record is partial, compare only the units it has.
+    units = patched["units"].keys() if not patched.get("complete") else (
+        patched["units"].keys() | baseline["units"].keys())
+    b = Counter(w for u in units for w in baseline["units"].get(u, []))
+    p = Counter(w for u in units for w in patched["units"].get(u, []))
+    return {"status": "compared" if patched.get("complete") else "compared-partial",
+            "added": sorted((p - b).elements()), "removed": sorted((b - p).elements())}

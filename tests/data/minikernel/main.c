@@ -1,0 +1,4 @@
+int mini_main(void)
+{
+	return 0;
+}

@@ -1,0 +1,236 @@
+"""What orch does around a build, on a stand-in tree with Kbuild's make
+interface (tests/data/minikernel: real make, gcc and ccache, seconds per
+build): --each-patch, the warning diff, ccache figures, the kernel cache
+and its corruption, interrupted builds, disk full. The same paths run on
+the real kernel in test_kernel_e2e.py and test_crash_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cli import git, one_error_line, orch, run_json
+
+MINI = Path(__file__).resolve().parent / "data" / "minikernel"
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e["ORCH_CACHE"] = str(tmp_path / "cache")
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    e["HOME"] = str(tmp_path)
+    return e
+
+
+@pytest.fixture
+def mini(tmp_path):
+    repo = tmp_path / "tree"
+    shutil.copytree(MINI, repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "mini: base")
+    return repo
+
+
+def series(repo: Path, tmp_path: Path, name: str, steps: list[tuple[str, dict]]) -> Path:
+    """An mbox of one commit per step on top of repo's HEAD: {file: text or None}."""
+    work = tmp_path / f"work-{name}"
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    for subject, files in steps:
+        for f, text in files.items():
+            if text is None:
+                (work / f).unlink()
+            else:
+                (work / f).write_text(text)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", subject)
+    out = subprocess.run(["git", "-C", str(work), "format-patch", "--stdout",
+                          f"-{len(steps)}"], check=True, capture_output=True).stdout
+    mbox = tmp_path / f"{name}.mbox"
+    mbox.write_bytes(out)
+    return mbox
+
+
+BROKEN = "int mini_new(void)\n{\n\treturn undeclared_thing;\n}\n"
+FIXED = "int mini_new(void)\n{\n\treturn 1;\n}\n"
+WARNS = "int mini_new(void)\n{\n\tint x;\n\treturn 1;\n}\n"
+
+
+def build_only(env, tmp_path, mini, mbox, *extra, rd_name="run"):
+    rd = tmp_path / rd_name
+    r = orch(env, tmp_path, "test", "--offline-mode", "--build-only", "--mbox", str(mbox),
+             "--tree", str(mini), "--run-dir", str(rd), *extra)
+    return r, rd
+
+
+def test_each_patch_names_the_first_patch_that_breaks_the_build(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new (broken)", {"new.c": BROKEN}),
+                                        ("mini: fix mini_new", {"new.c": FIXED})])
+    # The series as a whole builds ...
+    r, rd = build_only(env, tmp_path, mini, mbox)
+    assert r.returncode == 0, r.stderr
+    assert run_json(rd)["verdict"] == "BUILT"
+    # ... but bisecting through it would hit a broken build at patch 1.
+    r, rd = build_only(env, tmp_path, mini, mbox, "--each-patch", rd_name="run2")
+    assert r.returncode == 4, r.stderr
+    line = one_error_line(r.stderr)
+    assert 'patch 1/2 "mini: add mini_new (broken)" breaks the build' in line
+    assert "undeclared_thing" in line
+    rec = run_json(rd)
+    assert rec["verdict"] == "PATCHED-BUILD-FAILED"
+    assert rec["each_patch"][0]["status"] == "failed"
+    assert "undeclared_thing" in (rd / "logs" / "build-base-patch1of2.log").read_text()
+
+
+def test_each_patch_clean_series_builds_every_step(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add a", {"a.c": FIXED.replace("new", "a")}),
+                                        ("mini: add b", {"b.c": FIXED.replace("new", "b")}),
+                                        ("mini: add c", {"c.c": FIXED.replace("new", "c")})])
+    r, rd = build_only(env, tmp_path, mini, mbox, "--each-patch")
+    assert r.returncode == 0, r.stderr
+    rec = run_json(rd)
+    assert [s["status"] for s in rec["each_patch"]] == ["ok", "ok"]
+    # Incremental: each step compiles only the file its patch added.
+    assert [s["configs"]["base"]["compiled"] for s in rec["each_patch"]] == [1, 1]
+    assert rec["configs"][0]["patched"]["build"]["compiled"] == 1
+
+
+def test_patch_that_does_not_compile_exit_4(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: break it", {"main.c": BROKEN})])
+    r, rd = build_only(env, tmp_path, mini, mbox)
+    assert r.returncode == 4, r.stderr
+    line = one_error_line(r.stderr)
+    assert "patched build of config base failed" in line and "undeclared_thing" in line
+    rec = run_json(rd)
+    assert rec["configs"][0]["baseline"]["build"]["status"] == "ok"
+    assert rec["configs"][0]["patched"]["build"]["status"] == "failed"
+
+
+def test_warnings_the_series_adds(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": WARNS})])
+    r, rd = build_only(env, tmp_path, mini, mbox)
+    assert r.returncode == 0, r.stderr
+    w = run_json(rd)["configs"][0]["warnings"]
+    # Only the new one: old.c's warning is the baseline's; no line numbers.
+    assert w["status"] == "compared"
+    assert w["added"] == ["new.c: unused variable 'x' [-Wunused-variable]"]
+    assert w["removed"] == []
+    assert "adds 1 compiler warning" in r.stderr
+
+
+def test_cache_second_run_compiles_nothing_and_ccache_counts(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": FIXED})])
+    r, rd = build_only(env, tmp_path, mini, mbox)
+    assert r.returncode == 0, r.stderr
+    c = run_json(rd)["configs"][0]
+    assert c["baseline"]["build"]["ccache"] == {"hits": 0, "misses": 2, "uncacheable": 0,
+                                                "hit_rate": 0.0}
+    assert c["patched"]["build"]["compiled"] == 1
+    r, rd = build_only(env, tmp_path, mini, mbox, rd_name="run2")
+    c = run_json(rd)["configs"][0]
+    assert c["baseline"]["build"]["status"] == "cached"
+    assert c["patched"]["build"]["status"] == "cached"
+    # Kernel cache and build directories gone: everything comes from ccache.
+    cache = Path(env["ORCH_CACHE"])
+    shutil.rmtree(cache / "kernels")
+    shutil.rmtree(cache / "work")
+    r, rd = build_only(env, tmp_path, mini, mbox, rd_name="run3")
+    c = run_json(rd)["configs"][0]
+    assert c["baseline"]["build"]["ccache"]["hit_rate"] == 1.0
+    assert "ccache hit rate 100%" in r.stderr
+
+
+def test_corrupt_cached_kernel_is_rebuilt_not_booted(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": FIXED})])
+    r, rd = build_only(env, tmp_path, mini, mbox)
+    key = run_json(rd)["configs"][0]["patched"]["build"]["key"]
+    img = Path(env["ORCH_CACHE"]) / "kernels" / key / "bzImage"
+    img.write_bytes(img.read_bytes()[:10])  # truncated
+    r, rd = build_only(env, tmp_path, mini, mbox, rd_name="run2")
+    assert r.returncode == 0, r.stderr
+    c = run_json(rd)["configs"][0]
+    assert c["baseline"]["build"]["status"] == "cached"
+    assert c["patched"]["build"]["status"] == "ok"   # rebuilt
+    assert "failed its checksum" in (rd / "logs" / "build-base-patched.log").read_text()
+    assert img.stat().st_size > 10
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(f"{d.name}: {cmd}")
+    return found
+
+
+def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
+    rd = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                          "--build-only", "--mbox", str(mbox), "--tree", str(mini),
+                          "--run-dir", str(rd)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cache = env["ORCH_CACHE"]
+        deadline = time.monotonic() + 60
+        # make's output is synced per target, so watch for the long step itself.
+        while time.monotonic() < deadline:
+            if any("sleep 120" in x for x in _processes_mentioning(cache)):
+                break
+            time.sleep(0.2)
+        assert _processes_mentioning(cache), "make is not running"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    time.sleep(0.5)
+    assert _processes_mentioning(cache) == []      # bwrap, make, the recipe's shell: gone
+    rec = run_json(rd)
+    assert rec["state"] == "interrupted"
+    assert rec["configs"][0]["baseline"]["build"]["status"] == "ok"  # kept
+    builddir = next((Path(env["ORCH_CACHE"]) / "work").glob("tree-*/build/base"))
+    assert (builddir / ".orch-building").exists()
+    # A half-written object from the killed build: newer than the marker.
+    (builddir / "main.o").write_bytes(b"trunc")
+    fast = series(mini, tmp_path, "t", [("mini: add mini_new", {"new.c": FIXED})])
+    r, rd2 = build_only(env, tmp_path, mini, fast, rd_name="run2")
+    assert r.returncode == 0, r.stderr
+    assert "last build here was interrupted" in (rd2 / "logs" / "build-base-baseline.log").read_text()
+    assert (builddir / "main.o").read_bytes() != b"trunc"
+    assert not (builddir / ".orch-building").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI is root)")
+def test_disk_full_during_build_is_one_line_and_keeps_the_record(env, tmp_path, mini):
+    cache = tmp_path / "smallfs"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(cache)], check=True)
+    try:
+        env["ORCH_CACHE"] = str(cache)
+        mbox = series(mini, tmp_path, "s", [("mini: big output", {"BIG": "1\n"})])
+        r, rd = build_only(env, tmp_path, mini, mbox)
+        assert r.returncode == 4, r.stderr
+        line = one_error_line(r.stderr)
+        assert "patched build of config base failed: disk full" in line
+        rec = run_json(rd)
+        assert rec["configs"][0]["baseline"]["build"]["status"] == "ok"
+        assert rec["verdict"] == "PATCHED-BUILD-FAILED"
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)

@@ -1,0 +1,125 @@
+"""The pieces builds are made of, each against the real thing: bubblewrap,
+make's jobserver, ccache's stats log, the warning parser, the progress line."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import ccache_stats, compiler_warnings, proc, sandbox
+from orchestrator.jobserver import JobServer
+from orchestrator.progress import Progress
+
+
+def test_sandbox_writes_only_where_allowed(tmp_path):
+    ok_dir = tmp_path / "build"
+    ok_dir.mkdir()
+    (tmp_path / "src").mkdir()
+    argv = sandbox.wrap(["sh", "-c", f"touch {ok_dir}/yes && touch {tmp_path}/src/no"],
+                        writable=[ok_dir], cwd=tmp_path / "src", readable=[tmp_path / "src"])
+    r = proc.run(argv, timeout=30)
+    assert not r.ok and "Read-only file system" in r.output
+    assert (ok_dir / "yes").exists() and not (tmp_path / "src" / "no").exists()
+    home = Path.home() / f".orch-sandbox-test-{os.getpid()}"
+    r = proc.run(sandbox.wrap(["touch", str(home)], writable=[ok_dir], cwd=ok_dir), timeout=30)
+    assert not r.ok and not home.exists()
+
+
+def test_sandbox_has_no_network(lore_server):
+    port = int(lore_server.url.rsplit(":", 1)[1].split("/")[0])
+    # Reachable from here ...
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    code = (f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)")
+    r = proc.run(sandbox.wrap(["python3", "-c", code], writable=[], cwd=Path("/")), timeout=30)
+    # ... not from inside the sandbox: its own network namespace.
+    assert not r.ok
+    assert "Network is unreachable" in r.output or "Connection refused" in r.output
+
+
+def test_jobserver_caps_concurrent_makes(tmp_path):
+    """Two makes asking for -j4 each share a budget of 2 jobs."""
+    (tmp_path / "Makefile").write_text(
+        "all: a b c d\na b c d:\n\t@echo start $$(date +%s%N); sleep 0.5; echo end $$(date +%s%N)\n")
+    with JobServer(jobs=2, clients=2) as js:
+        env = {**os.environ, "MAKEFLAGS": js.makeflags()}
+        procs = [subprocess.Popen(["make", "-s", "-C", str(tmp_path), "-f", "Makefile"],
+                                  env=env, pass_fds=js.fds, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    events = sorted((int(t), +1 if w == "start" else -1)
+                    for out in outs for w, t in (l.split() for l in out.splitlines()))
+    running = peak = 0
+    for _, d in events:
+        running += d
+        peak = max(peak, running)
+    assert len(events) == 16
+    assert peak == 2
+
+
+def test_ccache_stats_log(tmp_path):
+    (tmp_path / "t.c").write_text("int f(void) { return 0; }\n")
+    log = tmp_path / "stats.log"
+    env = {**os.environ, "CCACHE_DIR": str(tmp_path / "cc"), "CCACHE_STATSLOG": str(log)}
+    for _ in range(3):
+        subprocess.run(["ccache", "gcc", "-c", "t.c", "-o", "t.o"], cwd=tmp_path, env=env,
+                       check=True)
+    assert ccache_stats.read(log) == {"hits": 2, "misses": 1, "uncacheable": 0,
+                                      "hit_rate": 0.667}
+    assert ccache_stats.read(tmp_path / "none")["hit_rate"] is None
+
+
+KBUILD_LOG = """\
+  CC      mm/filemap.o
+../src/mm/filemap.c: In function 'folio_end_dropbehind':
+../src/mm/filemap.c:1612:13: warning: unused variable 'x' [-Wunused-variable]
+ 1612 |         int x;
+  CC      block/fops.o
+  CC      fs/buffer.o
+In file included from ../src/fs/buffer.c:12:
+../src/include/linux/foo.h:3:1: warning: 'y' defined but not used [-Wunused-function]
+  LD      vmlinux.o
+vmlinux.o: warning: objtool: f+0x1: call to g() leaves .noinstr.text section
+"""
+
+
+def test_warning_parser_and_diff(tmp_path):
+    src, builddir = tmp_path / "src", tmp_path / "build"
+    (src).mkdir(), builddir.mkdir()
+    units = compiler_warnings.parse_log(KBUILD_LOG, src, builddir)
+    assert units["mm/filemap.o"] == ["mm/filemap.c: unused variable 'x' [-Wunused-variable]"]
+    assert units["block/fops.o"] == []
+    assert units["fs/buffer.o"] == ["include/linux/foo.h: 'y' defined but not used [-Wunused-function]"]
+    assert units["vmlinux.o"][0].startswith("vmlinux.o: objtool: f+0x1")
+    base = {"complete": True, "units": {"mm/filemap.o": [], "fs/buffer.o": units["fs/buffer.o"],
+                                        "vmlinux.o": []}}
+    patched = compiler_warnings.update(builddir, units, full_build=True)
+    d = compiler_warnings.diff(base, patched)
+    assert d["added"] == ["mm/filemap.c: unused variable 'x' [-Wunused-variable]",
+                          units["vmlinux.o"][0]]
+    assert d["removed"] == []
+    assert compiler_warnings.diff(None, patched)["status"] == "unknown"
+    # Guest-controlled text never reaches a report raw: control characters go.
+    evil = compiler_warnings.parse_log("  CC      a.o\na.c:1:1: warning: \x1b[31mred\x07\n",
+                                       src, builddir)
+    assert "\x1b" not in evil["a.o"][0] and "\x07" not in evil["a.o"][0]
+
+
+def test_progress_line_on_a_tty_only():
+    tty, pipe = io.StringIO(), io.StringIO()
+    for stream, is_tty in ((tty, True), (pipe, False)):
+        p = Progress(stream, tty=is_tty)
+        p.say("baseline build, config base")
+        p.status("build base", "baseline base: 10 compiled, mm/filemap.o")
+        time.sleep(0.3)
+        p.status("build base", "baseline base: 11 compiled, mm/swap.o")
+        p.say("baseline build, config base: built in 3s")
+        p.done()
+    assert "\r\x1b[K" in tty.getvalue() and "11 compiled, mm/swap.o" in tty.getvalue()
+    lines = pipe.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in pipe.getvalue() and "compiled," not in pipe.getvalue()
