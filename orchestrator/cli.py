@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("msgid", nargs="?", help="Message-ID (or lore URL) of any mail of the series")
     t.add_argument("--mbox", type=Path, help="read the series from a local mbox")
     t.add_argument("--lore-url", default=intake.DEFAULT_LORE, help="lore base URL (a mirror)")
+    t.add_argument("--lore-timeout", type=float, default=intake.B4_TIMEOUT,
+                   help="seconds b4 may take to fetch the series (default: %(default)s)")
     t.add_argument("--offline-mode", dest="offline", action="store_true",
                    help="no network: with --mbox, b4 looks nothing up")
     t.add_argument("--latest", action="store_true",
@@ -56,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
                    "one that breaks the build")
     t.add_argument("--build-only", action="store_true",
                    help="stop after the builds (and the warning diff): no boots")
+    t.add_argument("--rerun-baseline", action="store_true",
+                   help="boot the baseline even when this kernel's results with this "
+                   "suite are kept from an earlier run")
     t.add_argument("--jobs", "-j", type=int, default=build.jobs(),
                    help="make jobs shared by all concurrent builds (default: %(default)s)")
     t.add_argument("--no-sandbox", dest="sandbox", action="store_false",
@@ -100,15 +105,17 @@ def _test(args, argv: list[str]) -> int:
         raise BadInput("give a Message-ID or --mbox FILE")
     msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
     opts = pipeline.Options(msgid=msgid, mbox=args.mbox, lore_url=args.lore_url,
+                            lore_timeout=args.lore_timeout,
                             offline=args.offline, latest=args.latest, tree=args.tree,
                             base=args.base, debian_package=args.debian_source,
                             configs=args.configs, run_dir=args.run_dir,
                             json_out=args.json_out, guest_timeout=args.guest_timeout,
                             guest_tests=args.guest_tests, test_timeout=args.test_timeout,
                             timeout=args.timeout, each_patch=args.each_patch,
-                            build_only=args.build_only,
+                            build_only=args.build_only, rerun_baseline=args.rerun_baseline,
                             sandbox=args.sandbox, jobs=args.jobs, argv=["orch", *argv])
-    for name, value in (("--guest-timeout", args.guest_timeout), ("--test-timeout",
+    for name, value in (("--lore-timeout", args.lore_timeout),
+                        ("--guest-timeout", args.guest_timeout), ("--test-timeout",
                         args.test_timeout), ("--timeout", args.timeout), ("--jobs", args.jobs)):
         if value is not None and value <= 0:
             raise BadInput(f"{name} must be positive")

@@ -155,7 +155,7 @@ def prepare_mbox(mbox: Path, outdir: Path) -> Path:
 
 
 def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
-          lore_url: str = DEFAULT_LORE, offline: bool = False,
+          lore_url: str = DEFAULT_LORE, offline: bool = False, timeout: float = B4_TIMEOUT,
           latest: bool = False) -> Series:
     """Run b4 am and read back what it wrote into `outdir`."""
     if msgid is None and mbox is None:
@@ -176,11 +176,12 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
         argv += ["-m", str(prepare_mbox(mbox, outdir))]
     if msgid is not None:
         argv.append(msgid)
-    r = proc.run(argv, log=log, cwd=outdir, timeout=B4_TIMEOUT)
+    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout)
     text = r.output
     where = f"{mbox}" if mbox else lore_url
     if r.timed_out:
-        raise OrchError(f"b4 timed out talking to {where} (see {log})", Exit.INFRA)
+        raise OrchError(f"b4 timed out after {timeout:.0f}s talking to {where} (see {log})",
+                        Exit.INFRA)
     mbx = outdir / "series.mbx"
     if not r.ok or not mbx.exists():
         low = text.lower()

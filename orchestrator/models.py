@@ -79,3 +79,4 @@ class GuestRun:
     junit: Path | None
     tests: list[TestResult]
     error: str = ""
+    cached: bool = False      # results of an earlier boot of the same kernel and suite

@@ -19,7 +19,7 @@ from typing import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import (__version__, build, compiler_warnings, debsrc, intake, kconfig, proc,
-               report, splats, tree, verdict, vm)
+               report, result_cache, splats, tree, verdict, vm)
 from .errors import Exit, OrchError
 from .jobserver import JobServer
 from .models import GuestRun, Kernel, Series
@@ -31,6 +31,7 @@ class Options:
     msgid: str | None = None
     mbox: Path | None = None
     lore_url: str = intake.DEFAULT_LORE
+    lore_timeout: float = intake.B4_TIMEOUT
     offline: bool = False
     latest: bool = False
     tree: Path | None = None
@@ -45,6 +46,7 @@ class Options:
     timeout: float | None = None            # the whole run
     each_patch: bool = False
     build_only: bool = False
+    rerun_baseline: bool = False
     sandbox: bool = True
     jobs: int = field(default_factory=build.jobs)
     argv: list[str] = field(default_factory=list)
@@ -148,6 +150,7 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
         out["build"]["status"] = build_status
     if guest:
         out["boot"] = {"status": "ok" if guest.ok else "failed", "accel": guest.accel,
+                       "cached": guest.cached,
                        "seconds": round(guest.seconds, 1), "console": str(guest.console),
                        "junit": str(guest.junit) if guest.junit else None,
                        "error": guest.error}
@@ -195,6 +198,7 @@ def _test(run: Run) -> int:
     run.say("b4: fetching the series" + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
     series = intake.fetch(opts.msgid, mbox=opts.mbox, outdir=run.dir / "series",
                           log=run.logs / "b4.log", lore_url=opts.lore_url,
+                          timeout=run.left(opts.lore_timeout, "b4"),
                           offline=opts.offline, latest=opts.latest)
     rec["series"] = series_record(series)
     run.save()
@@ -270,11 +274,23 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
         for side in ("baseline", "patched"):
             run.say(f"{side} boot + guest tests, config {c.name}")
             key = f"boot {c.name} {side}"
-            g = vm.run_tests(kernels[(c.name, side)], run.dir / "results" / c.name / side,
-                             run.logs / f"console-{c.name}-{side}.log",
-                             timeout=run.left(run.opts.guest_timeout, f"the {side} boot"),
-                             tests=run.opts.guest_tests, test_timeout=run.opts.test_timeout,
-                             status=lambda text, key=key: run.progress.status(key, text))
+            results = run.dir / "results" / c.name / side
+            console = run.logs / f"console-{c.name}-{side}.log"
+            rkey = result_cache.key(kernels[(c.name, side)].key, run.opts.guest_tests,
+                                    run.opts.test_timeout, rec["accel"]["mode"])
+            g = None
+            if side == "baseline" and not run.opts.rerun_baseline:
+                g = result_cache.load(rkey, results, console)
+                if g:
+                    run.say(f"baseline config {c.name}: results of an earlier boot of this "
+                            "kernel with this suite (--rerun-baseline boots it again)")
+            if g is None:
+                g = vm.run_tests(kernels[(c.name, side)], results, console,
+                                 timeout=run.left(run.opts.guest_timeout, f"the {side} boot"),
+                                 tests=run.opts.guest_tests, test_timeout=run.opts.test_timeout,
+                                 status=lambda text, key=key: run.progress.status(key, text))
+                if side == "baseline":
+                    result_cache.store(rkey, g)
             guests[(c.name, side)] = g
             found[(c.name, side)] = splats.scan(g.console.read_text(errors="replace"))
             cfg[c.name][side] = _side(kernels[(c.name, side)],
@@ -290,6 +306,7 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
     # 6. verdict
     regressions, failures, infra = [], [], []
     for c in kcs:
+        before = (len(regressions), len(failures), len(infra))
         b, p = guests[(c.name, "baseline")], guests[(c.name, "patched")]
         comps = verdict.compare(b, p)
         cfg[c.name]["comparison"] = [{"name": x.name, "baseline": x.baseline.value,
@@ -311,6 +328,10 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
         for x in verdict.patched_failures(comps):
             (regressions if x.transition == "regressed" else failures).append(
                 f"config {c.name}: {x.name} {x.transition}")
+        reg, fail, inf = (len(regressions) - before[0], len(failures) - before[1],
+                          len(infra) - before[2])
+        cfg[c.name]["verdict"] = ("INFRA-ERROR" if inf else "FAIL" if reg or fail else "PASS")
+        cfg[c.name]["regressions"] = reg
     run.save()
     if infra:
         return run.finish(Exit.INFRA, "INFRA-ERROR", "; ".join(infra))
@@ -373,6 +394,9 @@ def _build_all(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], side: s
         finally:
             pool.shutdown(wait=True)
     if errors:
+        if run.deadline is not None and time.monotonic() >= run.deadline:
+            raise OrchError(f"the whole-run timeout ({run.opts.timeout:.0f}s) ran out during "
+                            f"the {label} build", Exit.INFRA)
         raise errors[0]
     return out
 

@@ -60,6 +60,55 @@ def summary(rec: dict) -> str:
             lines.append(f"  {'test':<{w}}  baseline  patched  transition")
             for x in comps:
                 lines.append(f"  {x['name']:<{w}}  {x['baseline']:<8}  {x['patched']:<7}  {x['transition']}")
+    for step in rec.get("each_patch") or []:
+        lines.append(f"each-patch: build after patch {step['patch']}: {step['status']}"
+                     + (f": {step['error']}" if step.get("error") else ""))
+    for c in rec.get("configs", []):
+        added = (c.get("warnings") or {}).get("added") or []
+        for w in added:
+            lines.append(f"  config {c['name']}: new compiler warning: {w}")
+    if rec.get("configs"):
+        lines.extend(matrix(rec["configs"]))
     lines.append(f"verdict: {rec.get('verdict', '?')} (exit {rec.get('exit_code', '?')})"
                  + (f": {rec['error']}" if rec.get("error") else ""))
     return "\n".join(lines)
+
+
+def _tests(side: dict) -> str:
+    v = side.get("boot") or {}
+    if v.get("status") in (None, "not run"):
+        return "-"
+    if v.get("status") != "ok":
+        return "ERROR"
+    counts: dict[str, int] = {}
+    for t in side.get("tests") or []:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    text = " ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
+    return text + (" (kept)" if v.get("cached") else "")
+
+
+def _build(side: dict) -> str:
+    b = side.get("build") or {}
+    st = b.get("status", "-")
+    if st == "ok" and b.get("seconds") is not None:
+        return f"built {b['seconds']:.0f}s"
+    return st
+
+
+def matrix(configs: list[dict]) -> list[str]:
+    """The matrix at a glance: one row per config."""
+    head = ("config", "baseline build", "patched build", "baseline tests", "patched tests",
+            "new splats", "new warnings", "verdict")
+    rows = [head]
+    for c in configs:
+        w = c.get("warnings") or {}
+        rows.append((c["name"], _build(c.get("baseline") or {}), _build(c.get("patched") or {}),
+                     _tests(c.get("baseline") or {}), _tests(c.get("patched") or {}),
+                     str(len(c.get("new_splats") or [])) if "new_splats" in c else "-",
+                     str(len(w.get("added") or [])) if w.get("status", "").startswith("compared")
+                     else "-", c.get("verdict") or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    out = ["matrix:"]
+    for r in rows:
+        out.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return out

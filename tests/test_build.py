@@ -234,3 +234,14 @@ def test_disk_full_during_build_is_one_line_and_keeps_the_record(env, tmp_path, 
         assert rec["verdict"] == "PATCHED-BUILD-FAILED"
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_whole_run_timeout_stops_a_long_build(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
+    t0 = time.monotonic()
+    r, rd = build_only(env, tmp_path, mini, mbox, "--timeout", "8")
+    assert time.monotonic() - t0 < 60
+    assert r.returncode == 5, r.stderr
+    assert "whole-run timeout (8s) ran out during the patched build" in one_error_line(r.stderr)
+    assert run_json(rd)["configs"][0]["baseline"]["build"]["status"] == "ok"
+    assert _processes_mentioning(env["ORCH_CACHE"]) == []

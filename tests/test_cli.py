@@ -205,3 +205,62 @@ def test_second_run_waits_for_the_worktree_and_sigterm_is_recorded(env, tmp_path
     rec = run_json(rd)
     assert rec["state"] == "interrupted" and rec["verdict"] == "INTERRUPTED"
     assert rec["series"]["patches"][0]["subject"] == "hello: return 1"
+
+
+def test_lore_unreachable_exit_5(env, tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--lore-url", f"http://127.0.0.1:{port}/",
+             "--run-dir", str(rd), "someone@example.org")
+    assert r.returncode == 5, r.stderr
+    assert "lore unreachable at http://127.0.0.1:" in one_error_line(r.stderr)
+    assert run_json(rd)["verdict"] == "INFRA-ERROR"
+
+
+def test_lore_that_never_answers_times_out_exit_5(env, tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)  # accepts connections, never answers
+    try:
+        port = s.getsockname()[1]
+        rd = tmp_path / "run"
+        r = orch(env, tmp_path, "test", "--lore-url", f"http://127.0.0.1:{port}/",
+                 "--lore-timeout", "5", "--run-dir", str(rd), "someone@example.org")
+    finally:
+        s.close()
+    assert r.returncode == 5, r.stderr
+    assert "b4 timed out after 5s talking to http://127.0.0.1:" in one_error_line(r.stderr)
+
+
+def test_not_an_mbox_exit_2(env, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("just some text\nnot a mail\n")
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(f),
+             "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert "is not an mbox" in one_error_line(r.stderr)
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "nope.mbox"),
+             "--run-dir", str(tmp_path / "run2"))
+    assert r.returncode == 2
+    assert "cannot read mbox" in one_error_line(r.stderr)
+
+
+def test_corrupt_diff_exit_3_and_nothing_built(env, tmp_path, small_tree):
+    good = (tmp_path / "good.mbox").read_text()
+    # A hunk that claims more lines than it has: git rejects it as corrupt.
+    corrupt = good.replace("@@ -1,4 +1,4 @@", "@@ -1,9 +1,9 @@")
+    assert corrupt != good
+    (tmp_path / "corrupt.mbox").write_text(corrupt)
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "corrupt.mbox"),
+             "--tree", str(small_tree), "--run-dir", str(rd))
+    assert r.returncode == 3, r.stderr
+    line = one_error_line(r.stderr)
+    assert "patch 1/1" in line and "corrupt patch" in line
+    rec = run_json(rd)
+    assert rec["configs"] == [] and rec["verdict"] == "NO-APPLY"

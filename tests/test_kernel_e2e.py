@@ -58,7 +58,7 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     """Baseline 7.2.13 rejects RWF_DONTCACHE on block devices; the ported
     series accepts it and the folios leave the cache, IRQ completion too."""
     rd = tmp_path / "run"
-    r = orch(tmp_path, "--mbox", str(PORT), "--run-dir", str(rd))
+    r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd))
     data = rec(rd)
     (cfg,) = data["configs"]
     # The whole guest suite runs; the RFC may fail some of it for real (the
@@ -85,13 +85,20 @@ def test_port_fixes_dontcache_eviction(tmp_path):
         console = Path(cfg[side]["boot"]["console"]).read_text(errors="replace")
         assert "Linux version" in console
     assert f"(exit {r.returncode})" in r.stderr
+    # The matrix line, the warning diff and the build figures are there.
+    assert "matrix:" in r.stderr and cfg["verdict"] == data["verdict"]
+    assert cfg["warnings"]["status"] in ("compared", "compared-partial", "unknown")
+    for side in ("baseline", "patched"):
+        b = cfg[side]["build"]
+        assert b["key"] and (b["status"] == "cached" or b["ccache"]["hits"] + b["ccache"]["misses"] > 0)
 
     # Again: nothing compiles, both kernels come from the cache.
     rd2 = tmp_path / "run2"
-    r = orch(tmp_path, "--mbox", str(PORT), "--run-dir", str(rd2),
+    r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd2),
              "--guest-test", "guest_tests/test_blockdev_dontcache.py")
     data = rec(rd2)
     assert r.returncode == 0, r.stderr
     (cfg,) = data["configs"]
     assert cfg["baseline"]["build"]["status"] == "cached"
     assert cfg["patched"]["build"]["status"] == "cached"
+    assert cfg["baseline"]["boot"]["cached"] is False  # another test selection: booted

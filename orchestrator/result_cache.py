@@ -1,0 +1,76 @@
+"""Baseline guest results, kept per (kernel, guest suite, VM settings).
+
+The baseline kernel of a tree does not change between series, so booting
+it again for every series, every config, every night would test nothing
+new: the second series on a base reuses the baseline's results, console
+included. Only complete runs are kept (never a timeout or a crash), and
+--rerun-baseline boots it anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import __version__, vm
+from .models import GuestRun
+from .paths import cache_dir
+
+FILES = ("junit.xml", "harness-rc")
+
+
+@functools.lru_cache(maxsize=None)
+def suite_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted(vm.GUEST_TESTS.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(vm.GUEST_TESTS)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str) -> str:
+    h = hashlib.sha256(json.dumps([
+        __version__, kernel_key, sorted(tests or []), suite_digest(), test_timeout, accel,
+        vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]).encode())
+    return h.hexdigest()[:32]
+
+
+def load(k: str, results: Path, console: Path) -> GuestRun | None:
+    d = cache_dir() / "results" / k
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    results.mkdir(parents=True, exist_ok=True)
+    for f in d.iterdir():
+        if f.name in FILES or f.suffix == ".json" and f.name != "meta.json":
+            shutil.copy2(f, results / f.name)
+    shutil.copy2(d / "console.log", console)
+    from . import junit
+    try:
+        tests = junit.parse(results / "junit.xml")
+    except junit.JUnitError:
+        return None
+    return GuestRun(True, meta["accel"], meta["seconds"], console, results / "junit.xml",
+                    tests, cached=True)
+
+
+def store(k: str, g: GuestRun) -> None:
+    if not g.ok or g.junit is None:
+        return
+    root = cache_dir() / "results"
+    tmp = root / f".{k}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in g.junit.parent.iterdir():
+        if f.is_file() and (f.name in FILES or f.suffix == ".json"):
+            shutil.copy2(f, tmp / f.name)
+    shutil.copy2(g.console, tmp / "console.log")
+    (tmp / "meta.json").write_text(json.dumps({"accel": g.accel, "seconds": g.seconds}))
+    dest = root / k
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Benchmark: orch against the same work done by hand, on this machine.
+
+One run measures, side by side:
+  by-hand  olddefconfig + make (baseline), git am, make (patched), vng both:
+           what a developer would type instead of orch (plain gcc, no ccache);
+  cold     orch test with empty caches (no ccache, no kernels, no worktree);
+  warm     the same series again;
+  second   another series on the same base.
+and writes the figures to a JSON file (default bench/results.json).
+
+  .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
+
+The tree is the git tree orch imported (Debian's linux-source-7.2) unless
+--tree names another. It takes about 45 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from orchestrator import build, debsrc, kconfig, proc, vm  # noqa: E402
+from orchestrator.models import Kernel  # noqa: E402
+
+FIRST = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
+SECOND = REPO / "patches" / "blk-dontcache-v2-port-7.2.13.mbox"
+CONFIG = "base"
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    out = fn()
+    return time.monotonic() - t0, out
+
+
+def sh(argv, cwd=None, env=None, log=None, timeout=4 * 3600):
+    r = proc.run(argv, cwd=cwd, env=env, log=log, timeout=timeout, append=True)
+    if not r.ok:
+        sys.exit(f"bench: {' '.join(map(str, argv))} failed (see {log})")
+    return r
+
+
+def base_commit(mbox: Path) -> str:
+    for line in mbox.read_text(errors="replace").splitlines():
+        if line.startswith("base-commit: "):
+            return line.split()[1]
+    sys.exit(f"bench: {mbox} names no base-commit")
+
+
+def by_hand(tree: Path, work: Path) -> dict:
+    """The raw commands, in the order a developer types them."""
+    BASE = base_commit(FIRST)
+    src, bld, log = work / "src", work / "build", work / "by-hand.log"
+    steps: dict[str, float] = {}
+    env = {"KBUILD_BUILD_USER": "orch", "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
+    kc = kconfig.load(CONFIG)
+    make = ["make", f"O={bld}", "ARCH=x86_64"]
+    t0 = time.monotonic()
+    steps["worktree"], _ = timed(lambda: sh(["git", "-C", tree, "worktree", "add", "--detach",
+                                             src, BASE], log=log))
+
+    def configure():
+        sh([*make, kc.start], cwd=src, env=env, log=log)
+        with open(bld / ".config", "a") as f:
+            f.write(kc.fragment)
+        sh([*make, "olddefconfig"], cwd=src, env=env, log=log)
+    steps["configure"], _ = timed(configure)
+    steps["baseline_build"], _ = timed(lambda: sh([*make, f"-j{build.jobs()}", "bzImage"],
+                                                  cwd=src, env=env, log=log))
+    shutil.copy2(bld / build.IMAGE, work / "baseline.bzImage")
+    am_env = {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+    steps["apply"], _ = timed(lambda: sh(["git", "-C", src, "am", FIRST], env=am_env, log=log))
+    steps["patched_build"], _ = timed(lambda: sh([*make, f"-j{build.jobs()}", "bzImage"],
+                                                 cwd=src, env=env, log=log))
+    shutil.copy2(bld / build.IMAGE, work / "patched.bzImage")
+    for side in ("baseline", "patched"):
+        k = Kernel(CONFIG, work / f"{side}.bzImage", bld / ".config", False, 0, None)
+        steps[f"{side}_boot_tests"], g = timed(lambda: vm.run_tests(
+            k, work / "results" / side, work / f"console-{side}.log"))
+        if not g.ok:
+            sys.exit(f"bench: by-hand {side} boot failed: {g.error}")
+    total = time.monotonic() - t0
+    sh(["git", "-C", tree, "worktree", "remove", "--force", src], log=log)
+    return {"seconds": round(total, 1), "steps": {k: round(v, 1) for k, v in steps.items()}}
+
+
+def orch(tree: Path, cache: Path, mbox: Path, run_dir: Path) -> dict:
+    env = {**os.environ, "ORCH_CACHE": str(cache)}
+    argv = [sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode", "--tree",
+            str(tree), "--mbox", str(mbox), "--config", CONFIG, "--run-dir", str(run_dir)]
+    t0 = time.monotonic()
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    total = time.monotonic() - t0
+    rec = json.loads((run_dir / "run.json").read_text())
+    c = rec["configs"][0]
+    boots = sum(c[s]["boot"].get("seconds", 0) for s in ("baseline", "patched"))
+    return {"seconds": round(total, 1), "exit": r.returncode, "verdict": rec["verdict"],
+            "boot_tests_seconds": round(boots, 1),
+            "builds": {s: {k: c[s]["build"].get(k) for k in
+                           ("status", "seconds", "compiled", "ccache")}
+                       for s in ("baseline", "patched")}}
+
+
+def touched(mbox: Path) -> list[str]:
+    files = set()
+    for line in mbox.read_text(errors="replace").splitlines():
+        if line.startswith("+++ b/"):
+            files.add(line[6:])
+    return sorted(files)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    ap.add_argument("--only", nargs="*", default=["by_hand", "cold", "warm", "second"])
+    args = ap.parse_args()
+    tree = args.tree or debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
+    scratch = Path(tempfile.mkdtemp(prefix="orch-bench-", dir=os.environ.get("BENCH_DIR")))
+    cache = scratch / "orch-cache"  # empty: a cold orch
+    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "kvm": vm.probe_kvm()[1], "jobs": build.jobs(),
+                             "toolchain": build.toolchain_id()},
+                 "config": CONFIG, "first_series": FIRST.name, "second_series": SECOND.name,
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    if "by_hand" in args.only:
+        res["by_hand"] = by_hand(tree, scratch / "by-hand")
+        save()
+    if "cold" in args.only:
+        res["orch_cold"] = orch(tree, cache, FIRST, scratch / "run-cold")
+        save()
+    if "warm" in args.only:
+        res["orch_warm"] = orch(tree, cache, FIRST, scratch / "run-warm")
+        save()
+    if "second" in args.only:
+        res["orch_second_series"] = orch(tree, cache, SECOND, scratch / "run-second")
+        res["orch_second_series"]["series_touches"] = touched(SECOND)
+        save()
+    if "by_hand" in res and "orch_cold" in res:
+        res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
+    if "orch_warm" in res:
+        w = res["orch_warm"]
+        res["warm_vs_boots"] = round(w["seconds"] / w["boot_tests_seconds"], 3)
+    save()
+    print(json.dumps(res, indent=2))
+    shutil.rmtree(scratch / "by-hand" / "build", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Crash cases on a real kernel under QEMU (TCG here), once per suite.
+
+Small patches written for these tests (tests/data/patches, each on the
+7.2.13 base): one that does not compile, one that hits BUG() on the
+RWF_DONTCACHE write path (and adds a compiler warning), one that panics
+at boot, one with an AB-BA lock inversion (lockdep, config debug). The
+baseline kernels are the ones test_kernel_e2e.py builds (config base) or
+one more build (config debug); each patch then costs an incremental build
+of mm/filemap.c and a short boot.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_build import _processes_mentioning
+from test_kernel_e2e import REPO, orch, rec
+
+pytestmark = pytest.mark.slow
+
+PATCHES = Path(__file__).resolve().parent / "data" / "patches"
+EXT4 = "guest_tests/test_filesystems.py::test_ext4_new_allocation_evicts[dioread_nolock]"
+SELFTEST = "tests/guest_selftest/test_timeouts.py"
+
+
+def last_error(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    last = stderr.rstrip().splitlines()[-1]
+    assert last.startswith("orch: error: "), stderr
+    return last
+
+
+def test_patch_that_does_not_compile_exit_4(tmp_path):
+    rd = tmp_path / "run"
+    r = orch(tmp_path, "--mbox", str(PATCHES / "crash-compile-error.mbox"), "--config", "base",
+             "--run-dir", str(rd))
+    assert r.returncode == 4, r.stderr
+    line = last_error(r.stderr)
+    assert "patched build of config base failed" in line
+    assert "mm/filemap.c" in line and "error:" in line and "__folio_set_dropbehind" in line
+    (cfg,) = rec(rd)["configs"]
+    assert cfg["baseline"]["build"]["status"] in ("cached", "ok")
+    assert cfg["patched"]["build"]["status"] == "failed"
+    assert "boot" not in cfg["patched"] or cfg["patched"]["boot"]["status"] == "not run"
+
+
+def test_bug_on_the_dontcache_write_path_is_a_regression(tmp_path):
+    """The baseline writes with RWF_DONTCACHE to ext4 fine; the patched
+    kernel hits BUG(), which kills the guest's test process: the splat is
+    new on patched (exit 1), the harness crash is reported, the warning
+    the patch adds is listed, and the baseline's results are kept."""
+    rd = tmp_path / "run"
+    r = orch(tmp_path, "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
+             "--config", "base", "--guest-test", EXT4, "--test-timeout", "120",
+             "--run-dir", str(rd))
+    assert r.returncode == 1, r.stderr
+    data = rec(rd)
+    (cfg,) = data["configs"]
+    assert [t["status"] for t in cfg["baseline"]["tests"]] == ["PASS"]
+    kinds = {s["kind"] for s in cfg["new_splats"]}
+    assert kinds & {"bug", "oops"}, cfg["new_splats"]
+    assert any("mm/filemap.c" in s["title"] or "__filemap_get_folio" in " ".join(s["frames"])
+               for s in cfg["new_splats"]), cfg["new_splats"]
+    assert "patched kernel" in data["error"]
+    assert cfg["warnings"]["added"] == [
+        "mm/filemap.c: unused variable 'dontcache_seq' [-Wunused-variable]"]
+    assert "new compiler warning: mm/filemap.c: unused variable 'dontcache_seq'" in r.stderr
+    assert cfg["verdict"] == "FAIL"
+
+
+def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
+    """A boot that outlives --guest-timeout is killed: ERROR for that side,
+    the console tail in run.json, no QEMU left behind."""
+    rd = tmp_path / "run"
+    t0 = time.monotonic()
+    r = orch(tmp_path, "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
+             "--config", "base", "--guest-test", EXT4, "--guest-timeout", "25",
+             "--run-dir", str(rd))
+    assert time.monotonic() - t0 < 240
+    assert r.returncode == 1, r.stderr
+    (cfg,) = rec(rd)["configs"]
+    # The baseline's results of the previous test are kept, not booted again.
+    assert cfg["baseline"]["boot"]["cached"] is True
+    boot = cfg["patched"]["boot"]
+    assert boot["status"] == "failed" and "did not finish within 25s, killed" in boot["error"]
+    assert boot["console_tail"]
+    assert _processes_mentioning(str(rd)) == []
+
+
+def test_panic_at_boot_and_per_test_timeout(tmp_path):
+    """Baseline: a guest test that hangs fails on --test-timeout and the next
+    test still runs. Patched: the kernel panics before userspace."""
+    rd = tmp_path / "run"
+    r = orch(tmp_path, "--mbox", str(PATCHES / "crash-panic-at-boot.mbox"), "--config", "base",
+             "--guest-test", SELFTEST, "--test-timeout", "15", "--run-dir", str(rd))
+    assert r.returncode == 1, r.stderr
+    data = rec(rd)
+    (cfg,) = data["configs"]
+    base = {t["name"].split("::")[-1]: t for t in cfg["baseline"]["tests"]}
+    assert base["test_hangs"]["status"] == "FAIL" and "Timeout" in base["test_hangs"]["message"]
+    assert base["test_after_the_hang"]["status"] == "PASS"
+    boot = cfg["patched"]["boot"]
+    assert boot["error"] == "kernel panicked: dontcache selftest: folio batch corrupted"
+    assert any("Kernel panic" in l for l in boot["console_tail"])
+    assert [s["kind"] for s in cfg["new_splats"]] == ["panic"]
+    assert "kernel panicked" in last_error(r.stderr)
+
+
+def test_sigterm_during_a_boot_leaves_no_qemu(tmp_path):
+    rd = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                          "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
+                          "--config", "base", "--guest-test", EXT4, "--rerun-baseline",
+                          "--run-dir", str(rd)], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    try:
+        console = rd / "logs" / "console-base-baseline.log"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if console.exists() and "Linux version" in console.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        assert any("qemu" in x for x in _processes_mentioning(str(rd))), "no QEMU running"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    time.sleep(1)
+    assert _processes_mentioning(str(rd)) == []   # vng, QEMU, virtiofsd/9p helpers
+    data = rec(rd)
+    assert data["state"] == "interrupted"
+    assert data["configs"][0]["patched"]["build"]["status"] == "cached"
+
+
+def test_lock_inversion_found_by_lockdep_on_the_debug_config(tmp_path):
+    rd = tmp_path / "run"
+    r = orch(tmp_path, "--mbox", str(PATCHES / "crash-lock-inversion.mbox"), "--config", "debug",
+             "--guest-test", EXT4, "--run-dir", str(rd), timeout=5400)
+    assert r.returncode == 1, r.stderr
+    (cfg,) = rec(rd)["configs"]
+    new = [s for s in cfg["new_splats"] if s["kind"] == "lockdep"]
+    assert new and "circular locking dependency" in new[0]["title"], cfg["new_splats"]
+    assert not any(s["kind"] == "lockdep" for s in cfg["preexisting_splats"])
+    assert [t["status"] for t in cfg["baseline"]["tests"]] == ["PASS"]
