@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 PATCHES = Path(__file__).resolve().parent / "data" / "patches"
 EXT4 = "guest_tests/test_filesystems.py::test_ext4_new_allocation_evicts[dioread_nolock]"
-SELFTEST = "tests/guest_selftest/test_timeouts.py"
+SELFTEST = "guest_selftest/test_timeouts.py"
 
 
 def last_error(stderr: str) -> str:
