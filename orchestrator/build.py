@@ -79,6 +79,8 @@ def _cached(key: str) -> Path | None:
     img, sums = d / "bzImage", d / "sha256"
     if not (img.exists() and sums.exists()):
         return None
+    if not (d / "warnings.json").exists():
+        return None  # kept by an orch without warning records: build it once more
     # A truncated or half-copied entry is rebuilt, never booted.
     if hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
         shutil.rmtree(d, ignore_errors=True)
@@ -172,6 +174,12 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     t0 = time.monotonic()
+    if (builddir / "vmlinux").exists() and not (builddir / compiler_warnings.SNAPSHOT).exists():
+        # Built by an orch that kept no warning record: without one the
+        # warning diff cannot be complete, so rebuild it once (from ccache).
+        shutil.rmtree(builddir)
+        with open(log, "a") as f:
+            f.write("# orch: build directory had no warning record; rebuilt once\n")
     builddir.mkdir(parents=True, exist_ok=True)
     removed = recover_interrupted(builddir)
     if removed:

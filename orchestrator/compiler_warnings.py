@@ -75,10 +75,14 @@ def diff(baseline: dict | None, patched: dict | None) -> dict:
         return {"status": "unknown", "reason": "no warning record for "
                 + ("the baseline" if baseline is None else "the patched") + " kernel "
                 "(cached by an older orch)", "added": [], "removed": []}
-    # Where the patched record is partial, compare only the units it has.
-    units = patched["units"].keys() if not patched.get("complete") else (
-        patched["units"].keys() | baseline["units"].keys())
+    # A unit either record lacks while that record is partial is not compared:
+    # its warnings there are not known.
+    bu, pu = baseline["units"].keys(), patched["units"].keys()
+    units = ((bu | pu) if baseline.get("complete") and patched.get("complete") else
+             (bu & pu) | (pu - bu if baseline.get("complete") else set())
+             | (bu - pu if patched.get("complete") else set()))
     b = Counter(w for u in units for w in baseline["units"].get(u, []))
     p = Counter(w for u in units for w in patched["units"].get(u, []))
-    return {"status": "compared" if patched.get("complete") else "compared-partial",
+    complete = bool(baseline.get("complete") and patched.get("complete"))
+    return {"status": "compared" if complete else "compared-partial",
             "added": sorted((p - b).elements()), "removed": sorted((b - p).elements())}

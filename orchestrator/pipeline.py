@@ -10,11 +10,9 @@ import dataclasses
 import json
 import datetime as dt
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from concurrent.futures import ThreadPoolExecutor
 

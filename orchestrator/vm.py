@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import junit, proc, splats
-from .models import GuestRun, Kernel, Status, TestResult
+from .models import GuestRun, Kernel
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_TESTS = REPO / "guest_tests"
@@ -80,6 +80,12 @@ def console_tail(console: Path, lines: int = 30) -> list[str]:
     return [junit.clean(l, 300) for l in text.splitlines()[-lines:]]
 
 
+def timeout_args(test_timeout: float) -> list[str]:
+    # pytest-timeout (loaded from the venv): SIGALRM fails a hung test and
+    # the suite goes on to the next one.
+    return [f"--timeout={test_timeout:.0f}", "--timeout-method=signal"]
+
+
 def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
@@ -108,10 +114,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
-            "--exec", guest_command(results, tests, [
-                # pytest-timeout: SIGALRM fails a hung test and the suite goes on.
-                "-p", "pytest_timeout", f"--timeout={test_timeout:.0f}",
-                "--timeout-method=signal", *pytest_args])]
+            "--exec", guest_command(results, tests,
+                                    [*timeout_args(test_timeout), *pytest_args])]
     if not kvm:
         argv.insert(1, "--disable-kvm")
     t0 = time.monotonic()

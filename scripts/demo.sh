@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec .venv/bin/orch test --offline-mode --mbox patches/blk-dontcache-v3-port-7.2.13.mbox "$@"
+# --config base: the quick demo; without it orch builds the whole default
+# matrix (kconfigs/matrix: base and debug), about twice as long.
+exec .venv/bin/orch test --offline-mode --mbox patches/blk-dontcache-v3-port-7.2.13.mbox --config base "$@"

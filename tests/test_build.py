@@ -6,7 +6,6 @@ the real kernel in test_kernel_e2e.py and test_crash_e2e.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -164,6 +163,25 @@ def test_corrupt_cached_kernel_is_rebuilt_not_booted(env, tmp_path, mini):
     assert img.stat().st_size > 10
 
 
+def sigterm_when(args: list[str], cwd: Path, env: dict, ready, within: float) -> tuple[int, str]:
+    """Start `orch test --offline-mode ARGS`, SIGTERM it once ready() holds;
+    return its exit status and stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                          *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not ready():
+            time.sleep(0.2)
+        assert ready(), "the run never got to the point to interrupt"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for d in Path("/proc").iterdir():
@@ -181,25 +199,13 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_path, mini):
     mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
     rd = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
-                          "--build-only", "--mbox", str(mbox), "--tree", str(mini),
-                          "--run-dir", str(rd)], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        cache = env["ORCH_CACHE"]
-        deadline = time.monotonic() + 60
-        # make's output is synced per target, so watch for the long step itself.
-        while time.monotonic() < deadline:
-            if any("sleep 120" in x for x in _processes_mentioning(cache)):
-                break
-            time.sleep(0.2)
-        assert _processes_mentioning(cache), "make is not running"
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 130, err
+    cache = env["ORCH_CACHE"]
+    # make's output is synced per target, so watch for the long step itself.
+    code, err = sigterm_when(["--build-only", "--mbox", str(mbox), "--tree", str(mini),
+                              "--run-dir", str(rd)], tmp_path, env,
+                             lambda: any("sleep 120" in x for x in _processes_mentioning(cache)),
+                             within=60)
+    assert code == 130, err
     time.sleep(0.5)
     assert _processes_mentioning(cache) == []      # bwrap, make, the recipe's shell: gone
     rec = run_json(rd)

@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from orchestrator import ccache_stats, compiler_warnings, proc, sandbox
 from orchestrator.jobserver import JobServer
@@ -123,3 +122,28 @@ def test_progress_line_on_a_tty_only():
     assert "\r\x1b[K" in tty.getvalue() and "11 compiled, mm/swap.o" in tty.getvalue()
     lines = pipe.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in pipe.getvalue() and "compiled," not in pipe.getvalue()
+
+
+def test_warning_diff_compares_only_what_both_records_know():
+    w = "mm/filemap.c: unused variable 'x' [-Wunused-variable]"
+    base_partial = {"complete": False, "units": {"fs/buffer.o": []}}
+    patched = {"complete": True, "units": {"fs/buffer.o": [], "mm/filemap.o": [w]}}
+    d = compiler_warnings.diff(base_partial, patched)
+    # The baseline's filemap.o warnings are unknown: not counted as added.
+    assert d["status"] == "compared-partial" and d["added"] == []
+    base_complete = {"complete": True, "units": {"fs/buffer.o": [], "mm/filemap.o": []}}
+    assert compiler_warnings.diff(base_complete, patched)["added"] == [w]
+    patched_partial = {"complete": False, "units": {"mm/filemap.o": [w]}}
+    assert compiler_warnings.diff(base_complete, patched_partial)["added"] == [w]
+
+
+def test_guest_harness_command_times_out_a_hung_test(tmp_path):
+    """The exact shell command the guest runs, run here: a hung test fails on
+    --test-timeout, the next test runs, JUnit and the exit status are written."""
+    from orchestrator import junit, vm
+    cmd = vm.guest_command(tmp_path, ["guest_selftest/test_timeouts.py"], vm.timeout_args(3))
+    r = proc.run(["sh", "-c", cmd], timeout=120)
+    assert (tmp_path / "harness-rc").read_text().strip() == "1", r.output
+    got = {t.name.split("::")[-1]: t for t in junit.parse(tmp_path / "junit.xml")}
+    assert got["test_hangs"].status.value == "FAIL" and "Timeout" in got["test_hangs"].message
+    assert got["test_after_the_hang"].status.value == "PASS"

@@ -11,15 +11,13 @@ of mm/filemap.c and a short boot.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from test_build import _processes_mentioning
+from test_build import _processes_mentioning, sigterm_when
 from test_kernel_e2e import REPO, orch, rec
 
 pytestmark = pytest.mark.slow
@@ -114,26 +112,14 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
 
 def test_sigterm_during_a_boot_leaves_no_qemu(tmp_path):
     rd = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
-                          "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
-                          "--config", "base", "--guest-test", EXT4, "--rerun-baseline",
-                          "--run-dir", str(rd)], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    try:
-        console = rd / "logs" / "console-base-baseline.log"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if console.exists() and "Linux version" in console.read_text(errors="replace"):
-                break
-            time.sleep(0.5)
-        assert any("qemu" in x for x in _processes_mentioning(str(rd))), "no QEMU running"
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 130, err
+    console = rd / "logs" / "console-base-baseline.log"
+    code, err = sigterm_when(
+        ["--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"), "--config", "base",
+         "--guest-test", EXT4, "--rerun-baseline", "--run-dir", str(rd)], tmp_path,
+        {**os.environ, "PYTHONPATH": str(REPO)},
+        lambda: console.exists() and "Linux version" in console.read_text(errors="replace")
+        and any("qemu" in x for x in _processes_mentioning(str(rd))), within=300)
+    assert code == 130, err
     time.sleep(1)
     assert _processes_mentioning(str(rd)) == []   # vng, QEMU, virtiofsd/9p helpers
     data = rec(rd)
