@@ -92,6 +92,8 @@ def cache_entry_state(key: str) -> str:
     d = cache_dir() / "kernels" / key
     if not d.exists():
         return "absent"
+    if (d / "bzImage").exists() and not (d / "warnings.json").exists():
+        return "old"
     return "ok" if _cached(key) else "corrupt"
 
 
@@ -174,9 +176,10 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     t0 = time.monotonic()
-    if (builddir / "vmlinux").exists() and not (builddir / compiler_warnings.SNAPSHOT).exists():
-        # Built by an orch that kept no warning record: without one the
-        # warning diff cannot be complete, so rebuild it once (from ccache).
+    snap = compiler_warnings.load(builddir / compiler_warnings.SNAPSHOT)
+    if (builddir / "vmlinux").exists() and not (snap and snap.get("complete")):
+        # Built by an orch that kept no (complete) warning record: without
+        # one the warning diff cannot be complete; rebuild once (from ccache).
         shutil.rmtree(builddir)
         with open(log, "a") as f:
             f.write("# orch: build directory had no warning record; rebuilt once\n")
@@ -205,9 +208,10 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
         return Kernel(kc.name, hit / "bzImage", hit / "config", True,
                       time.monotonic() - t0, log, key=key,
                       warnings=compiler_warnings.load(hit / "warnings.json"))
-    if state == "corrupt":
+    if state in ("corrupt", "old"):
+        why = "failed its checksum" if state == "corrupt" else "has no warning record"
         with open(log, "a") as f:
-            f.write(f"# orch: cached kernel {key} failed its checksum; removed, rebuilding\n")
+            f.write(f"# orch: cached kernel {key} {why}; rebuilding\n")
 
     full = not (builddir / "vmlinux").exists()
     statslog = builddir / ".orch-ccache-stats.log"
@@ -230,6 +234,8 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
         # make removed the target of any failed recipe itself.
         (builddir / MARKER).unlink(missing_ok=True)
     stats = ccache_stats.read(statslog)
+    if statslog.exists():
+        shutil.copy2(statslog, log.with_suffix(".ccache-stats"))
     if not r.ok or not (builddir / IMAGE).exists():
         what = f"timed out after {opts.timeout:.0f}s" if r.timed_out else "failed"
         raise OrchError(f"{side} build of config {kc.name} {what}: "

@@ -18,6 +18,9 @@ from .junit import clean
 
 SNAPSHOT = ".orch-warnings.json"
 _STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]{1,11})\s+(\S+)\s*$")   # "  CC      mm/filemap.o"
+# gcc quotes with ‘’ in a UTF-8 locale and ccache replays what it stored:
+# compare messages with plain quotes whatever locale produced them.
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _WARN = re.compile(r"^(?P<file>[^\s:]+):(?:(?P<line>\d+):(?:\d+:)?)? warning: (?P<msg>.+)$")
 
 
@@ -46,7 +49,8 @@ def parse_log(text: str, src: Path, builddir: Path) -> dict[str, list[str]]:
             continue
         w = _WARN.match(line)
         if w and unit is not None:
-            item = clean(f"{_normal_path(w.group('file'), src, builddir)}: {w.group('msg')}", 300)
+            msg = w.group("msg").translate(_QUOTES)
+            item = clean(f"{_normal_path(w.group('file'), src, builddir)}: {msg}", 300)
             units[unit].append(item)
     return units
 

@@ -76,7 +76,7 @@ def test_ccache_stats_log(tmp_path):
 KBUILD_LOG = """\
   CC      mm/filemap.o
 ../src/mm/filemap.c: In function 'folio_end_dropbehind':
-../src/mm/filemap.c:1612:13: warning: unused variable 'x' [-Wunused-variable]
+../src/mm/filemap.c:1612:13: warning: unused variable \u2018x\u2019 [-Wunused-variable]
  1612 |         int x;
   CC      block/fops.o
   CC      fs/buffer.o
