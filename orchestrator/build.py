@@ -79,7 +79,7 @@ def _cached(key: str) -> Path | None:
     img, sums = d / "bzImage", d / "sha256"
     if not (img.exists() and sums.exists()):
         return None
-    if not (d / "warnings.json").exists():
+    if not _complete_record(d):
         return None  # kept by an orch without warning records: build it once more
     # A truncated or half-copied entry is rebuilt, never booted.
     if hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
@@ -88,11 +88,16 @@ def _cached(key: str) -> Path | None:
     return d
 
 
+def _complete_record(entry: Path) -> bool:
+    rec = compiler_warnings.load(entry / "warnings.json")
+    return bool(rec and rec.get("complete"))
+
+
 def cache_entry_state(key: str) -> str:
     d = cache_dir() / "kernels" / key
     if not d.exists():
         return "absent"
-    if (d / "bzImage").exists() and not (d / "warnings.json").exists():
+    if (d / "bzImage").exists() and not _complete_record(d):
         return "old"
     return "ok" if _cached(key) else "corrupt"
 

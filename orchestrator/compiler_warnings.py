@@ -85,8 +85,8 @@ def diff(baseline: dict | None, patched: dict | None) -> dict:
     units = ((bu | pu) if baseline.get("complete") and patched.get("complete") else
              (bu & pu) | (pu - bu if baseline.get("complete") else set())
              | (bu - pu if patched.get("complete") else set()))
-    b = Counter(w for u in units for w in baseline["units"].get(u, []))
-    p = Counter(w for u in units for w in patched["units"].get(u, []))
+    b = Counter(w.translate(_QUOTES) for u in units for w in baseline["units"].get(u, []))
+    p = Counter(w.translate(_QUOTES) for u in units for w in patched["units"].get(u, []))
     complete = bool(baseline.get("complete") and patched.get("complete"))
     return {"status": "compared" if complete else "compared-partial",
             "added": sorted((p - b).elements()), "removed": sorted((b - p).elements())}

@@ -102,3 +102,28 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     assert cfg["baseline"]["build"]["status"] == "cached"
     assert cfg["patched"]["build"]["status"] == "cached"
     assert cfg["baseline"]["boot"]["cached"] is False  # another test selection: booted
+
+
+def test_kasan_without_its_dependencies_is_named_and_stops(tmp_path):
+    """On top of tinyconfig, KASAN needs SLUB_TINY=n: a fragment that asks
+    for KASAN alone loses it in olddefconfig, and orch must say so (status
+    2) instead of building a kernel without it. Real Kconfig, 7.2.13 tree."""
+    from orchestrator import kconfig, tree
+    from orchestrator.errors import BadInput
+    kdir = tmp_path / "kconfigs"
+    kdir.mkdir()
+    (kdir / "kasan.config").write_text("CONFIG_DEBUG_KERNEL=y\nCONFIG_KASAN=y\n")
+    t = tree.open_tree(None)
+    ws = tree.workspace(t)
+    try:
+        with pytest.raises(BadInput) as e:
+            kconfig.configure(ws.src, tmp_path / "build", kconfig.load("kasan", kdir),
+                              tmp_path / "kconfig.log")
+        assert "config kasan: options did not survive olddefconfig: CONFIG_KASAN=y (got n)" \
+            in str(e.value)
+        # With its dependency, the shipped debug config keeps it.
+        kconfig.configure(ws.src, tmp_path / "build2", kconfig.load("debug"),
+                          tmp_path / "kconfig2.log")
+        assert "CONFIG_KASAN=y" in (tmp_path / "build2" / ".config").read_text()
+    finally:
+        ws.lock.release()
