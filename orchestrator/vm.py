@@ -155,7 +155,7 @@ def _no_results_reason(console: Path, results: Path, vng_rc: int) -> str:
     text = console.read_text(errors="replace") if console.exists() else ""
     for s in splats.scan(text):
         if s.kind == "panic":
-            return f"kernel panicked: {s.title}"
+            return "kernel panicked: " + s.title.removeprefix("Kernel panic - not syncing: ")
     rc = results / "harness-rc"
     if rc.exists():
         code = junit.clean(rc.read_text(), 20).strip()

@@ -5,7 +5,8 @@ One run measures, side by side:
   by-hand  olddefconfig + make (baseline), git am, make (patched), vng both:
            what a developer would type instead of orch (plain gcc, no ccache);
   cold     orch test with empty caches (no ccache, no kernels, no worktree);
-  warm     the same series again;
+  warm     the same series again (the baseline's results are kept: one boot);
+  warm_both  the same again with --rerun-baseline (both boots);
   second   another series on the same base.
 and writes the figures to a JSON file (default bench/results.json).
 
@@ -96,18 +97,20 @@ def by_hand(tree: Path, work: Path) -> dict:
     return {"seconds": round(total, 1), "steps": {k: round(v, 1) for k, v in steps.items()}}
 
 
-def orch(tree: Path, cache: Path, mbox: Path, run_dir: Path) -> dict:
+def orch(tree: Path, cache: Path, mbox: Path, run_dir: Path, *extra: str) -> dict:
     env = {**os.environ, "ORCH_CACHE": str(cache)}
     argv = [sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode", "--tree",
-            str(tree), "--mbox", str(mbox), "--config", CONFIG, "--run-dir", str(run_dir)]
+            str(tree), "--mbox", str(mbox), "--config", CONFIG, "--run-dir", str(run_dir), *extra]
     t0 = time.monotonic()
     r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     total = time.monotonic() - t0
     rec = json.loads((run_dir / "run.json").read_text())
     c = rec["configs"][0]
-    boots = sum(c[s]["boot"].get("seconds", 0) for s in ("baseline", "patched"))
+    # Only the boots this run did: kept baseline results cost no boot.
+    booted = [s for s in ("baseline", "patched") if not c[s]["boot"].get("cached")]
+    boots = sum(c[s]["boot"].get("seconds", 0) for s in booted)
     return {"seconds": round(total, 1), "exit": r.returncode, "verdict": rec["verdict"],
-            "boot_tests_seconds": round(boots, 1),
+            "booted": booted, "boot_tests_seconds": round(boots, 1),
             "builds": {s: {k: c[s]["build"].get(k) for k in
                            ("status", "seconds", "compiled", "ccache")}
                        for s in ("baseline", "patched")}}
@@ -125,7 +128,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
-    ap.add_argument("--only", nargs="*", default=["by_hand", "cold", "warm", "second"])
+    ap.add_argument("--only", nargs="*",
+                    default=["by_hand", "cold", "warm", "warm_both", "second"])
     args = ap.parse_args()
     tree = args.tree or debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-", dir=os.environ.get("BENCH_DIR")))
@@ -148,15 +152,20 @@ def main() -> int:
     if "warm" in args.only:
         res["orch_warm"] = orch(tree, cache, FIRST, scratch / "run-warm")
         save()
+    if "warm_both" in args.only:
+        res["orch_warm_both_boots"] = orch(tree, cache, FIRST, scratch / "run-warm-both",
+                                           "--rerun-baseline")
+        save()
     if "second" in args.only:
         res["orch_second_series"] = orch(tree, cache, SECOND, scratch / "run-second")
         res["orch_second_series"]["series_touches"] = touched(SECOND)
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
-    if "orch_warm" in res:
-        w = res["orch_warm"]
-        res["warm_vs_boots"] = round(w["seconds"] / w["boot_tests_seconds"], 3)
+    for name in ("orch_warm", "orch_warm_both_boots", "orch_second_series"):
+        if name in res and res[name]["boot_tests_seconds"]:
+            w = res[name]
+            w["vs_boots_alone"] = round(w["seconds"] / w["boot_tests_seconds"], 3)
     save()
     print(json.dumps(res, indent=2))
     shutil.rmtree(scratch / "by-hand" / "build", ignore_errors=True)

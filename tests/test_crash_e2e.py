@@ -78,12 +78,13 @@ def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
     rd = tmp_path / "run"
     t0 = time.monotonic()
     r = orch(tmp_path, "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
-             "--config", "base", "--guest-test", EXT4, "--guest-timeout", "25",
-             "--run-dir", str(rd))
+             "--config", "base", "--guest-test", EXT4, "--test-timeout", "120",
+             "--guest-timeout", "25", "--run-dir", str(rd))
     assert time.monotonic() - t0 < 240
     assert r.returncode == 1, r.stderr
     (cfg,) = rec(rd)["configs"]
-    # The baseline's results of the previous test are kept, not booted again.
+    # The baseline's results of the previous test (same kernel, same tests,
+    # same timeouts) are kept, not booted again.
     assert cfg["baseline"]["boot"]["cached"] is True
     boot = cfg["patched"]["boot"]
     assert boot["status"] == "failed" and "did not finish within 25s, killed" in boot["error"]
@@ -107,7 +108,8 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
     assert boot["error"] == "kernel panicked: dontcache selftest: folio batch corrupted"
     assert any("Kernel panic" in l for l in boot["console_tail"])
     assert [s["kind"] for s in cfg["new_splats"]] == ["panic"]
-    assert "kernel panicked" in last_error(r.stderr)
+    assert "verdict: FAIL (exit 1)" in r.stderr
+    assert "patched guest: kernel panicked: dontcache selftest" in r.stderr
 
 
 def test_sigterm_during_a_boot_leaves_no_qemu(tmp_path):
@@ -124,7 +126,7 @@ def test_sigterm_during_a_boot_leaves_no_qemu(tmp_path):
     assert _processes_mentioning(str(rd)) == []   # vng, QEMU, virtiofsd/9p helpers
     data = rec(rd)
     assert data["state"] == "interrupted"
-    assert data["configs"][0]["patched"]["build"]["status"] == "cached"
+    assert data["configs"][0]["patched"]["build"]["status"] in ("cached", "ok")
 
 
 def test_lock_inversion_found_by_lockdep_on_the_debug_config(tmp_path):
