@@ -24,17 +24,26 @@ FILES = ("junit.xml", "harness-rc")
 
 
 @functools.lru_cache(maxsize=None)
-def suite_digest() -> str:
+def suite_digest(tests: tuple[str, ...] = ()) -> str:
+    """The guest suite's files, and those of any test selected outside it."""
+    roots = {vm.GUEST_TESTS}
+    for t in tests:
+        path = (vm.REPO / t.split("::")[0]).resolve()
+        if path.is_relative_to(vm.REPO) and path.exists():
+            roots.add(path)
     h = hashlib.sha256()
-    for f in sorted(vm.GUEST_TESTS.rglob("*")):
-        if f.is_file() and "__pycache__" not in f.parts:
-            h.update(str(f.relative_to(vm.GUEST_TESTS)).encode() + b"\0" + f.read_bytes())
+    for root in sorted(roots):
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(vm.REPO)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
 def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str) -> str:
     h = hashlib.sha256(json.dumps([
-        __version__, kernel_key, sorted(tests or []), suite_digest(), test_timeout, accel,
+        __version__, kernel_key, sorted(tests or []), suite_digest(tuple(sorted(tests or []))),
+        test_timeout, accel,
         vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]).encode())
     return h.hexdigest()[:32]
 

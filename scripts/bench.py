@@ -82,7 +82,9 @@ def by_hand(tree: Path, work: Path) -> dict:
                                                   cwd=src, env=env, log=log))
     shutil.copy2(bld / build.IMAGE, work / "baseline.bzImage")
     am_env = {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
-    steps["apply"], _ = timed(lambda: sh(["git", "-C", src, "am", FIRST], env=am_env, log=log))
+    # --empty=drop: the mbox starts with the cover letter, as posted.
+    steps["apply"], _ = timed(lambda: sh(["git", "-C", src, "am", "--empty=drop", FIRST],
+                                         env=am_env, log=log))
     steps["patched_build"], _ = timed(lambda: sh([*make, f"-j{build.jobs()}", "bzImage"],
                                                  cwd=src, env=env, log=log))
     shutil.copy2(bld / build.IMAGE, work / "patched.bzImage")

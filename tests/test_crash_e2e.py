@@ -104,6 +104,10 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
     base = {t["name"].split("::")[-1]: t for t in cfg["baseline"]["tests"]}
     assert base["test_hangs"]["status"] == "FAIL" and "Timeout" in base["test_hangs"]["message"]
     assert base["test_after_the_hang"]["status"] == "PASS"
+    # The guest wrote its /tmp; the host's /tmp and the repository stay untouched.
+    assert base["test_host_outside_results_is_read_only"]["status"] == "PASS"
+    assert not Path("/tmp/orch-guest-was-here").exists()
+    assert not (REPO / "guest-was-here").exists()
     boot = cfg["patched"]["boot"]
     assert boot["error"] == "kernel panicked: dontcache selftest: folio batch corrupted"
     assert any("Kernel panic" in l for l in boot["console_tail"])
