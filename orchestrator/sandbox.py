@@ -41,9 +41,10 @@ def wrap(argv: Sequence[str], writable: Sequence[Path], cwd: Path,
         raise OrchError(f"cannot sandbox the build ({why}); install bubblewrap, "
                         "or pass --no-sandbox to build untrusted patches unconfined",
                         Exit.INFRA)
-    # A private /tmp (make 4.3's --output-sync temp files go there whatever
-    # TMPDIR says, and segfault when they cannot); the paths the step needs
-    # are bound after it, so ones under /tmp stay visible.
+    # A private /tmp: nothing a build leaves there survives it, and nothing
+    # of the host's /tmp is writable (make 4.3 writes some temp files there
+    # whatever TMPDIR says). The paths the step needs are bound after it,
+    # so ones under /tmp stay visible.
     out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
            "--tmpfs", "/tmp", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--die-with-parent"]

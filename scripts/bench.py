@@ -142,6 +142,11 @@ def main() -> int:
                  "config": CONFIG, "first_series": FIRST.name, "second_series": SECOND.name,
                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and set(args.only) != set(ap.get_default("only")):
+        # Measuring some steps again: keep the others' figures, say when.
+        old = json.loads(args.out.read_text())
+        res = {**old, **{k: v for k, v in res.items() if k != "started"},
+               "remeasured": {"steps": args.only, "started": res["started"]}}
 
     def save():
         args.out.write_text(json.dumps(res, indent=2) + "\n")

@@ -256,3 +256,19 @@ def test_whole_run_timeout_stops_a_long_build(env, tmp_path, mini):
     assert "whole-run timeout (8s) ran out during the patched build" in one_error_line(r.stderr)
     assert run_json(rd)["configs"][0]["baseline"]["build"]["status"] == "ok"
     assert _processes_mentioning(env["ORCH_CACHE"]) == []
+
+
+def test_several_configs_build_together_under_one_job_budget(env, tmp_path, mini):
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": WARNS})])
+    r, rd = build_only(env, tmp_path, mini, mbox, "--config", "base", "--config", "lockstat",
+                       "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    rec = run_json(rd)
+    assert [c["name"] for c in rec["configs"]] == ["base", "lockstat"]
+    for c in rec["configs"]:
+        assert c["baseline"]["build"]["status"] == "ok" and c["patched"]["build"]["compiled"] == 1
+        assert c["warnings"]["added"] == ["new.c: unused variable 'x' [-Wunused-variable]"]
+    # Both makes were clients of orch's jobserver, not -jN each.
+    log = (rd / "logs" / "build-lockstat-patched.log").read_text()
+    assert " -j" not in log.splitlines()[0]
+    assert "matrix:" in r.stderr and "lockstat" in r.stderr.split("matrix:")[1]
