@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: set up, then test RFC v3 ported to Debian's linux-source 7.2.13
-# (patches/) against the unpatched 7.2.13. First run: about 20 minutes on
+# (patches/) against the unpatched 7.2.13. First run: about 15 minutes on
 # 2 cores (it imports the tree and builds two kernels); later runs reuse them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
