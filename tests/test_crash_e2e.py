@@ -107,6 +107,7 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
     # The guest wrote its /tmp; the host's /tmp and the repository stay untouched.
     assert base["test_host_outside_results_is_read_only"]["status"] == "PASS"
     assert not Path("/tmp/orch-guest-was-here").exists()
+    assert not Path("/orch-guest-was-here").exists()
     assert not (REPO / "guest-was-here").exists()
     boot = cfg["patched"]["boot"]
     assert boot["error"] == "kernel panicked: dontcache selftest: folio batch corrupted"
