@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -66,7 +66,6 @@ class BuildOptions:
     jobserver: JobServer | None = None
     status: Callable[[str | None], None] = lambda text: None
     timeout: float = BUILD_TIMEOUT
-    extra: dict = field(default_factory=dict)
 
 
 def cache_key(tree_id: str, dotconfig: Path) -> str:
@@ -77,32 +76,26 @@ def cache_key(tree_id: str, dotconfig: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def _cached(key: str) -> Path | None:
-    d = cache_dir() / "kernels" / key
-    img, sums = d / "bzImage", d / "sha256"
-    if not (img.exists() and sums.exists()):
-        return None
-    if not _complete_record(d):
-        return None  # kept by an orch without warning records: build it once more
-    # A truncated or half-copied entry is rebuilt, never booted.
-    if hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
-        shutil.rmtree(d, ignore_errors=True)
-        return None
-    return d
-
-
 def _complete_record(entry: Path) -> bool:
     rec = compiler_warnings.load(entry / "warnings.json")
     return bool(rec and rec.get("complete"))
 
 
 def cache_entry_state(key: str) -> str:
+    """absent, ok, old (kept by an orch without warning records: build it
+    once more) or corrupt (truncated or half-copied: removed, rebuilt,
+    never booted)."""
     d = cache_dir() / "kernels" / key
     if not d.exists():
         return "absent"
-    if (d / "bzImage").exists() and not _complete_record(d):
+    img, sums = d / "bzImage", d / "sha256"
+    if img.exists() and not _complete_record(d):
         return "old"
-    return "ok" if _cached(key) else "corrupt"
+    if not (img.exists() and sums.exists()) or \
+            hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
+        shutil.rmtree(d, ignore_errors=True)
+        return "corrupt"
+    return "ok"
 
 
 def _store(key: str, builddir: Path, warnings: dict | None) -> Path:

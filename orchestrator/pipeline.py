@@ -353,15 +353,16 @@ def _build_all(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], side: s
     timeout = run.left(build.BUILD_TIMEOUT, f"the {label} build")
     out: dict[str, Kernel] = {}
     errors: list[OrchError] = []
+    def log_of(c: kconfig.KConfig) -> Path:
+        return run.logs / f"build-{c.name}-{label.replace(' ', '').replace('/', 'of')}.log"
     with JobServer(run.opts.jobs, len(kcs)) as js:
         def one(c: kconfig.KConfig) -> Kernel:
             run.say(f"{label} build, config {c.name}")
-            logname = f"build-{c.name}-{label.replace(' ', '').replace('/', 'of')}.log"
             opts = build.BuildOptions(
                 sandbox=run.opts.sandbox, jobserver=js, timeout=timeout,
                 status=lambda text: run.progress.status(f"build {c.name}", text))
-            return build.build(ws.src, ws.build_dir(c.name), c, tree_id,
-                               run.logs / logname, side, opts)
+            return build.build(ws.src, ws.build_dir(c.name), c, tree_id, log_of(c), side,
+                               opts)
         pool = ThreadPoolExecutor(max_workers=len(kcs))
         try:
             futures = {c.name: pool.submit(one, c) for c in kcs}
@@ -372,8 +373,7 @@ def _build_all(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], side: s
                     errors.append(e)
                     if label == side:
                         cfg[c.name][side] = _side(None, "failed", None)
-                        cfg[c.name][side]["build"]["log"] = str(
-                            run.logs / f"build-{c.name}-{label.replace(' ', '').replace('/', 'of')}.log")
+                        cfg[c.name][side]["build"]["log"] = str(log_of(c))
                     run.save()
                     continue
                 out[c.name] = k
