@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import ccache_stats, compiler_warnings, kconfig, proc, sandbox
+from . import ccache_guard, ccache_stats, compiler_warnings, kconfig, kimage, proc, sandbox
 from .errors import OrchError, Exit
 from .jobserver import JobServer
 from .kconfig import KConfig
@@ -81,24 +81,34 @@ def _complete_record(entry: Path) -> bool:
     return bool(rec and rec.get("complete"))
 
 
-def cache_entry_state(key: str) -> str:
-    """absent, ok, old (kept by an orch without warning records: build it
-    once more) or corrupt (truncated or half-copied: removed, rebuilt,
-    never booted)."""
+def cache_entry_state(key: str) -> tuple[str, str]:
+    """(state, why): absent, ok, old (kept by an orch without warning
+    records: build it once more), corrupt (truncated or half-copied) or
+    stale (its payload is another build's kernel); corrupt and stale entries
+    are removed, rebuilt, never booted."""
     d = cache_dir() / "kernels" / key
     if not d.exists():
-        return "absent"
+        return "absent", ""
     img, sums = d / "bzImage", d / "sha256"
     if img.exists() and not _complete_record(d):
-        return "old"
+        return "old", "has no warning record"
     if not (img.exists() and sums.exists()) or \
             hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
         shutil.rmtree(d, ignore_errors=True)
-        return "corrupt"
-    return "ok"
+        return "corrupt", "failed its checksum"
+    if not (d / "banner").exists():
+        # Kept by an orch that did not check its images (ccache could link
+        # a stale piggy.o then): check it once, header against payload.
+        try:
+            banner = kimage.image_banner(img)
+        except kimage.ImageError as e:
+            shutil.rmtree(d, ignore_errors=True)
+            return "stale", str(e)
+        (d / "banner").write_text(banner.text + "\n")
+    return "ok", ""
 
 
-def _store(key: str, builddir: Path, warnings: dict | None) -> Path:
+def _store(key: str, builddir: Path, warnings: dict | None, banner: kimage.Banner) -> Path:
     root = cache_dir() / "kernels"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.{os.getpid()}"
@@ -110,6 +120,7 @@ def _store(key: str, builddir: Path, warnings: dict | None) -> Path:
             shutil.copy2(builddir / src, tmp / name)
     if warnings is not None:
         (tmp / "warnings.json").write_text(json.dumps(warnings))
+    (tmp / "banner").write_text(banner.text + "\n")
     # The checksum goes last: an entry without it is incomplete.
     (tmp / "sha256").write_text(hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
     dest = root / key
@@ -201,23 +212,35 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
             code = Exit.PATCHED_BUILD  # the series broke Kconfig
         raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
     key = cache_key(tree_id, dotconfig)
-    state = cache_entry_state(key)
+    state, why = cache_entry_state(key)
     if state == "ok":
         hit = cache_dir() / "kernels" / key
         with open(log, "a") as f:
             f.write(f"# cached kernel {hit}\n")
         return Kernel(kc.name, hit / "bzImage", hit / "config", True,
                       time.monotonic() - t0, log, key=key,
-                      warnings=compiler_warnings.load(hit / "warnings.json"))
-    if state in ("corrupt", "old"):
-        why = "failed its checksum" if state == "corrupt" else "has no warning record"
+                      warnings=compiler_warnings.load(hit / "warnings.json"),
+                      banner=(hit / "banner").read_text().strip())
+    if state != "absent":
         with open(log, "a") as f:
             f.write(f"# orch: cached kernel {key} {why}; rebuilding\n")
+    if state == "stale":
+        # The stale object may still sit in this directory: relinking from
+        # vmlinux regenerates everything downstream of it (piggy.S included).
+        _unlink_image(builddir)
 
     full = not (builddir / "vmlinux").exists()
     statslog = builddir / ".orch-ccache-stats.log"
     statslog.unlink(missing_ok=True)
     env["CCACHE_STATSLOG"] = str(statslog)
+    (builddir / ccache_guard.LOG).unlink(missing_ok=True)
+    env["ORCH_UNCACHED_LOG"] = str(builddir / ccache_guard.LOG)
+    risky = ccache_guard.headers_with_directives(src)
+    if risky:
+        env["CCACHE_DISABLE"] = "1"
+        with open(log, "a") as f:
+            f.write("# orch: ccache off for this build: these headers pull files in with "
+                    f"assembler directives ccache cannot see: {', '.join(risky[:10])}\n")
     count = [0]
 
     def on_line(line: str) -> None:
@@ -227,7 +250,7 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     (builddir / MARKER).write_text(f"{os.getpid()}\n")
     make = _maker(builddir, opts, env, on_line)
     try:
-        r = make([*kconfig.make_base(builddir), "CC=ccache gcc", "bzImage"], log, src,
+        r = make([*kconfig.make_base(builddir), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
                  timeout=opts.timeout)
     finally:
         opts.status(None)
@@ -242,12 +265,27 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
         raise OrchError(f"{side} build of config {kc.name} {what}: "
                         f"{first_error(log)} (see {log})",
                         Exit.INFRA if side == "baseline" else Exit.PATCHED_BUILD)
+    try:
+        banner = kimage.verify(builddir / IMAGE, builddir / "vmlinux")
+    except (kimage.ImageError, OSError) as e:
+        _unlink_image(builddir)
+        raise OrchError(f"{side} build of config {kc.name} is not the kernel it built: {e}; "
+                        "not cached, not booted (run again: it relinks)", Exit.INFRA)
+    with open(log, "a") as f:
+        f.write(f"# orch: the bzImage holds the kernel just built: {banner.text}\n")
     built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, builddir)
     snapshot = compiler_warnings.update(builddir, built, full)
-    stored = _store(key, builddir, snapshot)
+    stored = _store(key, builddir, snapshot, banner)
     return Kernel(kc.name, stored / "bzImage", stored / "config", False,
                   time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
-                  compiled=count[0])
+                  compiled=count[0], banner=banner.text,
+                  uncached=ccache_guard.read_log(builddir, src))
+
+
+def _unlink_image(builddir: Path) -> None:
+    """Make the next build relink: vmlinux and everything made from it."""
+    for f in ("vmlinux", str(IMAGE)):
+        (builddir / f).unlink(missing_ok=True)
 
 
 _ERR = re.compile(r"(: error: |: fatal error: |^make(\[\d+\])?: \*\*\*|No space left on device)")

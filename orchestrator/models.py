@@ -58,6 +58,8 @@ class Kernel:
     warnings: dict | None = None     # compiler_warnings snapshot
     ccache: dict | None = None       # this build's ccache hits and misses
     compiled: int = 0                # objects compiled (0 when cached)
+    banner: str = ""                 # linux_banner inside the image, checked against the build
+    uncached: list[str] = field(default_factory=list)  # compiled without ccache (.incbin)
 
 
 @dataclass
@@ -80,3 +82,4 @@ class GuestRun:
     tests: list[TestResult]
     error: str = ""
     cached: bool = False      # results of an earlier boot of the same kernel and suite
+    banner: str | None = None  # the banner of the kernel that booted (its console)
