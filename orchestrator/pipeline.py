@@ -137,7 +137,8 @@ def guest_data(results: Path | None) -> dict:
 def _build_record(kernel: Kernel) -> dict:
     return {"status": "cached" if kernel.cached else "ok", "seconds": round(kernel.seconds, 1),
             "cached": kernel.cached, "image": str(kernel.image), "log": str(kernel.log),
-            "key": kernel.key, "compiled": kernel.compiled, "ccache": kernel.ccache}
+            "key": kernel.key, "compiled": kernel.compiled, "ccache": kernel.ccache,
+            "banner": kernel.banner, "uncached": kernel.uncached}
 
 
 def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
@@ -151,7 +152,7 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
                        "cached": guest.cached,
                        "seconds": round(guest.seconds, 1), "console": str(guest.console),
                        "junit": str(guest.junit) if guest.junit else None,
-                       "error": guest.error}
+                       "error": guest.error, "banner": guest.banner}
         if not guest.ok:
             out["boot"]["console_tail"] = vm.console_tail(guest.console)
         out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
@@ -278,7 +279,7 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
                                     run.opts.test_timeout, rec["accel"]["mode"])
             g = None
             if side == "baseline" and not run.opts.rerun_baseline:
-                g = result_cache.load(rkey, results, console)
+                g = result_cache.load(rkey, results, console, kernels[(c.name, side)])
                 if g:
                     run.say(f"baseline config {c.name}: results of an earlier boot of this "
                             "kernel with this suite (--rerun-baseline boots it again)")

@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 
 from . import __version__, vm
-from .models import GuestRun
+from .models import GuestRun, Kernel
 from .paths import cache_dir
 
-FILES = ("junit.xml", "harness-rc")
+FILES = ("junit.xml", "harness-rc", "proc-version")
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,7 +48,7 @@ def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: st
     return h.hexdigest()[:32]
 
 
-def load(k: str, results: Path, console: Path) -> GuestRun | None:
+def load(k: str, results: Path, console: Path, kernel: Kernel) -> GuestRun | None:
     d = cache_dir() / "results" / k
     try:
         meta = json.loads((d / "meta.json").read_text())
@@ -64,8 +64,9 @@ def load(k: str, results: Path, console: Path) -> GuestRun | None:
         tests = junit.parse(results / "junit.xml")
     except junit.JUnitError:
         return None
-    return GuestRun(True, meta["accel"], meta["seconds"], console, results / "junit.xml",
-                    tests, cached=True)
+    g = vm.check_booted(GuestRun(True, meta["accel"], meta["seconds"], console,
+                                 results / "junit.xml", tests, cached=True), kernel, results)
+    return g if g.ok else None
 
 
 def store(k: str, g: GuestRun) -> None:

@@ -11,12 +11,13 @@ import functools
 import os
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from . import junit, proc, splats
+from . import junit, kimage, proc, splats
 from .models import GuestRun, Kernel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +92,9 @@ def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]
     res = shlex.quote(str(results))
     targets = " ".join(shlex.quote(t) for t in (tests or [str(GUEST_TESTS)]))
     extra = " ".join(shlex.quote(a) for a in pytest_args)
-    return (f"cd {shlex.quote(str(REPO))} && PYTHONDONTWRITEBYTECODE=1 "
+    # /proc/version first thing: orch checks it is the kernel it built.
+    return (f"cat /proc/version > {res}/proc-version; "
+            f"cd {shlex.quote(str(REPO))} && PYTHONDONTWRITEBYTECODE=1 "
             f"ORCH_RESULTS={res} {py} -m pytest -p no:cacheprovider -rA "
             f"--junitxml={res}/junit.xml {extra} {targets}; "
             f"echo $? > {res}/harness-rc")
@@ -103,7 +106,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
               cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
               status=lambda text: None) -> GuestRun:
     results.mkdir(parents=True, exist_ok=True)
-    for stale in ("junit.xml", "harness-rc"):
+    for stale in ("junit.xml", "harness-rc", "proc-version"):
         (results / stale).unlink(missing_ok=True)
     kvm, _why = probe_kvm()
     scratch = results.parent / f".{results.name}-scratch.img"
@@ -135,19 +138,71 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
         scratch.unlink(missing_ok=True)
         status(None)
     seconds = time.monotonic() - t0
-    accel = "kvm" if kvm else "tcg"
+    g = _outcome(r, results, console, timeout)
+    g.accel, g.seconds = "kvm" if kvm else "tcg", seconds
+    return check_booted(g, kernel, results)
+
+
+def _outcome(r: proc.Result, results: Path, console: Path, timeout: float) -> GuestRun:
     junit_path = results / "junit.xml"
     if r.timed_out:
-        return GuestRun(False, accel, seconds, console, None, [],
+        return GuestRun(False, "", 0, console, None, [],
                         f"guest did not finish within {timeout:.0f}s, killed")
     if not junit_path.exists():
-        return GuestRun(False, accel, seconds, console, None, [],
+        return GuestRun(False, "", 0, console, None, [],
                         _no_results_reason(console, results, r.returncode))
     try:
         tests_run = junit.parse(junit_path)
     except junit.JUnitError as e:
-        return GuestRun(False, accel, seconds, console, junit_path, [], str(e))
-    return GuestRun(True, accel, seconds, console, junit_path, tests_run)
+        return GuestRun(False, "", 0, console, junit_path, [], str(e))
+    return GuestRun(True, "", 0, console, junit_path, tests_run)
+
+
+CONSOLE_HEAD = 1 << 20   # the banner is among the kernel's first lines
+
+
+def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
+    """The kernel that booted is the one built: the banner the kernel printed
+    on its console and, when the guest got as far as userspace, the
+    /proc/version it reported. Any difference makes the side ERROR: its
+    results would be about another kernel."""
+    try:
+        with open(g.console, "rb") as f:
+            head = f.read(CONSOLE_HEAD).decode(errors="replace")
+    except OSError:
+        head = ""
+    g.banner = kimage.booted_banner(head)
+    if g.banner is not None:
+        g.banner = junit.clean(g.banner, 600)
+    built = kernel.banner
+    wrong = None
+    if not built:
+        wrong = "no banner was recorded for the built kernel, so the boot cannot be checked"
+    elif g.banner is not None and g.banner != built:
+        wrong = f"its console says {g.banner!r}"
+    elif g.junit is not None:
+        reported = read_guest_file(results / "proc-version", 4096)
+        if reported is None:
+            wrong = "the guest did not report /proc/version"
+        elif reported.strip() != built:
+            wrong = f"its /proc/version says {junit.clean(reported.strip(), 600)!r}"
+    if wrong:
+        g.ok, g.error = False, f"booted kernel is not the one built ({built!r}): {wrong}"
+    return g
+
+
+def read_guest_file(path: Path, limit: int) -> str | None:
+    """A small file the guest wrote: untrusted, so no links, and capped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def _no_results_reason(console: Path, results: Path, vng_rc: int) -> str:
