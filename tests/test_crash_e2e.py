@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from test_build import _processes_mentioning, sigterm_when
-from test_kernel_e2e import REPO, orch, rec
+from test_kernel_e2e import REPO, assert_booted_as_built, orch, rec
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,7 @@ def test_bug_on_the_dontcache_write_path_is_a_regression(tmp_path):
         "mm/filemap.c: unused variable 'dontcache_seq' [-Wunused-variable]"]
     assert "new compiler warning: mm/filemap.c: unused variable 'dontcache_seq'" in r.stderr
     assert cfg["verdict"] == "FAIL"
+    assert_booted_as_built(cfg)
 
 
 def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
@@ -90,6 +91,7 @@ def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
     assert boot["status"] == "failed" and "did not finish within 25s, killed" in boot["error"]
     assert boot["console_tail"]
     assert _processes_mentioning(str(rd)) == []
+    assert_booted_as_built(cfg)
 
 
 def test_panic_at_boot_and_per_test_timeout(tmp_path):
@@ -115,6 +117,9 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
     assert [s["kind"] for s in cfg["new_splats"]] == ["panic"]
     assert "verdict: FAIL (exit 1)" in r.stderr
     assert "patched guest: kernel panicked: dontcache selftest" in r.stderr
+    # Built right after the BUG patch's kernel, in the same build directory
+    # (the pair whose piggy.o once collided): this one is its own kernel.
+    assert_booted_as_built(cfg)
 
 
 def test_sigterm_during_a_boot_leaves_no_qemu(tmp_path):
@@ -144,3 +149,4 @@ def test_lock_inversion_found_by_lockdep_on_the_debug_config(tmp_path):
     assert new and "circular locking dependency" in new[0]["title"], cfg["new_splats"]
     assert not any(s["kind"] == "lockdep" for s in cfg["preexisting_splats"])
     assert [t["status"] for t in cfg["baseline"]["tests"]] == ["PASS"]
+    assert_booted_as_built(cfg)

@@ -36,6 +36,21 @@ def rec(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+def assert_booted_as_built(cfg: dict) -> None:
+    """Each side that booted ran the kernel its build produced: the banner
+    its console printed is the one orch found in the image and the build."""
+    banners = {}
+    for side in ("baseline", "patched"):
+        s = cfg[side]
+        if s.get("boot", {}).get("status", "not run") == "not run":
+            continue
+        assert s["build"]["banner"].startswith("Linux version 7.2.13 "), s["build"]
+        assert s["boot"]["banner"] == s["build"]["banner"], s["boot"]
+        banners[side] = s["build"]["banner"]
+    if len(banners) == 2:
+        assert banners["baseline"] != banners["patched"]
+
+
 @pytest.mark.parametrize("version,files", [
     (3, ["block/fops.c"]),
     (2, ["block/fops.c", "fs/exfat/inode.c", "fs/ntfs3/inode.c"])])
@@ -81,9 +96,17 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     patched_irq = next(t for t in cfg["patched"]["tests"] if t["name"] == IRQ_TEST)
     assert patched_irq["properties"]["dropbehind_work_fn"] == "True"
     assert patched_irq["properties"]["pages_still_cached"] == "0"
-    for side in ("baseline", "patched"):
-        console = Path(cfg[side]["boot"]["console"]).read_text(errors="replace")
-        assert "Linux version" in console
+    assert_booted_as_built(cfg)
+    # The check fails on a real boot of another kernel: the patched guest's
+    # console and /proc/version, held against the baseline's build.
+    from orchestrator import vm
+    from orchestrator.models import GuestRun, Kernel
+    p = cfg["patched"]
+    other = Kernel("base", Path(p["build"]["image"]), Path(p["build"]["image"]), True, 0, None,
+                   banner=cfg["baseline"]["build"]["banner"])
+    g = vm.check_booted(GuestRun(True, "tcg", 0, Path(p["boot"]["console"]),
+                                 Path(p["boot"]["junit"]), []), other, Path(p["boot"]["junit"]).parent)
+    assert not g.ok and g.error.startswith("booted kernel is not the one built")
     assert f"(exit {r.returncode})" in r.stderr
     # The matrix line, the warning diff and the build figures are there.
     assert "matrix:" in r.stderr and cfg["verdict"] == data["verdict"]
@@ -105,6 +128,7 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     # selection may be kept from an earlier run on this machine.
     assert cfg["patched"]["boot"]["cached"] is False
     assert isinstance(cfg["baseline"]["boot"]["cached"], bool)
+    assert_booted_as_built(cfg)
 
 
 def test_kasan_without_its_dependencies_is_named_and_stops(tmp_path):
