@@ -60,13 +60,19 @@ class Banner:
 
 
 def banner_in(data: bytes, what: str) -> Banner:
-    """The one linux_banner in `data` (a vmlinux, or a decompressed payload)."""
+    """The one linux_banner in `data` (a vmlinux, or a decompressed payload).
+
+    init/version.o also holds a weak placeholder banner, built with a
+    temporary UTS_VERSION that has no build number ("# SMP ..."); the
+    linker takes init/version-timestamp.o's real one, and only that one has
+    "#N". The placeholder is left aside."""
     found = {m.group(0)[:-2].decode("ascii") for m in _BANNER.finditer(data)}
-    if not found:
+    real = {b for b in found if _PARTS.match(b)}
+    if not real:
         raise ImageError(f"no kernel banner in {what}")
-    if len(found) > 1:
-        raise ImageError(f"{len(found)} different kernel banners in {what}")
-    return Banner.parse(found.pop())
+    if len(real) > 1:
+        raise ImageError(f"{len(real)} different kernel banners in {what}")
+    return Banner.parse(real.pop())
 
 
 @dataclass(frozen=True)

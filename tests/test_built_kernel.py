@@ -156,7 +156,9 @@ HEADER = "7.2.13 (orch@orch) #3 SMP Thu Nov 27 23:38:06 UTC 2026"
 @pytest.mark.parametrize("compress", [lzma.compress, __import__("gzip").compress,
                                       __import__("bz2").compress])
 def test_reader_agrees_with_a_consistent_image(tmp_path, compress):
-    img = _mini_image(tmp_path, HEADER, compress(b"\0" * 100 + BANNER + b"\0" * 100) + b"SIZE")
+    placeholder = BANNER.replace(b"#3 SMP Thu Nov 27 23:38:06 UTC 2026", b"# SMP ")
+    img = _mini_image(tmp_path, HEADER, compress(b"\0" * 100 + placeholder + BANNER + b"\0" * 100)
+                      + b"SIZE")
     assert kimage.image_banner(img).version == "#3 SMP Thu Nov 27 23:38:06 UTC 2026"
 
 
@@ -164,6 +166,8 @@ def test_reader_agrees_with_a_consistent_image(tmp_path, compress):
     (HEADER.replace("#3", "#4"), lzma.compress(BANNER), "a stale object was linked"),
     (HEADER.replace("7.2.13", "7.2.14"), lzma.compress(BANNER), "a stale object was linked"),
     (HEADER, lzma.compress(b"no banner here"), "no kernel banner"),
+    # init/version.o's weak placeholder (no build number) is not a banner
+    (HEADER, lzma.compress(BANNER.replace(b"#3 SMP", b"# SMP")), "no kernel banner"),
     (HEADER, lzma.compress(BANNER + BANNER.replace(b"#3", b"#2")), "2 different kernel banners"),
     (HEADER, b"\x11\x22\x33\x44junk", "unknown payload compression"),
     (HEADER, lzma.compress(BANNER)[:40], "does not decompress"),
@@ -256,3 +260,17 @@ def test_a_crashed_guest_is_still_checked_by_its_console(tmp_path):
     k = Kernel("base", tmp_path / "bzImage", tmp_path / "config", True, 0, None, banner=BUILT)
     g = vm.check_booted(g, k, tmp_path)
     assert g.error.startswith("booted kernel is not the one built")
+
+
+def test_kvm_probe_needs_a_kernel_that_really_runs(tmp_path, monkeypatch):
+    """KVM that runs a 16-bit firmware but no kernel (as on this machine)
+    must not be used: the kernel probe fails on a kernel that prints
+    nothing (here: not a kernel at all), and its answer is kept by boot id."""
+    monkeypatch.setenv("ORCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(vm, "KERNEL_PROBE", 5)
+    junk = tmp_path / "bzImage"
+    junk.write_bytes(b"\0" * 65536)
+    ok, why = vm._probe_kernel(str(junk))
+    assert not ok and why.startswith("KVM runs no kernel here") and why.endswith("using TCG")
+    kept = __import__("json").loads((tmp_path / "kvm-probe.json").read_text())
+    assert kept["ok"] is False and kept["boot_id"]
