@@ -264,7 +264,7 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
         return run.finish(Exit.OK, "BUILT")
 
     # 5. boot and test each kernel once
-    kvm, why = vm.probe_kvm()
+    kvm, why = vm.probe_kvm(next(iter(kernels.values())).image)
     rec["accel"] = {"mode": "kvm" if kvm else "tcg", "reason": why}
     run.say(f"vm: {rec['accel']['mode']} ({why})")
     guests: dict[tuple[str, str], GuestRun] = {}

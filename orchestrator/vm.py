@@ -8,6 +8,7 @@ harness writes JUnit XML and its exit status.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -43,11 +44,63 @@ def vng_command() -> list[str]:
     return [found] if found else ["vng"]
 
 
+KERNEL_PROBE = 20   # seconds for a kernel to reach its panic (no root) under KVM
+
+
+def probe_kvm(image: Path | None = None) -> tuple[bool, str]:
+    """Does KVM really run guest code, and a kernel? /dev/kvm existing proves
+    nothing: QEMU can abort on it ("failed to set MSR"), and on some nested
+    hosts a 16-bit firmware runs but a kernel never prints a line (seen
+    here). So a tiny firmware first, then `image` itself with no root
+    filesystem: under working KVM it prints its banner and panics (so QEMU
+    exits) within a second or two. The kernel probe's answer is kept for
+    the host's boot (its boot id), so later runs do not pay for it."""
+    ok, why = _probe_firmware()
+    if not ok or image is None:
+        return ok, why
+    return _probe_kernel(str(image))
+
+
 @functools.lru_cache(maxsize=None)
-def probe_kvm() -> tuple[bool, str]:
-    """Does KVM really run guest code? /dev/kvm existing proves nothing here:
-    QEMU can abort on it ("failed to set MSR"). Boot a 5-byte firmware that
-    writes to isa-debug-exit: QEMU exits 3 only if the vCPU ran it."""
+def _probe_kernel(image: str) -> tuple[bool, str]:
+    from .paths import cache_dir
+    memo = cache_dir() / "kvm-probe.json"
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    try:
+        kept = json.loads(memo.read_text())
+        if boot_id and kept.get("boot_id") == boot_id:
+            return bool(kept["ok"]), str(kept["why"])
+    except (OSError, ValueError, KeyError):
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "console"
+        r = proc.run([shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+                      "-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none",
+                      "-nodefaults", "-no-reboot", "-serial", f"file:{log}",
+                      "-kernel", image, "-append", "console=ttyS0 panic=-1"],
+                     timeout=KERNEL_PROBE)
+        text = log.read_text(errors="replace") if log.exists() else ""
+    if "Linux version" in text:
+        ok, why = True, "KVM works"
+    else:
+        ok, why = False, (f"KVM runs no kernel here (no console line in {KERNEL_PROBE}s"
+                          if r.timed_out else f"KVM runs no kernel here (qemu exit {r.returncode}"
+                          ) + "); using TCG"
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"boot_id": boot_id, "ok": ok, "why": why}))
+    except OSError:
+        pass
+    return ok, why
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_firmware() -> tuple[bool, str]:
+    """Boot a 5-byte firmware that writes to isa-debug-exit: QEMU exits 3
+    only if the vCPU ran it."""
     if not Path("/dev/kvm").exists():
         return False, "no /dev/kvm"
     qemu = shutil.which("qemu-system-x86_64")
@@ -108,7 +161,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("junit.xml", "harness-rc", "proc-version"):
         (results / stale).unlink(missing_ok=True)
-    kvm, _why = probe_kvm()
+    kvm, _why = probe_kvm(kernel.image)
     scratch = results.parent / f".{results.name}-scratch.img"
     with open(scratch, "wb") as f:
         f.truncate(SCRATCH_MB << 20)
