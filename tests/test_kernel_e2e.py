@@ -44,7 +44,7 @@ def assert_booted_as_built(cfg: dict) -> None:
         s = cfg[side]
         if s.get("boot", {}).get("status", "not run") == "not run":
             continue
-        assert s["build"]["banner"].startswith("Linux version 7.2.13 "), s["build"]
+        assert s["build"]["banner"].startswith("Linux version 7.2.13"), s["build"]
         assert s["boot"]["banner"] == s["build"]["banner"], s["boot"]
         banners[side] = s["build"]["banner"]
     if len(banners) == 2:
@@ -129,6 +129,60 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     assert cfg["patched"]["boot"]["cached"] is False
     assert isinstance(cfg["baseline"]["boot"]["cached"], bool)
     assert_booted_as_built(cfg)
+
+
+def _base_build_dir(tmp_path) -> Path:
+    """The `base` build directory of the 7.2.13 tree (test_port_fixes builds
+    it; a cached run here only checks out and finds the kernels)."""
+    from orchestrator.paths import cache_dir
+    found = sorted((cache_dir() / "work").glob("linux-source-7.2-*/build/base"))
+    if not found or not (found[0] / "arch/x86/boot/compressed/.piggy.o.cmd").exists():
+        r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--build-only",
+                 "--run-dir", str(tmp_path / "build"))
+        assert r.returncode == 0, r.stderr
+        found = sorted((cache_dir() / "work").glob("linux-source-7.2-*/build/base"))
+    return found[0]
+
+
+def test_real_piggy_collision_plain_ccache_but_not_orch(tmp_path):
+    """The stale-kernel collision on the real kernel's own piggy.S and its
+    compile command (from Kbuild's .piggy.o.cmd), with an empty ccache: two
+    payloads of the same size give the same piggy.S text. Plain ccache (what
+    orch used) links the first payload into the second object; orch's CC
+    compiles it afresh."""
+    import shlex
+    import shutil
+    from orchestrator import build, ccache_guard
+    bd = _base_build_dir(tmp_path)
+    z = "arch/x86/boot/compressed"
+    saved = (bd / z / ".piggy.o.cmd").read_text().split(":=", 1)[1].splitlines()[0]
+    argv = shlex.split(saved)
+    args = argv[argv.index("gcc") + 1:]           # after "ccache gcc" or orch's wrapper
+    text = (bd / z / "piggy.S").read_text()
+    assert '.incbin "arch/x86/boot/compressed/vmlinux.bin.xz"' in text
+    payload = (bd / z / "vmlinux.bin.xz").read_bytes()
+    other = bytes(b ^ 0xFF for b in payload[:4096]) + payload[4096:]  # same size, same sizes
+
+    def compile_twice(cc: list[str], name: str) -> bytes:
+        work = tmp_path / name
+        (work / z).mkdir(parents=True)
+        (work / z / "piggy.S").write_text(text)
+        for d in ("include", "arch/x86/include"):          # ./include/generated etc.
+            (work / d).parent.mkdir(parents=True, exist_ok=True)
+            (work / d).symlink_to(bd / d)
+        env = {**__import__("os").environ, **build.build_env(),
+               "CCACHE_DIR": str(tmp_path / f"ccache-{name}")}
+        for data in (payload, other):
+            (work / z / "vmlinux.bin.xz").write_bytes(data)
+            subprocess.run([*cc, *args], cwd=work, env=env, check=True, capture_output=True)
+        out = work / "compressed.bin"
+        subprocess.run(["objcopy", "-O", "binary", "-j", ".rodata..compressed",
+                        str(work / z / "piggy.o"), str(out)], check=True)
+        return out.read_bytes()
+
+    assert shutil.which("ccache")
+    assert compile_twice(["ccache", "gcc"], "plain") == payload       # stale: the first
+    assert compile_twice(shlex.split(ccache_guard.cc()), "orch") == other
 
 
 def test_kasan_without_its_dependencies_is_named_and_stops(tmp_path):
