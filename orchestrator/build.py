@@ -171,7 +171,10 @@ def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str],
         else:
             argv = [*argv, f"-j{jobs()}"]
         if opts.sandbox:
-            argv = sandbox.wrap(argv, writable=[builddir, ccache], cwd=src, readable=[src])
+            # The sandbox's /tmp is private: an orch installed under /tmp (a CI
+            # clone) must bind its compiler wrapper in.
+            argv = sandbox.wrap(argv, writable=[builddir, ccache], cwd=src,
+                                readable=[src, ccache_guard.GUARD.parent])
         return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
                         pass_fds=fds, on_line=on_line)
     return make

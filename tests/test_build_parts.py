@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 
-from orchestrator import ccache_stats, compiler_warnings, proc, sandbox
+from orchestrator import build, ccache_guard, ccache_stats, compiler_warnings, proc, sandbox
 from orchestrator.jobserver import JobServer
 from orchestrator.progress import Progress
 
@@ -28,6 +28,21 @@ def test_sandbox_writes_only_where_allowed(tmp_path):
     home = Path.home() / f".orch-sandbox-test-{os.getpid()}"
     r = proc.run(sandbox.wrap(["touch", str(home)], writable=[ok_dir], cwd=ok_dir), timeout=30)
     assert not r.ok and not home.exists()
+
+
+def test_compiler_wrapper_is_reachable_in_the_sandbox_from_under_tmp(tmp_path, monkeypatch):
+    """The sandbox's /tmp is private; orch in a clone under /tmp (as CI's)
+    still runs its wrapper there. Seen failing before the wrapper was bound."""
+    guard = tmp_path / "orch" / "data" / "ccache-guard.sh"
+    guard.parent.mkdir(parents=True)
+    guard.write_bytes(ccache_guard.GUARD.read_bytes())
+    guard.chmod(0o755)
+    monkeypatch.setattr(ccache_guard, "GUARD", guard)
+    (tmp_path / "b").mkdir()
+    make = build._maker(tmp_path / "b", build.BuildOptions(), build.build_env())
+    r = make([*ccache_guard.cc().split(), "--version"], tmp_path / "log", tmp_path / "b")
+    assert r.ok, r.output
+    assert "gcc" in (tmp_path / "log").read_text()
 
 
 def test_sandbox_has_no_network(lore_server):
