@@ -12,6 +12,10 @@ entries from before the fix, the booted kernel against the built one.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
+import json
 import lzma
 import os
 import shutil
@@ -123,8 +127,7 @@ def test_stale_entry_cached_before_the_check_is_rebuilt(env, tmp_path, mini):
     # checksum that matches, no banner record.
     _splice(entry / "bzImage", kernels / c["baseline"]["build"]["key"] / "bzImage",
             entry / "bzImage")
-    (entry / "sha256").write_text(__import__("hashlib").sha256(
-        (entry / "bzImage").read_bytes()).hexdigest())
+    (entry / "sha256").write_text(hashlib.sha256((entry / "bzImage").read_bytes()).hexdigest())
     (entry / "banner").unlink()
     # An unstale old entry (the baseline's) is checked once and kept.
     (kernels / c["baseline"]["build"]["key"] / "banner").unlink()
@@ -153,8 +156,7 @@ BANNER = b"Linux version 7.2.13 (orch@orch) (gcc (Debian 12.2.0) 12.2.0) #3 SMP 
 HEADER = "7.2.13 (orch@orch) #3 SMP Thu Nov 27 23:38:06 UTC 2026"
 
 
-@pytest.mark.parametrize("compress", [lzma.compress, __import__("gzip").compress,
-                                      __import__("bz2").compress])
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress, bz2.compress])
 def test_reader_agrees_with_a_consistent_image(tmp_path, compress):
     placeholder = BANNER.replace(b"#3 SMP Thu Nov 27 23:38:06 UTC 2026", b"# SMP ")
     img = _mini_image(tmp_path, HEADER, compress(b"\0" * 100 + placeholder + BANNER + b"\0" * 100)
@@ -272,5 +274,5 @@ def test_kvm_probe_needs_a_kernel_that_really_runs(tmp_path, monkeypatch):
     junk.write_bytes(b"\0" * 65536)
     ok, why = vm._probe_kernel(str(junk))
     assert not ok and why.startswith("KVM runs no kernel here") and why.endswith("using TCG")
-    kept = __import__("json").loads((tmp_path / "kvm-probe.json").read_text())
+    kept = json.loads((tmp_path / "kvm-probe.json").read_text())
     assert kept["ok"] is False and kept["boot_id"]

@@ -9,6 +9,7 @@ on 2 cores); later runs boot cached kernels.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 def orch(tmp_path, *args, timeout=3600):
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
                            *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout, env={**__import__("os").environ,
+                          timeout=timeout, env={**os.environ,
                                                 "PYTHONPATH": str(REPO)})
 
 
@@ -170,7 +171,7 @@ def test_real_piggy_collision_plain_ccache_but_not_orch(tmp_path):
         for d in ("include", "arch/x86/include"):          # ./include/generated etc.
             (work / d).parent.mkdir(parents=True, exist_ok=True)
             (work / d).symlink_to(bd / d)
-        env = {**__import__("os").environ, **build.build_env(),
+        env = {**os.environ, **build.build_env(),
                "CCACHE_DIR": str(tmp_path / f"ccache-{name}")}
         for data in (payload, other):
             (work / z / "vmlinux.bin.xz").write_bytes(data)
