@@ -44,7 +44,7 @@ def vng_command() -> list[str]:
     return [found] if found else ["vng"]
 
 
-KERNEL_PROBE = 20   # seconds for a kernel to reach its panic (no root) under KVM
+KERNEL_PROBE = 10   # seconds for a kernel to print its banner under KVM (under a second when it works)
 
 
 def probe_kvm(image: Path | None = None) -> tuple[bool, str]:

@@ -84,13 +84,13 @@ def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
     t0 = time.monotonic()
     r = orch(tmp_path, "--mbox", str(PATCHES / "crash-bug-on-dontcache-write.mbox"),
              "--config", "base", "--guest-test", HANG, "--test-timeout", "60",
-             "--guest-timeout", "120", "--run-dir", str(rd))
+             "--guest-timeout", "90", "--run-dir", str(rd))
     assert time.monotonic() - t0 < 600
     assert r.returncode == 1, r.stderr
     (cfg,) = rec(rd)["configs"]
     assert [t["status"] for t in cfg["baseline"]["tests"]] == ["PASS"]
     boot = cfg["patched"]["boot"]
-    assert boot["status"] == "failed" and "did not finish within 120s, killed" in boot["error"]
+    assert boot["status"] == "failed" and "did not finish within 90s, killed" in boot["error"]
     assert boot["console_tail"]
     assert {s["kind"] for s in cfg["new_splats"]} & {"bug", "oops"}, cfg["new_splats"]
     assert _processes_mentioning(str(rd)) == []
