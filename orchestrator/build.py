@@ -238,7 +238,7 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     env["CCACHE_STATSLOG"] = str(statslog)
     (builddir / ccache_guard.LOG).unlink(missing_ok=True)
     env["ORCH_UNCACHED_LOG"] = str(builddir / ccache_guard.LOG)
-    risky = ccache_guard.headers_with_directives(src)
+    risky = ccache_guard.headers_with_directives(src, tree_id)
     if risky:
         env["CCACHE_DISABLE"] = "1"
         with open(log, "a") as f:

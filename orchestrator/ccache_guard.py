@@ -17,6 +17,7 @@ Two parts, together exact for every source in the tree:
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def _compiled_for(path: str, arch: str = "x86") -> bool:
     return not path.startswith("arch/") or path.startswith(f"arch/{arch}/")
 
 
-def headers_with_directives(src: Path) -> list[str]:
-    """Headers in the tree whose code (not comments) has `.incbin`/`.include`."""
+@functools.lru_cache(maxsize=64)
+def headers_with_directives(src: Path, tree_id: str) -> tuple[str, ...]:
+    """Headers in the tree whose code (not comments) has `.incbin`/`.include`.
+    Scanned once per source state (`tree_id`, git's tree object id of `src`'s
+    checkout), not once per config built from it."""
     r = proc.run(["git", "-C", str(src), "grep", "-l", "-F", "-e", ".incbin", "-e", ".include",
                   "--", "*.h", "*.inc"], timeout=300)
     if r.returncode not in (0, 1):
@@ -59,7 +63,7 @@ def headers_with_directives(src: Path) -> list[str]:
             continue
         if _DIRECTIVE.search(_COMMENT.sub("", text)):
             found.append(rel)
-    return found
+    return tuple(found)
 
 
 def read_log(builddir: Path, src: Path) -> list[str]:
