@@ -8,7 +8,9 @@ into a new bzImage (arch/x86/boot/compressed/piggy.S), measured here. (Its
 preprocessor mode refuses `.incbin` by scanning the preprocessed text, but
 still misses `.include`.)
 
-Two parts, together exact for every source in the tree:
+Two parts, covering every directive written out in a source or a header
+(not one assembled by macro string concatenation, nor one in a generated
+header; the image check in kimage.py still catches a stale payload):
 - the compiler wrapper (data/ccache-guard.sh, orch's CC) compiles a source
   that holds such a directive with gcc itself, and logs it;
 - before a build, the headers of the tree are scanned: a header with such a
