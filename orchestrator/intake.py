@@ -16,7 +16,7 @@ from email.header import decode_header, make_header
 from email.utils import parseaddr
 from pathlib import Path
 
-from . import proc
+from . import hermetic, proc
 from .errors import BadInput, OrchError, Exit
 from .junit import clean
 from .models import Patch, Series
@@ -90,7 +90,8 @@ def parse_subject(subject: str) -> tuple[int, str]:
 
 
 def patch_id(diff: str) -> str | None:
-    r = proc.run(["git", "patch-id", "--stable"], input=diff.encode(), timeout=60)
+    r = proc.run(["git", "patch-id", "--stable"], input=diff.encode(), timeout=60,
+                 env=hermetic.git_env())
     out = r.output.split()
     return out[0] if r.ok and out else None
 
@@ -164,7 +165,7 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
         mbox = mbox.resolve()
         check_mbox(mbox)
     outdir.mkdir(parents=True, exist_ok=True)
-    argv = [*b4_command(), "--no-stdin",
+    argv = [*b4_command(), "--no-stdin", *hermetic.b4_args(),
             "-c", f"b4.midmask={lore_url.rstrip('/')}/all/%s",
             "-c", f"b4.linkmask={lore_url.rstrip('/')}/r/%s"]
     if offline:
@@ -176,7 +177,7 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
         argv += ["-m", str(prepare_mbox(mbox, outdir))]
     if msgid is not None:
         argv.append(msgid)
-    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout)
+    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout, env=hermetic.b4_env(outdir))
     text = r.output
     where = f"{mbox}" if mbox else lore_url
     if r.timed_out:

@@ -20,14 +20,17 @@ from pathlib import Path
 
 import git
 
-from . import debsrc
+from . import debsrc, hermetic
 from .errors import BadInput, OrchError, Exit
 from .models import Base, Series
 from .paths import cache_dir
 
-# Commits orch makes must not depend on the user's git identity or hooks.
+# Commits orch makes must not depend on the user's git identity, hooks or
+# config (hermetic.py; _repo adds the repository's filter drivers), nor stop
+# for auto-gc.
 GIT_ENV = {"GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
-           "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z", **debsrc.NO_AUTO_GC}
+           "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z",
+           **hermetic.git_env(extra={"gc.auto": "0"})}
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Applied:
 
 def _repo(path: Path) -> git.Repo:
     repo = git.Repo(path)
-    repo.git.update_environment(**GIT_ENV)
+    repo.git.update_environment(**{**GIT_ENV, **hermetic.git_env(path, {"gc.auto": "0"})})
     return repo
 
 
@@ -152,7 +155,7 @@ def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -
     repo = _repo(tree.repo)
     if src.exists():
         try:
-            git.Repo(src).git.rev_parse("HEAD")
+            _repo(src).git.rev_parse("HEAD")
         except Exception:
             import shutil
             shutil.rmtree(src)
