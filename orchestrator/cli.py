@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--test-timeout", type=float, default=vm.TEST_TIMEOUT,
                    help="seconds for one guest test; a hung test fails and the suite "
                    "goes on (default: %(default)s)")
+    t.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each guest test N times in the same boot; a test whose runs "
+                   "differ is FLAKY, a failure (default: %(default)s)")
     t.add_argument("--timeout", type=float, default=None,
                    help="seconds for the whole run (default: none)")
     t.add_argument("--each-patch", action="store_true",
@@ -111,12 +114,14 @@ def _test(args, argv: list[str]) -> int:
                             configs=args.configs, run_dir=args.run_dir,
                             json_out=args.json_out, guest_timeout=args.guest_timeout,
                             guest_tests=args.guest_tests, test_timeout=args.test_timeout,
+                            repeat=args.repeat,
                             timeout=args.timeout, each_patch=args.each_patch,
                             build_only=args.build_only, rerun_baseline=args.rerun_baseline,
                             sandbox=args.sandbox, jobs=args.jobs, argv=["orch", *argv])
     for name, value in (("--lore-timeout", args.lore_timeout),
                         ("--guest-timeout", args.guest_timeout), ("--test-timeout",
-                        args.test_timeout), ("--timeout", args.timeout), ("--jobs", args.jobs)):
+                        args.test_timeout), ("--timeout", args.timeout), ("--jobs", args.jobs),
+                        ("--repeat", args.repeat)):
         if value is not None and value <= 0:
             raise BadInput(f"{name} must be positive")
     opts.run_dir = opts.run_dir or pipeline.default_run_dir(opts)

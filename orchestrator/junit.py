@@ -24,9 +24,13 @@ class JUnitError(Exception):
 
 
 def parse(path: Path) -> list[TestResult]:
-    data = path.read_bytes()
-    if len(data) > MAX_BYTES:
-        raise JUnitError(f"{path.name} is larger than {MAX_BYTES} bytes")
+    """Each <testcase> as a TestResult named "classname::name", which is
+    what selection.junit_key() makes of a pytest node id."""
+    from .untrusted import UntrustedError, read_capped
+    try:
+        data = read_capped(path, MAX_BYTES)
+    except UntrustedError as e:
+        raise JUnitError(str(e))
     # Entity expansion is the classic XML bomb: pytest never writes a DTD.
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise JUnitError(f"{path.name} has a DTD or entities")
@@ -38,8 +42,7 @@ def parse(path: Path) -> list[TestResult]:
     for case in root.iter("testcase"):
         classname = case.get("classname", "")
         name = case.get("name", "")
-        module = classname.rsplit(".", 1)[-1] if classname else ""
-        full = clean(f"{module}::{name}" if module else name, 300)
+        full = clean(f"{classname}::{name}" if classname else name, 300)
         status, message = Status.PASS, ""
         for tag, st in (("failure", Status.FAIL), ("error", Status.ERROR),
                         ("skipped", Status.SKIP)):

@@ -13,6 +13,7 @@ class Status(str, enum.Enum):
     ERROR = "ERROR"  # the harness or an infrastructure step broke
     SKIP = "SKIP"
     MISS = "MISS"    # expected but never reported
+    FLAKY = "FLAKY"  # mixed outcomes over --repeat runs in one boot: a failure
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TestResult:
     message: str = ""
     seconds: float = 0.0
     properties: dict[str, str] = field(default_factory=dict)
+    outcomes: list[str] = field(default_factory=list)  # each run's status, with --repeat
 
 
 @dataclass
@@ -83,3 +85,8 @@ class GuestRun:
     error: str = ""
     cached: bool = False      # results of an earlier boot of the same kernel and suite
     banner: str | None = None  # the banner of the kernel that booted (its console)
+    harness_rc: int | None = None  # the guest pytest's exit status, when it reported one
+    died_in: str | None = None     # the test running when the guest died (console marks)
+    finished: bool = False         # the guest's pytest session ran to its end
+    infra: bool = False            # the error is orch's or the machine's, not the kernel's
+    harness_log: Path | None = None

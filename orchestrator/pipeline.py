@@ -17,7 +17,7 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 from . import (__version__, build, compiler_warnings, debsrc, intake, kconfig, proc,
-               report, result_cache, splats, tree, verdict, vm)
+               report, result_cache, selection, splats, tree, untrusted, verdict, vm)
 from .errors import Exit, OrchError
 from .jobserver import JobServer
 from .models import GuestRun, Kernel, Series
@@ -41,6 +41,7 @@ class Options:
     guest_timeout: float = vm.BOOT_TIMEOUT
     guest_tests: list[str] | None = None
     test_timeout: float = vm.TEST_TIMEOUT   # one guest test
+    repeat: int = 1                         # each guest test N times in one boot
     timeout: float | None = None            # the whole run
     each_patch: bool = False
     build_only: bool = False
@@ -117,20 +118,19 @@ MAX_GUEST_JSON = 1 << 20
 
 def guest_data(results: Path | None) -> dict:
     """JSON the guest suite left beside its JUnit file (benchmark figures,
-    such as scale.json): untrusted, so size-capped and parsed, never run."""
+    such as scale.json): untrusted, so no links, size-capped, strict JSON
+    (no NaN, no deep nesting), never run. A bad file is an error entry."""
     data: dict = {}
     if results is None:
         return data
     for f in sorted(results.glob("*.json"))[:20]:
-        if not f.is_file() or f.is_symlink():
-            continue
         try:
-            if f.stat().st_size <= MAX_GUEST_JSON:
-                data[f.name] = json.loads(f.read_text(errors="replace"))
-            else:
-                data[f.name] = {"error": f"larger than {MAX_GUEST_JSON} bytes"}
-        except ValueError as e:
-            data[f.name] = {"error": f"not JSON: {str(e)[:100]}"}
+            raw = untrusted.read_capped(f, MAX_GUEST_JSON)
+            data[f.name] = untrusted.load_json(raw.decode(errors="replace"))
+        except untrusted.UntrustedError as e:
+            data[f.name] = {"error": str(e)}
+        except (ValueError, RecursionError) as e:
+            data[f.name] = {"error": f"not acceptable JSON: {str(e)[:100]}"}
     return data
 
 
@@ -142,7 +142,7 @@ def _build_record(kernel: Kernel) -> dict:
 
 
 def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
-          found: list[splats.Splat] = ()) -> dict:
+          found: list[splats.Splat] = (), judged: verdict.Side | None = None) -> dict:
     out: dict = {"build": {"status": build_status}}
     if kernel:
         out["build"].update(_build_record(kernel))
@@ -152,12 +152,18 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
                        "cached": guest.cached,
                        "seconds": round(guest.seconds, 1), "console": str(guest.console),
                        "junit": str(guest.junit) if guest.junit else None,
+                       "harness_log": str(guest.harness_log) if guest.harness_log else None,
+                       "harness_rc": guest.harness_rc, "died_in": guest.died_in,
                        "error": guest.error, "banner": guest.banner}
         if not guest.ok:
             out["boot"]["console_tail"] = vm.console_tail(guest.console)
-        out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
-                         "seconds": t.seconds, "properties": t.properties}
-                        for t in guest.tests]
+        if judged is not None:
+            out["outcome"] = verdict.side_record(judged)
+            out["tests"] = verdict.test_records(judged)
+        else:
+            out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
+                             "seconds": t.seconds, "properties": t.properties}
+                            for t in guest.tests]
         out["splats"] = [s.as_dict() for s in found]
         out["guest_data"] = guest_data(guest.junit.parent if guest.junit else None)
     else:
@@ -192,6 +198,12 @@ def _test(run: Run) -> int:
     rec = run.rec
     configs = opts.configs or kconfig.default_matrix()
     kcs = [kconfig.load(c) for c in configs]  # bad names fail before any work
+    # What the guests must report, known before any work: a selection that
+    # matches nothing stops here (status 2), not after two boots.
+    expected = [] if opts.build_only else selection.collect(opts.guest_tests)
+    rec["expected_tests"] = expected
+    rec["repeat"] = opts.repeat
+    run.save()
 
     # 1. intake
     run.say("b4: fetching the series" + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
@@ -212,12 +224,13 @@ def _test(run: Run) -> int:
     run.say(f"base {base.commit[:12]}: {base.reason}")
     ws = tree.workspace(t, announce=run.say)
     try:
-        return _in_workspace(run, series, ws, base, kcs)
+        return _in_workspace(run, series, ws, base, kcs, expected)
     finally:
         ws.lock.release()
 
 
-def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> int:
+def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs,
+                  expected: list[str]) -> int:
     rec = run.rec
     # 3. apply first: a series that does not apply costs no build.
     applied = tree.apply_series(ws, base, series, run.logs)
@@ -267,7 +280,7 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
     kvm, why = vm.probe_kvm(next(iter(kernels.values())).image)
     rec["accel"] = {"mode": "kvm" if kvm else "tcg", "reason": why}
     run.say(f"vm: {rec['accel']['mode']} ({why})")
-    guests: dict[tuple[str, str], GuestRun] = {}
+    judged: dict[tuple[str, str], verdict.Side] = {}
     found: dict[tuple[str, str], list[splats.Splat]] = {}
     for c in kcs:
         for side in ("baseline", "patched"):
@@ -276,10 +289,11 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
             results = run.dir / "results" / c.name / side
             console = run.logs / f"console-{c.name}-{side}.log"
             rkey = result_cache.key(kernels[(c.name, side)].key, run.opts.guest_tests,
-                                    run.opts.test_timeout, rec["accel"]["mode"])
+                                    run.opts.test_timeout, rec["accel"]["mode"], run.opts.repeat)
             g = None
             if side == "baseline" and not run.opts.rerun_baseline:
-                g = result_cache.load(rkey, results, console, kernels[(c.name, side)])
+                g = result_cache.load(rkey, results, console, kernels[(c.name, side)],
+                                      expected, run.opts.repeat)
                 if g:
                     run.say(f"baseline config {c.name}: results of an earlier boot of this "
                             "kernel with this suite (--rerun-baseline boots it again)")
@@ -287,57 +301,39 @@ def _in_workspace(run: Run, series: Series, ws: tree.Workspace, base, kcs) -> in
                 g = vm.run_tests(kernels[(c.name, side)], results, console,
                                  timeout=run.left(run.opts.guest_timeout, f"the {side} boot"),
                                  tests=run.opts.guest_tests, test_timeout=run.opts.test_timeout,
+                                 expected=expected, repeat=run.opts.repeat,
                                  status=lambda text, key=key: run.progress.status(key, text))
                 if side == "baseline":
                     result_cache.store(rkey, g)
-            guests[(c.name, side)] = g
-            found[(c.name, side)] = splats.scan(g.console.read_text(errors="replace"))
+            j = judged[(c.name, side)] = verdict.judge_side(expected, g, side == "patched")
+            found[(c.name, side)] = splats.scan(vm.console_text(g.console))
             cfg[c.name][side] = _side(kernels[(c.name, side)],
                                       cfg[c.name][side]["build"]["status"], g,
-                                      found[(c.name, side)])
+                                      found[(c.name, side)], j)
             run.save()
-            counts = {}
-            for tr in g.tests:
+            counts: dict[str, int] = {}
+            for tr in j.tests.values():
                 counts[tr.status.value] = counts.get(tr.status.value, 0) + 1
-            run.say(f"{side} config {c.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
-                                                    if g.ok else f"ERROR: {g.error}"))
+            run.say(f"{side} config {c.name}: {j.status}: "
+                    + ", ".join(f"{v} {k}" for k, v in counts.items())
+                    + (f" ({j.reason})" if j.reason else ""))
 
-    # 6. verdict
-    regressions, failures, infra = [], [], []
+    # 6. verdict: each config on its own, then the run
+    verdicts: dict[str, verdict.ConfigVerdict] = {}
     for c in kcs:
-        before = (len(regressions), len(failures), len(infra))
-        b, p = guests[(c.name, "baseline")], guests[(c.name, "patched")]
-        comps = verdict.compare(b, p)
-        cfg[c.name]["comparison"] = [{"name": x.name, "baseline": x.baseline.value,
-                                      "patched": x.patched.value, "transition": x.transition}
-                                     for x in comps]
-        # A splat only the patched kernel shows is the series' regression,
-        # even when every test passed; one baseline shows too is pre-existing.
-        seen = {s.fingerprint for s in found[(c.name, "baseline")]}
-        new = [s for s in found[(c.name, "patched")] if s.fingerprint not in seen]
-        cfg[c.name]["new_splats"] = [s.as_dict() for s in new]
-        cfg[c.name]["preexisting_splats"] = [s.as_dict() for s in found[(c.name, "patched")]
-                                             if s.fingerprint in seen]
-        for s in new:
-            regressions.append(f"config {c.name}: patched kernel {s.kind}: {s.title}")
-        if not b.ok:
-            infra.append(f"config {c.name}: baseline guest: {b.error}")
-        if not p.ok and b.ok:
-            failures.append(f"config {c.name}: patched guest: {p.error}")
-        for x in verdict.patched_failures(comps):
-            (regressions if x.transition == "regressed" else failures).append(
-                f"config {c.name}: {x.name} {x.transition}")
-        reg, fail, inf = (len(regressions) - before[0], len(failures) - before[1],
-                          len(infra) - before[2])
-        cfg[c.name]["verdict"] = ("INFRA-ERROR" if inf else "FAIL" if reg or fail else "PASS")
-        cfg[c.name]["regressions"] = reg
+        v = verdicts[c.name] = verdict.judge_config(
+            c.name, expected, judged[(c.name, "baseline")], judged[(c.name, "patched")],
+            found[(c.name, "baseline")], found[(c.name, "patched")])
+        cfg[c.name].update(
+            comparison=verdict.comparison_records(v.comparisons),
+            new_splats=[s.as_dict() for s in v.new_splats],
+            preexisting_splats=[s.as_dict() for s in v.preexisting_splats],
+            verdict=v.verdict, regressions=len(v.regressions),
+            problems={"regressions": v.regressions, "failures": v.failures,
+                      "infra": v.infra})
     run.save()
-    if infra:
-        return run.finish(Exit.INFRA, "INFRA-ERROR", "; ".join(infra))
-    if regressions or failures:
-        msg = "; ".join(regressions + failures)
-        return run.finish(Exit.TESTS_FAILED, "FAIL", msg)
-    return run.finish(Exit.OK, "PASS")
+    code, word = verdict.run_exit(verdicts)
+    return run.finish(code, word, verdict.headline(verdicts) or None)
 
 
 def _build_all(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], side: str,

@@ -47,9 +47,13 @@ def summary(rec: dict) -> str:
             bt = f"{b.get('status', 'not run')}" + (f" {b['seconds']:.0f}s" if b.get("seconds") else "")
             vt = f"{v.get('status', 'not run')}" + (f" {v['seconds']:.0f}s ({v.get('accel', '')})"
                                                     if v.get("seconds") else "")
-            lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}")
+            oc = sd.get("outcome") or {}
+            lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}"
+                         + (f"  -> {oc['status']}" if oc.get("status") else ""))
             if v.get("error"):
                 lines.append(f"            {v['error']}")
+            elif oc.get("reason"):
+                lines.append(f"            {oc['reason']}")
         for s in c.get("new_splats") or []:
             lines.append(f"  NEW SPLAT on patched: {s['kind']}: {s['title']}")
         for s in c.get("preexisting_splats") or []:
@@ -59,7 +63,13 @@ def summary(rec: dict) -> str:
             w = max(len(x["name"]) for x in comps)
             lines.append(f"  {'test':<{w}}  baseline  patched  transition")
             for x in comps:
-                lines.append(f"  {x['name']:<{w}}  {x['baseline']:<8}  {x['patched']:<7}  {x['transition']}")
+                why = x.get("reason") or ""
+                why = (why if len(why) <= 100 else why[:97] + "...").replace("\n", " ")
+                lines.append(f"  {x['name']:<{w}}  {x['baseline']:<8}  {x['patched']:<7}  "
+                             f"{x['transition']}" + (f": {why}" if why else ""))
+        for kind in ("regressions", "failures", "infra"):
+            for item in (c.get("problems") or {}).get(kind) or []:
+                lines.append(f"  {kind[:-1] if kind != 'infra' else 'infra'}: {item}")
     for step in rec.get("each_patch") or []:
         lines.append(f"each-patch: build after patch {step['patch']}: {step['status']}"
                      + (f": {step['error']}" if step.get("error") else ""))
@@ -78,7 +88,7 @@ def _tests(side: dict) -> str:
     v = side.get("boot") or {}
     if v.get("status") in (None, "not run"):
         return "-"
-    if v.get("status") != "ok":
+    if v.get("status") != "ok" or (side.get("outcome") or {}).get("status") == "ERROR":
         return "ERROR"
     counts: dict[str, int] = {}
     for t in side.get("tests") or []:

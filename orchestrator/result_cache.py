@@ -16,17 +16,19 @@ import os
 import shutil
 from pathlib import Path
 
-from . import __version__, vm
+from . import __version__, untrusted, vm
 from .models import GuestRun, Kernel
 from .paths import cache_dir
 
-FILES = ("junit.xml", "harness-rc", "proc-version")
+MAX_FILE = 16 << 20
+FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log")
 
 
 @functools.lru_cache(maxsize=None)
 def suite_digest(tests: tuple[str, ...] = ()) -> str:
     """The guest suite's files, and those of any test selected outside it."""
-    roots = {vm.GUEST_TESTS}
+    # The plugin decides what the guest reports: part of the suite.
+    roots = {vm.GUEST_TESTS, Path(__file__).with_name("guest_plugin.py")}
     for t in tests:
         path = (vm.REPO / t.split("::")[0]).resolve()
         if path.is_relative_to(vm.REPO) and path.exists():
@@ -40,45 +42,49 @@ def suite_digest(tests: tuple[str, ...] = ()) -> str:
     return h.hexdigest()
 
 
-def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str) -> str:
+def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str,
+        repeat: int = 1) -> str:
     h = hashlib.sha256(json.dumps([
         __version__, kernel_key, sorted(tests or []), suite_digest(tuple(sorted(tests or []))),
-        test_timeout, accel,
+        test_timeout, accel, repeat,
         vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]).encode())
     return h.hexdigest()[:32]
 
 
-def load(k: str, results: Path, console: Path, kernel: Kernel) -> GuestRun | None:
+def load(k: str, results: Path, console: Path, kernel: Kernel, expected: list[str],
+         repeat: int = 1) -> GuestRun | None:
     d = cache_dir() / "results" / k
     try:
         meta = json.loads((d / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    results.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
     for f in d.iterdir():
         if f.name in FILES or f.suffix == ".json" and f.name != "meta.json":
             shutil.copy2(f, results / f.name)
     shutil.copy2(d / "console.log", console)
-    from . import junit
-    try:
-        tests = junit.parse(results / "junit.xml")
-    except junit.JUnitError:
-        return None
-    g = vm.check_booted(GuestRun(True, meta["accel"], meta["seconds"], console,
-                                 results / "junit.xml", tests, cached=True), kernel, results)
-    return g if g.ok else None
+    g = vm.outcome(results, console, expected, repeat)
+    g.accel, g.seconds, g.cached = meta["accel"], meta["seconds"], True
+    g = vm.check_booted(g, kernel, results)
+    return g if g.ok and g.harness_rc in (0, 1) else None
 
 
 def store(k: str, g: GuestRun) -> None:
-    if not g.ok or g.junit is None:
+    """Only a complete run is kept: pytest ended on its own (exit 0 or 1),
+    nothing timed out, the kernel is the one built."""
+    if not g.ok or g.junit is None or g.harness_rc not in (0, 1):
         return
     root = cache_dir() / "results"
     tmp = root / f".{k}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in g.junit.parent.iterdir():
-        if f.is_file() and (f.name in FILES or f.suffix == ".json"):
-            shutil.copy2(f, tmp / f.name)
+        if f.name in FILES or f.suffix == ".json":
+            try:  # untrusted: no links, nothing huge
+                (tmp / f.name).write_bytes(untrusted.read_capped(f, MAX_FILE))
+            except untrusted.UntrustedError:
+                pass
     shutil.copy2(g.console, tmp / "console.log")
     (tmp / "meta.json").write_text(json.dumps({"accel": g.accel, "seconds": g.seconds}))
     dest = root / k

@@ -1,12 +1,76 @@
-"""Baseline versus patched: per-test transitions and the run's exit status."""
+"""Judging: one side alone, baseline against patched for one config, and the
+run's exit status. Pure functions of what was expected and what was
+reported, so bisect and the nightly job can act on them unattended.
+
+The rules, in short: a test orch expected and a side did not report is
+MISS; a side that tested nothing is never a PASS; a skip on patched of a
+test that ran on baseline is a failure; a config's verdict stands on its
+own, and a regression anywhere wins over an infrastructure error elsewhere.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
+from .errors import Exit
 from .models import GuestRun, Status, TestResult
+from .splats import Splat
 
-BAD = {Status.FAIL, Status.ERROR, Status.MISS}
+BAD = {Status.FAIL, Status.ERROR, Status.MISS, Status.FLAKY}
+RAN = {Status.PASS, Status.FAIL, Status.ERROR, Status.FLAKY}
+NOT_RUN = "not run (guest crashed)"
+REGRESSION = {"regressed", "now skipped"}
+
+
+@dataclass
+class Side:
+    """One side judged alone: PASS, FAIL or ERROR, and every expected test."""
+    status: str
+    reason: str
+    tests: dict[str, TestResult]
+    infra: bool = False          # its ERROR is orch's or the machine's, not the kernel's
+    died_in: str | None = None
+
+
+def judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Side:
+    if run is None:
+        return Side("ERROR", "not booted", {n: TestResult(n, Status.MISS, "not run")
+                                            for n in expected}, infra=True)
+    got = {t.name: t for t in run.tests}
+    tests: dict[str, TestResult] = {}
+    for n in expected:
+        if n in got:
+            tests[n] = got[n]
+        elif n == run.died_in:
+            tests[n] = TestResult(n, Status.ERROR, "the guest died or hung during this test")
+        elif not run.finished:
+            tests[n] = TestResult(n, Status.MISS, NOT_RUN)
+        else:
+            tests[n] = TestResult(n, Status.MISS, "expected, but the guest did not report it")
+    statuses = [t.status for t in tests.values()]
+    if not run.ok:
+        return Side("ERROR", run.error, tests, run.infra, run.died_in)
+    if run.harness_rc not in (0, 1):
+        return Side("ERROR", f"the guest's pytest exited {_rc(run.harness_rc)} "
+                    "(0 or 1 means it ran the suite)", tests, False, run.died_in)
+    if not any(s in RAN for s in statuses):
+        # A baseline may lack what the series adds; a patched kernel on
+        # which nothing ran has shown nothing.
+        why = ("every expected test skipped" if statuses and all(s == Status.SKIP
+               for s in statuses) else "no expected test ran")
+        if patched or not any(s == Status.SKIP for s in statuses):
+            return Side("ERROR", why, tests, False)
+    if any(s in BAD for s in statuses):
+        return Side("FAIL", "", tests)
+    return Side("PASS", "", tests)
+
+
+def _rc(rc: int | None) -> str:
+    meanings = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+    if rc is None:
+        return "with no status"
+    return f"{rc}" + (f", {meanings[rc]}" if rc in meanings else "")
 
 
 @dataclass
@@ -15,23 +79,18 @@ class Comparison:
     baseline: Status
     patched: Status
     transition: str
+    reason: str = ""   # the patched side's message when it is not a plain pass
 
 
-def statuses(run: GuestRun | None, names: list[str]) -> dict[str, Status]:
-    """Each expected test's status on one side. A side whose guest never
-    reported has every test in ERROR; a test the other side reported but
-    this one did not is MISS."""
-    if run is None or not run.ok:
-        return {n: Status.ERROR for n in names}
-    got = {t.name: t.status for t in run.tests}
-    return {n: got.get(n, Status.MISS) for n in names}
-
-
-def transition(base: Status, patched: Status) -> str:
+def transition(base: Status, patched: Status, patched_message: str = "") -> str:
     if patched == Status.SKIP:
-        return "skipped"
+        return "now skipped" if base in RAN else "skipped"
     if patched == Status.PASS:
-        return "fixed" if base in (Status.FAIL, Status.ERROR) else "passing"
+        return "fixed" if base in BAD else "passing"
+    if patched == Status.FLAKY:
+        return "flaky"
+    if patched == Status.MISS and patched_message == NOT_RUN:
+        return NOT_RUN
     if base == Status.PASS:
         return "regressed"
     if base in (Status.SKIP, Status.MISS):
@@ -39,15 +98,111 @@ def transition(base: Status, patched: Status) -> str:
     return "still failing"
 
 
-def compare(baseline: GuestRun | None, patched: GuestRun | None) -> list[Comparison]:
-    names: list[str] = []
-    for run in (baseline, patched):
-        for t in (run.tests if run else []):
-            if t.name not in names:
-                names.append(t.name)
-    b, p = statuses(baseline, names), statuses(patched, names)
-    return [Comparison(n, b[n], p[n], transition(b[n], p[n])) for n in names]
+def compare(expected: list[str], b: Side, p: Side) -> list[Comparison]:
+    out = []
+    for n in expected:
+        bt, pt = b.tests[n], p.tests[n]
+        out.append(Comparison(n, bt.status, pt.status,
+                              transition(bt.status, pt.status, pt.message),
+                              pt.message if pt.status != Status.PASS else ""))
+    return out
 
 
-def patched_failures(comparisons: list[Comparison]) -> list[Comparison]:
-    return [c for c in comparisons if c.patched in BAD]
+@dataclass
+class ConfigVerdict:
+    verdict: str                        # PASS, FAIL, INFRA-ERROR
+    comparisons: list[Comparison]
+    new_splats: list[Splat]
+    preexisting_splats: list[Splat]
+    regressions: list[str] = field(default_factory=list)   # "test: regressed", new splats
+    failures: list[str] = field(default_factory=list)      # other patched failures
+    infra: list[str] = field(default_factory=list)
+
+
+def judge_config(name: str, expected: list[str], b: Side, p: Side,
+                 b_splats: list[Splat], p_splats: list[Splat]) -> ConfigVerdict:
+    comps = compare(expected, b, p)
+    # A splat only the patched kernel shows is the series' regression, even
+    # when every test passed; one the baseline shows too is pre-existing.
+    seen = {s.fingerprint for s in b_splats}
+    new = [s for s in p_splats if s.fingerprint not in seen]
+    v = ConfigVerdict("PASS", comps, new, [s for s in p_splats if s.fingerprint in seen])
+    if p.status == "ERROR" and p.infra:
+        # What the patched side reported is about another kernel, or none.
+        v.infra.append(f"config {name}: patched guest: {p.reason}")
+        if b.status == "ERROR":
+            v.infra.insert(0, f"config {name}: baseline guest: {b.reason}")
+        v.verdict = "INFRA-ERROR"
+        return v
+    where = f" (during {p.died_in})" if p.died_in else ""
+    for s in sorted(new, key=lambda s: s.kind != "panic"):
+        v.regressions.append(f"config {name}: patched kernel {s.kind}: {s.title}"
+                             + (where if s.kind in ("panic", "oops", "bug") else ""))
+    for c in comps:
+        if c.transition in REGRESSION:
+            v.regressions.append(f"config {name}: {c.name} {c.transition}"
+                                 + (f" ({c.reason})" if c.transition == "now skipped" else ""))
+        elif c.patched in BAD:
+            v.failures.append(f"config {name}: {c.name} {c.transition}")
+    if b.status == "ERROR":
+        v.infra.append(f"config {name}: baseline guest: {b.reason}")
+    if p.status == "ERROR":
+        line = f"config {name}: patched guest: {p.reason}"
+        if b.status == "ERROR":
+            v.infra.append(line)
+        else:
+            v.failures.insert(0, line)
+    v.verdict = "FAIL" if v.regressions or v.failures else "INFRA-ERROR" if v.infra else "PASS"
+    return v
+
+
+def run_exit(verdicts: dict[str, ConfigVerdict]) -> tuple[Exit, str]:
+    """Exit 0 only when every config passed; 1 when any shows a regression
+    or a patched failure, whatever another config's infrastructure did;
+    otherwise 5."""
+    if any(v.verdict == "FAIL" for v in verdicts.values()):
+        return Exit.TESTS_FAILED, "FAIL"
+    if all(v.verdict == "PASS" for v in verdicts.values()):
+        return Exit.OK, "PASS"
+    return Exit.INFRA, "INFRA-ERROR"
+
+
+HEADLINE = 300
+
+
+def headline(verdicts: dict[str, ConfigVerdict], limit: int = HEADLINE) -> str:
+    """The most important thing first (a panic, a new splat, the regressions),
+    then a count of the rest; the full lists are in run.json and the summary."""
+    items = []
+    for v in verdicts.values():
+        items += v.regressions
+    for v in verdicts.values():
+        items += v.failures
+    for v in verdicts.values():
+        items += v.infra
+    out, used = [], 0
+    for i, item in enumerate(items):
+        item = item if len(item) <= 160 else item[:157] + "..."
+        if out and used + len(item) + 2 > limit - 20:
+            out.append(f"and {len(items) - i} more")
+            break
+        out.append(item)
+        used += len(item) + 2
+    return "; ".join(out)
+
+
+def side_record(side: Side) -> dict:
+    return {"status": side.status, "reason": side.reason, "infra": side.infra,
+            "died_in": side.died_in}
+
+
+def test_records(side: Side) -> list[dict]:
+    return [{"name": t.name, "status": t.status.value, "message": t.message,
+             "seconds": t.seconds, "properties": t.properties,
+             **({"outcomes": t.outcomes} if t.outcomes else {})}
+            for t in side.tests.values()]
+
+
+def comparison_records(comps: list[Comparison]) -> list[dict]:
+    return [dataclasses.asdict(c) | {"baseline": c.baseline.value, "patched": c.patched.value}
+            for c in comps]

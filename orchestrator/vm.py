@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import junit, kimage, proc, splats
+from . import guest_results, junit, kimage, proc, selection, splats, untrusted
 from .models import GuestRun, Kernel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,24 +143,35 @@ def timeout_args(test_timeout: float) -> list[str]:
 def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
-    targets = " ".join(shlex.quote(t) for t in (tests or [str(GUEST_TESTS)]))
-    extra = " ".join(shlex.quote(a) for a in pytest_args)
+    targets = " ".join(shlex.quote(t) for t in selection.targets(tests))
+    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(), *pytest_args])
     # /proc/version first thing: orch checks it is the kernel it built.
+    # pytest's own output goes to harness.log, not to the console: the
+    # console is the kernel's log, where a splat is a splat (pytest echoing
+    # a test's "WARNING:" text is not one). The plugin's start/end marks go
+    # into the kernel log, so they survive a kernel that dies mid-suite.
     return (f"cat /proc/version > {res}/proc-version; "
             f"cd {shlex.quote(str(REPO))} && PYTHONDONTWRITEBYTECODE=1 "
-            f"ORCH_RESULTS={res} {py} -m pytest -p no:cacheprovider -rA "
-            f"--junitxml={res}/junit.xml {extra} {targets}; "
+            f"ORCH_RESULTS={res} ORCH_MARKS=/dev/kmsg {py} -m pytest -rA "
+            f"--junitxml={res}/junit.xml {extra} {targets} > {res}/harness.log 2>&1; "
             f"echo $? > {res}/harness-rc")
+
+
+def repeat_args(repeat: int) -> list[str]:
+    # pytest-repeat: each test N times in a row, in the same boot.
+    return [f"--count={repeat}", "--repeat-scope=function"] if repeat > 1 else []
 
 
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
               cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
+              expected: list[str] | None = None, repeat: int = 1,
               status=lambda text: None) -> GuestRun:
-    results.mkdir(parents=True, exist_ok=True)
-    for stale in ("junit.xml", "harness-rc", "proc-version"):
-        (results / stale).unlink(missing_ok=True)
+    # Nothing from an earlier boot may be read as this one's (an old
+    # scale.json, a JUnit file): the directory starts empty.
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
     kvm, _why = probe_kvm(kernel.image)
     scratch = results.parent / f".{results.name}-scratch.img"
     with open(scratch, "wb") as f:
@@ -171,7 +182,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
             "--exec", guest_command(results, tests,
-                                    [*timeout_args(test_timeout), *pytest_args])]
+                                    [*timeout_args(test_timeout), *repeat_args(repeat),
+                                     *pytest_args])]
     if not kvm:
         argv.insert(1, "--disable-kvm")
     t0 = time.monotonic()
@@ -191,24 +203,44 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
         scratch.unlink(missing_ok=True)
         status(None)
     seconds = time.monotonic() - t0
-    g = _outcome(r, results, console, timeout)
+    g = outcome(results, console, expected if expected is not None
+                else selection.collect(tests), repeat,
+                timed_out=r.timed_out and f"guest did not finish within {timeout:.0f}s, killed",
+                vng_rc=r.returncode)
     g.accel, g.seconds = "kvm" if kvm else "tcg", seconds
     return check_booted(g, kernel, results)
 
 
-def _outcome(r: proc.Result, results: Path, console: Path, timeout: float) -> GuestRun:
-    junit_path = results / "junit.xml"
-    if r.timed_out:
-        return GuestRun(False, "", 0, console, None, [],
-                        f"guest did not finish within {timeout:.0f}s, killed")
-    if not junit_path.exists():
-        return GuestRun(False, "", 0, console, None, [],
-                        _no_results_reason(console, results, r.returncode))
+MAX_CONSOLE = 64 << 20   # a guest that floods its console is not read past this
+
+
+def console_text(console: Path) -> str:
     try:
-        tests_run = junit.parse(junit_path)
-    except junit.JUnitError as e:
-        return GuestRun(False, "", 0, console, junit_path, [], str(e))
-    return GuestRun(True, "", 0, console, junit_path, tests_run)
+        with open(console, "rb") as f:
+            return f.read(MAX_CONSOLE).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def outcome(results: Path, console: Path, expected: list[str], repeat: int = 1, *,
+            timed_out: str | bool = False, vng_rc: int = 0) -> GuestRun:
+    """What the guest reported (JUnit, else its console marks), and whether
+    its run can be judged: a timeout, a crash or no JUnit file is an error,
+    with the tests that did finish kept."""
+    rep = guest_results.read(results, console_text(console), expected, repeat)
+    harness_log = results / "harness.log"
+    g = GuestRun(rep.junit is not None, "", 0, console, rep.junit, rep.tests,
+                 harness_rc=rep.harness_rc, died_in=rep.died_in, finished=rep.finished,
+                 harness_log=harness_log if harness_log.exists() else None)
+    if timed_out:
+        g.ok, g.error = False, str(timed_out)
+    elif rep.junit is None:
+        g.ok = False
+        g.error = (_no_results_reason(console, results, vng_rc) if "missing" in rep.junit_error
+                   else rep.junit_error)
+    if not g.ok and rep.died_in:
+        g.error += f" (during {rep.died_in})"
+    return g
 
 
 CONSOLE_HEAD = 1 << 20   # the banner is among the kernel's first lines
@@ -234,38 +266,23 @@ def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
     elif g.banner is not None and g.banner != built:
         wrong = f"its console says {g.banner!r}"
     elif g.junit is not None:
-        reported = read_guest_file(results / "proc-version", 4096)
+        reported = untrusted.read_text(results / "proc-version", 4096)
         if reported is None:
             wrong = "the guest did not report /proc/version"
         elif reported.strip() != built:
             wrong = f"its /proc/version says {junit.clean(reported.strip(), 600)!r}"
     if wrong:
         g.ok, g.error = False, f"booted kernel is not the one built ({built!r}): {wrong}"
+        g.infra = True
     return g
-
-
-def read_guest_file(path: Path, limit: int) -> str | None:
-    """A small file the guest wrote: untrusted, so no links, and capped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit).decode(errors="replace")
-    finally:
-        os.close(fd)
 
 
 def _no_results_reason(console: Path, results: Path, vng_rc: int) -> str:
     """Why the guest left no JUnit file, in words: a panic, a harness crash."""
-    text = console.read_text(errors="replace") if console.exists() else ""
-    for s in splats.scan(text):
+    for s in splats.scan(console_text(console)):
         if s.kind == "panic":
             return "kernel panicked: " + s.title.removeprefix("Kernel panic - not syncing: ")
-    rc = results / "harness-rc"
-    if rc.exists():
-        code = junit.clean(rc.read_text(), 20).strip()
+    code = guest_results.harness_rc(results)
+    if code is not None:
         return f"guest test harness crashed (pytest exit {code}) and wrote no results"
     return f"guest wrote no JUnit results (vng exit {vng_rc})"

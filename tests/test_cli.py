@@ -264,3 +264,23 @@ def test_corrupt_diff_exit_3_and_nothing_built(env, tmp_path, small_tree):
     assert "patch 1/1" in line and "corrupt patch" in line
     rec = run_json(rd)
     assert rec["configs"] == [] and rec["verdict"] == "NO-APPLY"
+
+
+def test_selection_that_matches_nothing_exit_2_before_any_work(env, tmp_path):
+    """The selection is collected on the host first: a test id that matches
+    nothing stops with one line naming it, before b4, a tree or a build
+    (this once booted both kernels and printed PASS)."""
+    rd = tmp_path / "run"
+    sel = "guest_tests/test_blockdev_dontcache.py::test_no_such_test"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox",
+             str(LORE_DATA_DIR / "blk-dontcache-v3.mbox"), "--tree", str(tmp_path / "no-tree"),
+             "--guest-test", sel, "--run-dir", str(rd))
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert line.startswith(f"orch: error: no guest test matches the selection: {sel}")
+    data = run_json(rd)
+    assert data["verdict"] == "BAD-INPUT" and data["series"] is None and data["configs"] == []
+    # --repeat must be a positive count.
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox",
+             str(LORE_DATA_DIR / "blk-dontcache-v3.mbox"), "--repeat", "0")
+    assert r.returncode == 2 and "--repeat must be positive" in one_error_line(r.stderr)

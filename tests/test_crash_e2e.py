@@ -67,6 +67,10 @@ def test_bug_on_the_dontcache_write_path_is_a_regression(tmp_path):
     assert any("mm/filemap.c" in s["title"] or "__filemap_get_folio" in " ".join(s["frames"])
                for s in cfg["new_splats"]), cfg["new_splats"]
     assert "patched kernel" in data["error"]
+    # pytest died in the guest before writing JUnit: the kernel log's marks
+    # name the test it died in.
+    assert cfg["patched"]["boot"]["died_in"] == EXT4
+    assert [(t["name"], t["status"]) for t in cfg["patched"]["tests"]] == [(EXT4, "ERROR")]
     assert cfg["warnings"]["added"] == [
         "mm/filemap.c: unused variable 'dontcache_seq' [-Wunused-variable]"]
     assert "new compiler warning: mm/filemap.c: unused variable 'dontcache_seq'" in r.stderr
@@ -92,6 +96,12 @@ def test_hung_guest_is_killed_and_its_console_kept(tmp_path):
     boot = cfg["patched"]["boot"]
     assert boot["status"] == "failed" and "did not finish within 90s, killed" in boot["error"]
     assert boot["console_tail"]
+    # The hang's test is named (from the start mark in the kernel log) and
+    # is ERROR; the baseline's kept run ended normally.
+    (hang_id,) = rec(rd)["expected_tests"]
+    assert boot["died_in"] == hang_id and f"(during {hang_id})" in boot["error"]
+    assert cfg["patched"]["tests"][0]["status"] == "ERROR"
+    assert cfg["baseline"]["boot"]["harness_rc"] == 0
     assert {s["kind"] for s in cfg["new_splats"]} & {"bug", "oops"}, cfg["new_splats"]
     assert _processes_mentioning(str(rd)) == []
     assert_booted_as_built(cfg)

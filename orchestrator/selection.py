@@ -1,0 +1,109 @@
+"""What the guest is expected to run, known on the host before any build.
+
+pytest's own collection over the same targets, with the same plugin and
+options as in the guest, so a side that reports less than this is missing
+tests (MISS), and a selection that matches nothing stops before a build.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import BadInput, OrchError, Exit
+from .junit import clean
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST_TESTS = REPO / "guest_tests"
+PLUGIN = "orchestrator.guest_plugin"
+COLLECT_TIMEOUT = 120
+
+
+def targets(tests: list[str] | None) -> list[str]:
+    return list(tests) if tests else [str(GUEST_TESTS.relative_to(REPO))]
+
+
+def pytest_base_args() -> list[str]:
+    """The arguments the host's collection and the guest's run share."""
+    return ["-p", "no:cacheprovider", "-p", PLUGIN]
+
+
+def collect(tests: list[str] | None) -> list[str]:
+    return list(_collect(tuple(tests or ())))
+
+
+@functools.lru_cache(maxsize=None)
+def _collect(tests: tuple[str, ...]) -> tuple[str, ...]:
+    for t in tests:
+        if t.startswith("-"):
+            raise BadInput(f"--guest-test {t!r} is an option, not a test")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ids.json"
+        argv = [sys.executable, "-m", "pytest", *pytest_base_args(), "--collect-only", "-q",
+                *targets(list(tests))]
+        try:
+            r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+                               timeout=COLLECT_TIMEOUT,
+                               env={**_env(), "ORCH_COLLECT": str(out)})
+        except subprocess.TimeoutExpired:
+            raise OrchError(f"collecting the guest tests took over {COLLECT_TIMEOUT}s", Exit.INFRA)
+        what = " ".join(tests) if tests else "guest_tests/"
+        if r.returncode == 5 or (r.returncode == 0 and not out.exists()):
+            raise BadInput(f"no guest test matches the selection: {what}")
+        if r.returncode == 4:
+            raise BadInput(f"no guest test matches the selection: {what} ({_why(r)})")
+        if r.returncode != 0:
+            # The suite itself is broken (an import error): orch's fault, not the user's.
+            raise OrchError(f"the guest tests could not be collected ({what}): {_why(r)}",
+                            Exit.INFRA)
+        ids = json.loads(out.read_text())
+    if not ids:
+        raise BadInput(f"no guest test matches the selection: {what}")
+    return tuple(ids)
+
+
+def _env() -> dict:
+    import os
+    env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("ORCH_MARKS", None)
+    return env
+
+
+def _why(r: subprocess.CompletedProcess) -> str:
+    """pytest's own words: its ERROR line, else the last line it printed."""
+    lines = [l for l in (r.stdout + "\n" + r.stderr).splitlines() if l.strip()]
+    errors = [l.removeprefix("E").strip() for l in lines if l.startswith("E  ")]
+    errors += [l for l in lines if l.startswith("ERROR")]
+    return clean((errors or lines or [f"pytest exit {r.returncode}"])[0].strip(), 300)
+
+
+_REPEAT = re.compile(r"^(.*?)(?:\[(\d+)-(\d+)\]|-(\d+)-(\d+)\])$")
+
+
+def base_id(nodeid: str, repeat: int) -> str:
+    """A repeated test's id without pytest-repeat's `[k-N]` (or `[param-k-N]`)."""
+    if repeat <= 1:
+        return nodeid
+    m = _REPEAT.match(nodeid)
+    if not m:
+        return nodeid
+    if m.group(2) is not None and int(m.group(3)) == repeat:
+        return m.group(1)
+    if m.group(4) is not None and int(m.group(5)) == repeat:
+        return m.group(1) + "]"
+    return nodeid
+
+
+def junit_key(nodeid: str) -> str:
+    """The name pytest's JUnit file gives a node id: classname "dir.file[.Class]",
+    name "test[params]", joined here as classname::name."""
+    path, _, rest = nodeid.partition("::")
+    parts = rest.split("::")
+    mod = path.removesuffix(".py").replace("/", ".")
+    return "::".join([".".join([mod, *parts[:-1]]), parts[-1]])
