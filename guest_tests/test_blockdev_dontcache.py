@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
-import errno
 import os
 
-import pytest
-
-from conftest import PAGE, cached_pages, dontcache_write, wait_evicted
+from dontcache_io import PAGE, dontcache_write, wait_evicted
 
 NPAGES = 16
+CONTROL_OFF = 32 << 20   # the positive control's range, far from the DONTCACHE one
 
 
-def _write_and_check(dev, record_property):
+def _write_and_check(dev, controls, record_property):
+    controls.expect("cached")
     fd = os.open(dev.path, os.O_RDWR)
     try:
-        data = os.urandom(NPAGES * PAGE)
-        try:
-            n = dontcache_write(fd, data, 0)
-        except OSError as e:
-            if e.errno == errno.EOPNOTSUPP:
-                pytest.fail("block device rejects RWF_DONTCACHE writes (EOPNOTSUPP)")
-            raise
-        assert n == len(data)
+        n = NPAGES * PAGE
+        data = os.urandom(n)
+        assert dontcache_write(fd, data, 0) == n
+        assert os.pwrite(fd, os.urandom(n), CONTROL_OFF) == n    # positive control
         os.fsync(fd)
-        left = wait_evicted(fd, 0, len(data))
+        left = wait_evicted(fd, 0, n)
         record_property("pages_still_cached", str(left))
+        controls.still_cached(fd, CONTROL_OFF, n, f"normal write of {NPAGES} pages, same fsync and wait")
         assert left == 0, f"{left}/{NPAGES} DONTCACHE folios still cached after fsync"
     finally:
         os.close(fd)
 
 
-def test_dontcache_write_irq_completion_evicts(nullblk_factory, record_property):
+def test_dontcache_write_irq_completion_evicts(nullblk_factory, controls, record_property):
     """Writeback completing in hard IRQ (null_blk irqmode=2, timer) is the
     case the series fixes: folio_end_dropbehind() skipped invalidation when
     !in_task(), so the folios stayed cached."""
-    _write_and_check(nullblk_factory(irqmode=2), record_property)
+    _write_and_check(nullblk_factory(irqmode=2), controls, record_property)
 
 
-def test_dontcache_write_task_completion_evicts(nullblk_factory, record_property):
+def test_dontcache_write_task_completion_evicts(nullblk_factory, controls, record_property):
     """Control: with completion inline in the submitting task (irqmode=0)
     eviction works even without the deferral, once the flag is accepted."""
-    _write_and_check(nullblk_factory(irqmode=0), record_property)
+    _write_and_check(nullblk_factory(irqmode=0), controls, record_property)

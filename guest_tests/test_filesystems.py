@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import (PAGE, RWF_DONTCACHE, cached_pages, dc_write, host_tool,
-                      odirect_read, wait_evicted)
+from dontcache_io import (PAGE, RWF_DONTCACHE, cached_pages, dontcache_write, odirect_read,
+                          wait_evicted)
 
 NPAGES = 16
+
+
+def host_tool(name: str) -> str:
+    found = shutil.which(name) or next(
+        (p for p in (f"/sbin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None)
+    if not found:
+        pytest.skip(f"{name} is not available in the guest")
+    return found
 
 
 def _fs_supported(fstype: str) -> bool:
@@ -42,15 +51,16 @@ class Mounted:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             pytest.fail(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
-        self.mounted_type = self._mounted_type()
+        self.mounted_type, self.options = self._mounted()
 
-    def _mounted_type(self) -> str:
+    def _mounted(self) -> tuple[str, str]:
+        """Filesystem type and options as /proc/mounts shows them."""
         with open("/proc/mounts") as f:
             for line in f:
                 parts = line.split()
                 if parts[1] == str(self.dir):
-                    return parts[2]
-        return "?"
+                    return parts[2], parts[3]
+        return "?", "?"
 
     def umount(self):
         subprocess.run(["umount", str(self.dir)], capture_output=True)
@@ -78,9 +88,12 @@ EXT4_MKFS = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,la
 
 
 def _device(kind, nullblk_factory, scratch_disk_path):
+    """The disk to make ext4 on; for virtio-blk also the disk itself (its
+    completion is measured around the writes)."""
     if kind == "nullblk-irq":
-        return nullblk_factory(irqmode=2, size_mb=128).path, "null_blk irqmode=2 (hard IRQ)"
-    return scratch_disk_path(), "virtio-blk (virtqueue interrupt)"
+        return nullblk_factory(irqmode=2, size_mb=128).path, None
+    disk = scratch_disk_path()
+    return disk.path, disk
 
 
 @pytest.fixture
@@ -90,50 +103,71 @@ def scratch_disk_path(request):
     return get
 
 
-def _write_file_and_check(path: Path, overwrite: bool, record_property):
+def _write_files_and_check(dirpath: Path, overwrite: bool, controls, record_property,
+                           virtio=None):
+    """DONTCACHE-write file `f`, normally write file `c` (the positive control)
+    the same way (both overwrites of written blocks, or both new
+    allocations), fsync both, wait for `f` to leave the cache, then check
+    that `c` stayed cached."""
+    controls.expect("cached", *(["device"] if virtio else []))
     n = NPAGES * PAGE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fds = {k: os.open(dirpath / k, os.O_RDWR | os.O_CREAT, 0o644) for k in ("f", "c")}
     try:
         if overwrite:
-            os.pwrite(fd, os.urandom(n), 0)
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            assert cached_pages(fd, 0, n) == 0, "could not empty the cache before the overwrite"
+            for fd in fds.values():
+                os.pwrite(fd, os.urandom(n), 0)
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                assert cached_pages(fd, 0, n) == 0, "could not empty the cache before the overwrite"
+        irqs = virtio.interrupts() if virtio else None
         data = os.urandom(n)
-        assert dc_write(fd, data, 0, what="ext4 file") == n
-        os.fsync(fd)
-        left = wait_evicted(fd, 0, n, timeout=5)
+        assert dontcache_write(fds["f"], data, 0, what="ext4 file") == n
+        assert os.pwrite(fds["c"], os.urandom(n), 0) == n
+        for fd in fds.values():
+            os.fsync(fd)
+        if virtio:
+            record_property("completion", controls.irq_completion(virtio, irqs))
+        left = wait_evicted(fds["f"], 0, n, timeout=5)
         record_property("pages_still_cached", str(left))
+        controls.still_cached(fds["c"], 0, n, f"normal {'over' if overwrite else 'new '}write "
+                              f"of {NPAGES} pages to another file, same fsync and wait")
         assert left == 0, f"{left}/{NPAGES} DONTCACHE folios still cached after fsync"
         buf = bytearray(n)
-        assert os.preadv(fd, [buf], 0) == n and bytes(buf) == data
+        assert os.preadv(fds["f"], [buf], 0) == n and bytes(buf) == data
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
 
 
 @pytest.mark.parametrize("disk", ["nullblk-irq", "virtio-blk"])
-def test_ext4_overwrite_evicts(disk, nullblk_factory, scratch_disk_path, mount_fs,
+def test_ext4_overwrite_evicts(disk, nullblk_factory, scratch_disk_path, mount_fs, controls,
                                record_property):
     """ext4 overwrite of already-written blocks: no extent conversion, so the
     bio completes (folio_end_writeback) in IRQ context. Without deferral the
     DONTCACHE folios stay cached; with the series they must be evicted."""
-    dev, mode = _device(disk, nullblk_factory, scratch_disk_path)
+    dev, virtio = _device(disk, nullblk_factory, scratch_disk_path)
     m = mount_fs(dev, "ext4", EXT4_MKFS)
-    record_property("completion", f"{mode}; ext4 overwrite -> bio end_io in IRQ")
-    _write_file_and_check(m.dir / "f", overwrite=True, record_property=record_property)
+    record_property("mount_options", m.options)
+    _write_files_and_check(m.dir, True, controls, record_property, virtio)
 
 
 @pytest.mark.parametrize("options", [None, "dioread_lock"], ids=["dioread_nolock", "dioread_lock"])
-def test_ext4_new_allocation_evicts(options, nullblk_factory, mount_fs, record_property):
+def test_ext4_new_allocation_evicts(options, nullblk_factory, mount_fs, controls,
+                                    record_property):
     """ext4 new allocations (delalloc). With the default dioread_nolock they are
     unwritten extents converted in a workqueue (task context: evicts even
-    without the series); with -o dioread_lock the completion is in IRQ."""
+    without the series); with -o dioread_lock the completion is in IRQ. The
+    `mount` control checks in /proc/mounts which of the two is in effect
+    (`nodioread_nolock` is listed exactly when dioread_lock is)."""
     dev = nullblk_factory(irqmode=2, size_mb=128)
     m = mount_fs(dev.path, "ext4", EXT4_MKFS, options)
-    record_property("mount_options", options or "default (dioread_nolock)")
-    record_property("completion", "workqueue (unwritten conversion)" if options is None
-                    else "bio end_io in IRQ")
-    _write_file_and_check(m.dir / "f", overwrite=False, record_property=record_property)
+    record_property("mount_options", m.options)
+    opts = m.options.split(",")
+    # ext4 shows dioread_lock as "nodioread_nolock" (the default shows neither).
+    has_lock = "nodioread_nolock" in opts or "dioread_lock" in opts
+    controls.check("mount", has_lock == (options == "dioread_lock"),
+                   f"/proc/mounts: {m.options}", f"the mount (-o {options or 'defaults'})")
+    _write_files_and_check(m.dir, False, controls, record_property)
 
 
 @pytest.mark.parametrize("fstype,mkfs", [
@@ -164,20 +198,27 @@ def test_fs_without_dontcache_rejects(fstype, mkfs, nullblk_factory, mount_fs, r
         os.close(fd)
 
 
-def test_virtio_blk_dontcache_write_evicts(scratch_disk, record_property):
+def test_virtio_blk_dontcache_write_evicts(scratch_disk, controls, record_property):
     """A plain DONTCACHE write to the virtio-blk scratch disk: writeback
-    completes in the virtqueue interrupt (a real device's IRQ path), so the
-    folios must still be evicted."""
-    fd = os.open(scratch_disk, os.O_RDWR)
+    completes in the virtqueue interrupt (a real device's IRQ path, counted
+    in /proc/interrupts), so the folios must still be evicted. Positive
+    control: a normal write of the same size stays cached."""
+    controls.expect("device", "cached")
+    fd = os.open(scratch_disk.path, os.O_RDWR)
     try:
         n = NPAGES * PAGE
-        off = 64 << 20
+        off, control_off = 64 << 20, 128 << 20
         data = os.urandom(n)
-        assert dc_write(fd, data, off) == n
+        irqs = scratch_disk.interrupts()
+        assert dontcache_write(fd, data, off) == n
+        assert os.pwrite(fd, os.urandom(n), control_off) == n
         os.fsync(fd)
+        record_property("completion", controls.irq_completion(scratch_disk, irqs))
         left = wait_evicted(fd, off, n)
         record_property("pages_still_cached", str(left))
+        controls.still_cached(fd, control_off, n,
+                              f"normal write of {NPAGES} pages, same fsync and wait")
         assert left == 0, f"{left}/{NPAGES} DONTCACHE folios still cached after fsync"
-        assert odirect_read(scratch_disk, off, n) == data
+        assert odirect_read(scratch_disk.path, off, n) == data
     finally:
         os.close(fd)

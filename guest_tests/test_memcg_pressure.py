@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dontcache_supported
+from dontcache_io import dontcache_supported
 
 CG_ROOT = Path("/sys/fs/cgroup")
 LIMIT = 32 << 20
@@ -103,29 +103,38 @@ def _run_in_cgroup(name: str, dev: Path, flags: int) -> dict:
 
 
 @pytest.mark.parametrize("irqmode", [2, 0], ids=["irq", "task"])
-def test_dontcache_under_memcg_limit(irqmode, nullblk_factory, record_property):
+def test_dontcache_under_memcg_limit(irqmode, nullblk_factory, controls, record_property):
     """A writer confined to a 32 MiB memory cgroup writes 128 MiB to a block
     device (null_blk; irqmode=2: completion in hard IRQ, the case the series
     defers; irqmode=0: completion in the submitting task, the control). With
     RWF_DONTCACHE it must not be OOM-killed and its cgroup must end with
     little page cache (at most a quarter of the limit: folios leave as
-    writeback completes) - unlike the same writer with normal buffered
-    writes, which fills the cgroup with file pages (recorded for contrast)."""
+    writeback completes). Control: the same writer with normal buffered
+    writes must end above that threshold, or the setup did not reproduce the
+    pressure and the test fails with ControlError instead of passing."""
+    controls.expect("pressure")
+    threshold = LIMIT // 4
     dev = nullblk_factory(irqmode=irqmode, size_mb=(TOTAL >> 20) + 16)
     fd = os.open(dev.path, os.O_RDWR)
     try:
         if not dontcache_supported(fd):
             pytest.fail("block device rejects RWF_DONTCACHE (EOPNOTSUPP)")
         normal = _run_in_cgroup("normal", dev.path, 0)
+        record_property("normal_writes", json.dumps(normal))
+        record_property("limit_bytes", str(LIMIT))
+        record_property("threshold_bytes", str(threshold))
+        end = normal.get("end_file", -1)
+        controls.check("pressure", normal["rc"] == 0 and end > threshold,
+                       f"normal writer rc={normal['rc']} ended with {end >> 10} KiB file pages "
+                       f"(threshold {threshold >> 10} KiB, limit {LIMIT >> 10} KiB)",
+                       "the pressure (normal writes should end above the threshold)")
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # start the second run clean
         dc = _run_in_cgroup("dontcache", dev.path, 0x80)
     finally:
         os.close(fd)
-    for label, res in (("normal", normal), ("dontcache", dc)):
-        record_property(f"{label}_writes", json.dumps(res))
-    record_property("limit_bytes", str(LIMIT))
+    record_property("dontcache_writes", json.dumps(dc))
     assert dc["rc"] == 0, f"DONTCACHE writer failed: {dc}"
     assert dc["oom_kill"] == 0, f"DONTCACHE writer's cgroup saw OOM kills: {dc}"
-    assert dc["end_file"] <= LIMIT // 4, (
+    assert dc["end_file"] <= threshold, (
         f"DONTCACHE writer left {dc['end_file'] >> 10} KiB of file pages in its "
-        f"{LIMIT >> 20} MiB cgroup (normal writes: {normal.get('end_file', -1) >> 10} KiB)")
+        f"{LIMIT >> 20} MiB cgroup (normal writes: {end >> 10} KiB)")

@@ -8,23 +8,29 @@ import os
 import threading
 import time
 
-from conftest import (PAGE, cached_pages, dc_write, drop_caches, odirect_read)
+from dontcache_io import PAGE, cached_pages, dontcache_write, drop_caches, odirect_read
 
 NPAGES = 16
-SETTLE = 1.0  # seconds for a deferred dropbehind worker to run, if it would
+SENTINEL_OFF = 32 << 20   # a DONTCACHE range nothing else caches
+SENTINEL_WAIT = 10.0      # seconds for it to leave the cache
 
 
-def _settle(fd, off, length):
-    """fsync, then give deferred invalidation time to (wrongly) act."""
+def _settle(fd, controls, off, length):
+    """Write a DONTCACHE sentinel range, fsync, and wait until the sentinel
+    has been evicted (dropbehind demonstrably acted on this device, deferred
+    work included); then count what is cached of [off, off+length)."""
+    assert dontcache_write(fd, os.urandom(length), SENTINEL_OFF) == length
     os.fsync(fd)
-    time.sleep(SETTLE)
+    controls.evicted(fd, SENTINEL_OFF, length, f"DONTCACHE sentinel of {length // PAGE} pages",
+                     timeout=SENTINEL_WAIT)
     return cached_pages(fd, off, length)
 
 
-def test_cached_then_dontcache_stays_cached(nullblk_factory, record_property):
+def test_cached_then_dontcache_stays_cached(nullblk_factory, controls, record_property):
     """A folio already in the cache from a normal write is never marked
     dropbehind: a later DONTCACHE write of the same range must not evict
     data another user cached."""
+    controls.expect("sentinel_evicted")
     dev = nullblk_factory(irqmode=2)
     fd = os.open(dev.path, os.O_RDWR)
     try:
@@ -32,8 +38,8 @@ def test_cached_then_dontcache_stays_cached(nullblk_factory, record_property):
         os.pwrite(fd, os.urandom(n), 0)
         os.fsync(fd)
         data = os.urandom(n)
-        assert dc_write(fd, data, 0) == n
-        left = _settle(fd, 0, n)
+        assert dontcache_write(fd, data, 0) == n
+        left = _settle(fd, controls, 0, n)
         record_property("pages_cached", f"{left}/{NPAGES}")
         assert left == NPAGES, f"DONTCACHE write evicted {NPAGES - left} already-cached folios"
         assert odirect_read(dev.path, 0, n) == data
@@ -41,19 +47,20 @@ def test_cached_then_dontcache_stays_cached(nullblk_factory, record_property):
         os.close(fd)
 
 
-def test_dontcache_then_normal_write_stays_cached(nullblk_factory, record_property):
+def test_dontcache_then_normal_write_stays_cached(nullblk_factory, controls, record_property):
     """A normal write to a DONTCACHE folio before writeback clears its
     dropbehind mark: the normal writer asked for caching, so it stays.
     A 50 ms completion time keeps the DONTCACHE writeback (which the write
     itself kicks off) in flight while the normal write lands."""
+    controls.expect("sentinel_evicted")
     dev = nullblk_factory(irqmode=2, completion_nsec=50_000_000)
     fd = os.open(dev.path, os.O_RDWR)
     try:
         n = NPAGES * PAGE
-        assert dc_write(fd, os.urandom(n), 0) == n
+        assert dontcache_write(fd, os.urandom(n), 0) == n
         data = os.urandom(n)
         os.pwrite(fd, data, 0)        # DONTCACHE writes kick writeback: race is fine,
-        left = _settle(fd, 0, n)      # a normal write always re-caches the folio
+        left = _settle(fd, controls, 0, n)   # a normal write always re-caches the folio
         record_property("pages_cached", f"{left}/{NPAGES}")
         assert left == NPAGES, f"{NPAGES - left} folios evicted although normally rewritten"
         assert odirect_read(dev.path, 0, n) == data
@@ -61,19 +68,20 @@ def test_dontcache_then_normal_write_stays_cached(nullblk_factory, record_proper
         os.close(fd)
 
 
-def test_mmapped_range_stays_cached(nullblk_factory, record_property):
+def test_mmapped_range_stays_cached(nullblk_factory, controls, record_property):
     """Folios mapped into a process (mmap + touched) must not be invalidated
     by dropbehind: DONTCACHE write, then map and touch, then writeback. The
     mapping must keep seeing the written data and the folios stay cached."""
+    controls.expect("sentinel_evicted")
     dev = nullblk_factory(irqmode=2)
     fd = os.open(dev.path, os.O_RDWR)
     n = NPAGES * PAGE
     m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     try:
         data = os.urandom(n)
-        assert dc_write(fd, data, 0) == n
+        assert dontcache_write(fd, data, 0) == n
         touched = sum(m[i * PAGE] for i in range(NPAGES))  # fault every page in
-        left = _settle(fd, 0, n)
+        left = _settle(fd, controls, 0, n)
         record_property("pages_cached", f"{left}/{NPAGES}")
         record_property("touched_sum", str(touched))
         assert m[:] == data, "mapping does not show the DONTCACHE-written data"
@@ -110,7 +118,7 @@ def test_concurrent_dontcache_and_normal_writers(nullblk_factory, record_propert
                     for b in (order if (r % 2 == 0) == (kind == "dc") else reversed(order)):
                         buf = b"".join(pattern[kind][b:b + per_write])
                         if kind == "dc":
-                            dc_write(fd, buf, b * PAGE)
+                            dontcache_write(fd, buf, b * PAGE)
                         else:
                             os.pwrite(fd, buf, b * PAGE)
                 os.fsync(fd)

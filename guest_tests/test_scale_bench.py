@@ -14,12 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAGE, RWF_DONTCACHE, cached_pages, dontcache_supported, results_dir
+from dontcache_io import RWF_DONTCACHE, cached_pages, dontcache_supported
 
 SECONDS_PER_N = float(os.environ.get("ORCH_SCALE_SECONDS", "3"))
 DEV_MB = 32
 CHUNK = 256 << 10
 LOCK_STAT = Path("/proc/lock_stat")
+
+
+def results_dir() -> Path:
+    d = os.environ.get("ORCH_RESULTS")
+    if d and os.path.isdir(d) and os.access(d, os.W_OK):
+        return Path(d)
+    import tempfile
+    return Path(tempfile.gettempdir())
 
 
 def _lock_stat(pattern: str = "dropbehind") -> dict[str, dict[str, float]] | None:
