@@ -163,3 +163,27 @@ def test_guest_harness_command_times_out_a_hung_test(tmp_path):
     got = {t.name.split("::")[-1]: t for t in junit.parse(tmp_path / "junit.xml")}
     assert got["test_hangs"].status.value == "FAIL" and "Timeout" in got["test_hangs"].message
     assert got["test_after_the_hang"].status.value == "PASS"
+
+
+def test_guest_command_stays_off_the_kernel_command_line(tmp_path, monkeypatch):
+    """The kernel cuts its command line at 2048 bytes, and a cut virtme.exec
+    boots the host's init to a login prompt: the harness goes in a file
+    and vng's --exec is a short `sh FILE`, however long the selection."""
+    from orchestrator import proc as proc_mod, vm
+    from orchestrator.models import Kernel
+    seen = {}
+
+    def fake_run(argv, **kw):   # record what vng would get; boot nothing
+        seen["argv"] = argv
+        return proc_mod.Result(argv, 0, False, None, "")
+    monkeypatch.setattr(vm.proc, "run", fake_run)
+    monkeypatch.setattr(vm, "probe_kvm", lambda image=None: (False, "test"))
+    res = tmp_path / ("r" * 150) / "results"
+    tests = [f"guest_tests/test_mixing.py::test_{'x' * 80}_{i}" for i in range(8)]
+    k = Kernel("base", tmp_path / "bzImage", tmp_path, False, 0, None, banner="Linux version x")
+    vm.run_tests(k, res, tmp_path / "console.log", tests=tests, expected=tests)
+    argv = seen["argv"]
+    exec_arg = argv[argv.index("--exec") + 1]
+    assert exec_arg == f"sh {res / 'harness.sh'}"
+    script = (res / "harness.sh").read_text()
+    assert all(t in script for t in tests) and "--junitxml" in script
