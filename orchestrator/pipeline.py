@@ -7,7 +7,6 @@ whatever stops a run (an error, Ctrl-C, a kill) leaves a readable record.
 from __future__ import annotations
 
 import dataclasses
-import json
 import datetime as dt
 import re
 import time
@@ -143,6 +142,7 @@ def _build_record(kernel: Kernel) -> dict:
 
 def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
           found: list[splats.Splat] = (), judged: verdict.Side | None = None) -> dict:
+    """The record of one side; `judged` comes with `guest` (a boot is always judged)."""
     out: dict = {"build": {"status": build_status}}
     if kernel:
         out["build"].update(_build_record(kernel))
@@ -157,13 +157,8 @@ def _side(kernel: Kernel | None, build_status: str, guest: GuestRun | None,
                        "error": guest.error, "banner": guest.banner}
         if not guest.ok:
             out["boot"]["console_tail"] = vm.console_tail(guest.console)
-        if judged is not None:
-            out["outcome"] = verdict.side_record(judged)
-            out["tests"] = verdict.test_records(judged)
-        else:
-            out["tests"] = [{"name": t.name, "status": t.status.value, "message": t.message,
-                             "seconds": t.seconds, "properties": t.properties}
-                            for t in guest.tests]
+        out["outcome"] = verdict.side_record(judged)
+        out["tests"] = verdict.test_records(judged)
         out["splats"] = [s.as_dict() for s in found]
         out["guest_data"] = guest_data(guest.junit.parent if guest.junit else None)
     else:

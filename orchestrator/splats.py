@@ -9,6 +9,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from .guest_marks import is_mark
 from .junit import clean
 
 # Console lines carry a "[   12.345678] " timestamp (PRINTK_TIME).
@@ -32,7 +33,6 @@ KINDS: list[tuple[str, re.Pattern]] = [
 # Order matters: the more specific kinds win over the generic BUG/WARNING.
 _PRIORITY = ["kasan", "sleep-in-atomic", "soft-lockup", "lockdep", "panic", "oops", "bug",
              "hung-task", "rcu-stall", "wq-hog", "warning"]
-MARK = "orch-test: "
 _FRAME = re.compile(r"^\s*(?:\? )?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 MAX_SPLATS = 50
 
@@ -71,8 +71,7 @@ def _classify(text: str) -> tuple[str, str] | None:
 def scan(console: str) -> list[Splat]:
     # The guest plugin's own marks are orch's, not the kernel's: a skip
     # reason that quotes "WARNING:" is not a splat.
-    lines = ["" if l.startswith(MARK) else l
-             for l in (_TS.sub("", l) for l in console.splitlines())]
+    lines = ["" if is_mark(l) else _TS.sub("", l) for l in console.splitlines()]
     splats: list[Splat] = []
     i = 0
     while i < len(lines) and len(splats) < MAX_SPLATS:

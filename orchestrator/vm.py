@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -21,8 +20,7 @@ from pathlib import Path
 from . import guest_results, junit, kimage, proc, selection, splats, untrusted
 from .models import GuestRun, Kernel
 
-REPO = Path(__file__).resolve().parent.parent
-GUEST_TESTS = REPO / "guest_tests"
+REPO, GUEST_TESTS = selection.REPO, selection.GUEST_TESTS
 BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
 TEST_TIMEOUT = 300       # one guest test; a hung one fails, the suite goes on
 CPUS = 2
