@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 PORT = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
 IRQ_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_irq_completion_evicts"
 TASK_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_task_completion_evicts"
+CACHED_TEST = "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cached"
+# The selection of the cached rerun below and of every CI mutant
+# (test_mutants_e2e.py): one selection, so the baseline boots for it once in
+# the whole suite and its kept results serve the rest.
+SHORT_SELECTION = [IRQ_TEST, TASK_TEST, CACHED_TEST]
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +138,7 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     # Again: nothing compiles, both kernels come from the cache.
     rd2 = tmp_path / "run2"
     r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd2),
-             "--guest-test", "guest_tests/test_blockdev_dontcache.py")
+             *[a for t in SHORT_SELECTION for a in ("--guest-test", t)])
     data = rec(rd2)
     assert r.returncode == 0, r.stderr
     (cfg,) = data["configs"]

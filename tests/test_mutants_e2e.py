@@ -2,13 +2,13 @@
 mutants; scripts/mutants.py runs them all (table in guest_tests/README.md).
 
 Each mutant (tests/data/patches/mutant-*.mbox) is the RFC v3 7.2.13 port
-plus one small bug that a guest test claims to catch. Each run boots the
-test that claims to catch it and its control (the same test on the
-task-completion path, which the bug does not touch): the first must FAIL
-with the bug's own signature, the control must PASS, and orch's status is
-1. The two deferral mutants share a selection, so the baseline boots once
-for them (its results are kept); each mutant costs an incremental build of
-mm/filemap.c and one short boot.
+plus one small bug that a guest test claims to catch. Every mutant boots the
+same three tests (test_kernel_e2e.SHORT_SELECTION, which the port's cached
+rerun also runs, so the baseline's results for it are kept and it boots
+once in the suite): the test that claims to catch the bug must FAIL with the
+bug's own signature, the task-completion control (a path the bugs do not
+touch) must PASS, and orch's status is 1. Each mutant costs an incremental
+build of mm/filemap.c and one short boot.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from test_kernel_e2e import assert_booted_as_built, orch, rec
+from test_kernel_e2e import (CACHED_TEST as CACHED, IRQ_TEST as IRQ, SHORT_SELECTION,
+                             TASK_TEST as TASK, assert_booted_as_built, orch, rec)
 
 pytestmark = pytest.mark.slow
 
 PATCHES = Path(__file__).resolve().parent / "data" / "patches"
-IRQ = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_irq_completion_evicts"
-TASK = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_task_completion_evicts"
-CACHED = "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cached"
 
 
 def _check_irq_partly_cached(t: dict) -> None:
@@ -45,17 +43,30 @@ def _check_cached_evicted(t: dict) -> None:
     assert t["properties"]["pages_cached"] != "16/16", t
 
 
-@pytest.mark.parametrize("mutant,caught,check", [
-    pytest.param(m, c, f, id=m) for m, c, f in (
-        ("work-only-when-batch-full", IRQ, _check_irq_all_cached),
-        ("worker-skips-first-folio", IRQ, _check_irq_partly_cached),
-        ("marks-cached-folios", CACHED, _check_cached_evicted))])
-def test_mutant_fails_its_test_and_passes_the_control(tmp_path, mutant, caught, check):
+def _sentinel_not_evicted(t: dict) -> None:
+    # A mutant whose deferred eviction never (fully) runs leaves the mixing
+    # test's DONTCACHE sentinel cached: its control fails rather than the
+    # test passing on an eviction that never happened.
+    assert t["status"] == "FAIL", t
+    assert t["properties"]["control"].startswith("failed: sentinel_evicted"), t
+    assert "control did not reproduce eviction" in t["message"], t
+
+
+def _passes(t: dict) -> None:
+    assert t["status"] == "PASS", t
+
+
+@pytest.mark.parametrize("mutant,caught,check,cached_check", [
+    pytest.param(m, c, f, cf, id=m) for m, c, f, cf in (
+        ("work-only-when-batch-full", IRQ, _check_irq_all_cached, _sentinel_not_evicted),
+        ("worker-skips-first-folio", IRQ, _check_irq_partly_cached, _sentinel_not_evicted),
+        ("marks-cached-folios", CACHED, _check_cached_evicted, None))])
+def test_mutant_fails_its_test_and_passes_the_control(tmp_path, mutant, caught, check,
+                                                      cached_check):
     rd = tmp_path / "run"
-    selection = [caught, TASK]
     args = ["--mbox", str(PATCHES / f"mutant-{mutant}.mbox"), "--config", "base",
             "--run-dir", str(rd)]
-    for t in selection:
+    for t in SHORT_SELECTION:
         args += ["--guest-test", t]
     r = orch(tmp_path, *args)
     assert r.returncode == 1, r.stderr
@@ -64,9 +75,13 @@ def test_mutant_fails_its_test_and_passes_the_control(tmp_path, mutant, caught, 
     assert [p["status"] for p in data["series"]["patches"]] == ["applied"] * 3
     (cfg,) = data["configs"]
     tests = {t["name"]: t for t in cfg["patched"]["tests"]}
-    assert sorted(tests) == sorted(selection), tests
+    assert sorted(tests) == sorted(SHORT_SELECTION), tests
     assert tests[caught]["status"] == "FAIL", tests[caught]
     check(tests[caught])
+    if cached_check:
+        cached_check(tests[CACHED])
+    else:
+        _passes(tests[IRQ])
     assert tests[TASK]["status"] == "PASS", tests[TASK]
     assert "control" in tests[TASK]["properties"] and \
         tests[TASK]["properties"]["control"].startswith("passed"), tests[TASK]
