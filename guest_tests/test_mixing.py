@@ -8,7 +8,8 @@ import os
 import threading
 import time
 
-from dontcache_io import PAGE, cached_pages, dontcache_write, drop_caches, odirect_read
+from dontcache_io import (PAGE, cached_pages, cachestat, dontcache_write, drop_caches,
+                          odirect_read)
 
 NPAGES = 16
 SENTINEL_OFF = 32 << 20   # a DONTCACHE range nothing else caches
@@ -70,10 +71,15 @@ def test_dontcache_then_normal_write_stays_cached(nullblk_factory, controls, rec
 
 def test_mmapped_range_stays_cached(nullblk_factory, controls, record_property):
     """Folios mapped into a process (mmap + touched) must not be invalidated
-    by dropbehind: DONTCACHE write, then map and touch, then writeback. The
-    mapping must keep seeing the written data and the folios stay cached."""
-    controls.expect("sentinel_evicted")
-    dev = nullblk_factory(irqmode=2)
+    by dropbehind: DONTCACHE write, then map and touch while its writeback
+    is still in flight (200 ms completions; asserted), then writeback ends.
+    The mapping must keep seeing the written data and the folios stay
+    cached. Without the in-flight wait the writeback could end before the
+    touch, the folios leave unmapped and the touch reads them back as
+    plain cached folios: the test would pass on a kernel that evicts
+    mapped folios (it did, on the evicts-mapped-folios mutant)."""
+    controls.expect("writeback_in_flight", "sentinel_evicted")
+    dev = nullblk_factory(irqmode=2, completion_nsec=200_000_000)
     fd = os.open(dev.path, os.O_RDWR)
     n = NPAGES * PAGE
     m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -81,6 +87,10 @@ def test_mmapped_range_stays_cached(nullblk_factory, controls, record_property):
         data = os.urandom(n)
         assert dontcache_write(fd, data, 0) == n
         touched = sum(m[i * PAGE] for i in range(NPAGES))  # fault every page in
+        cs = cachestat(fd, 0, n)
+        controls.check("writeback_in_flight", cs.nr_writeback > 0,
+                       f"right after the touch: {cs}",
+                       "the race (writeback should still be in flight when the pages are mapped)")
         left = _settle(fd, controls, 0, n)
         record_property("pages_cached", f"{left}/{NPAGES}")
         record_property("touched_sum", str(touched))
