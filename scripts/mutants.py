@@ -83,8 +83,9 @@ FAILED = ("FAIL", "ERROR")
 
 
 def short(name: str) -> str:
-    """`test_x[p]` from `module::test_x[p]` or `guest_tests/f.py::test_x[p]`
-    (orch's test ids are moving from the first form to pytest node ids)."""
+    """`test_x[p]` from the node id `guest_tests/f.py::test_x[p]`: the tables
+    name tests without their file, and a selection entry may omit the
+    parameters."""
     return name.rsplit("::", 1)[-1]
 
 
@@ -98,10 +99,6 @@ def matches(name: str, wanted: str) -> bool:
 def selection(name: str) -> list[str]:
     _, catch, controls = MUTANTS[name]
     return list(dict.fromkeys(catch + controls))
-
-
-def all_selections() -> list[str]:
-    return list(dict.fromkeys(t for n in MUTANTS for t in selection(n)))
 
 
 def run_orch(mbox: Path, run_dir: Path, tests: list[str] | None, timeout: int) -> dict:
