@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import OrchError, Exit
 from . import proc
+from .paths import cache_dir
 
 DEFAULT_PACKAGE = "linux-source-7.2"
 # linux-source-X.Y lives in whichever suite has that kernel now: sid for the
@@ -105,7 +106,6 @@ def download_deb(package: str, suites: tuple[str, ...], workdir: Path, log: Path
 def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAULT_SUITES,
                 cache: Path | None = None, log_dir: Path | None = None) -> DebianTree:
     """Return the cached git import of `package`, creating it on first use."""
-    from .paths import cache_dir
     root = (cache or cache_dir()) / "trees"
     dest = root / package
     marker = dest / ".git" / "orch-imported"

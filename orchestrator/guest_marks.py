@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .junit import clean
+from .sanitize import clean
 from .models import Status
 
 _LINE = re.compile(r"^(?:\[\s*\d+\.\d+\]\s?)?orch-test: (start|end|done) ?(.*)$")

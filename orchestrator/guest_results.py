@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import guest_marks, junit, selection, untrusted
+from . import guest_marks, junit, sanitize, selection, untrusted
 from .models import Status, TestResult
 
 
@@ -84,7 +84,7 @@ def aggregate(raw: list[TestResult], repeat: int = 1) -> list[TestResult]:
             counts = Counter(s.value for s in statuses)
             status = Status.FLAKY
             message = (", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-                       + f" in {len(runs)} runs; " + bad.message)[:junit.MAX_TEXT]
+                       + f" in {len(runs)} runs; " + bad.message)[:sanitize.MAX_TEXT]
         out.append(dataclasses.replace(
             first, status=status, message=message, seconds=sum(t.seconds for t in runs),
             properties=bad.properties, outcomes=[s.value for s in statuses]))

@@ -15,10 +15,11 @@ import sys
 from email.header import decode_header, make_header
 from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import unquote
 
 from . import hermetic, proc
 from .errors import BadInput, OrchError, Exit
-from .junit import clean
+from .sanitize import clean
 from .models import Patch, Series
 
 DEFAULT_LORE = "https://lore.kernel.org"
@@ -33,7 +34,6 @@ def normalize_msgid(raw: str) -> str:
     s = raw.strip()
     m = _URL.match(s)
     if m:
-        from urllib.parse import unquote
         s = unquote(m.group(1))
     s = s.removeprefix("id:").strip().lstrip("<").rstrip(">")
     if not _MSGID.fullmatch(s) or "/" in s or s.startswith("-"):

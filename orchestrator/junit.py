@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .models import Status, TestResult
+from .sanitize import clean
+from .untrusted import UntrustedError, read_capped
 
 MAX_BYTES = 8 << 20
-MAX_TEXT = 2000
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x1b]")
-
-
-def clean(text: str | None, limit: int = MAX_TEXT) -> str:
-    """No control characters or escape sequences reach a report."""
-    text = _CTRL.sub("?", text or "")
-    return text if len(text) <= limit else text[:limit] + "...[truncated]"
 
 
 class JUnitError(Exception):
@@ -26,7 +19,6 @@ class JUnitError(Exception):
 def parse(path: Path) -> list[TestResult]:
     """Each <testcase> as a TestResult named "classname::name", which is
     what selection.junit_key() makes of a pytest node id."""
-    from .untrusted import UntrustedError, read_capped
     try:
         data = read_capped(path, MAX_BYTES)
     except UntrustedError as e:

@@ -90,3 +90,6 @@ class GuestRun:
     finished: bool = False         # the guest's pytest session ran to its end
     infra: bool = False            # the error is orch's or the machine's, not the kernel's
     harness_log: Path | None = None
+    results: Path | None = None    # the directory the guest wrote its results into
+    timed_out: bool = False        # killed at the guest timeout
+    vng_rc: int = 0                # virtme-ng's exit status

@@ -1,10 +1,13 @@
-"""Baseline guest results, kept per (kernel, guest suite, VM settings).
+"""Guest results of any kernel, kept per (kernel, guest suite and selection,
+VM settings).
 
-The baseline kernel of a tree does not change between series, so booting
-it again for every series, every config, every night would test nothing
-new: the second series on a base reuses the baseline's results, console
-included. Only complete runs are kept (never a timeout or a crash), and
---rerun-baseline boots it anyway.
+A kernel is its cache key (its source tree and .config), so booting it again
+with the same tests tests nothing new: the baseline of a tree serves every
+series on it, a rerun of a series boots nothing, and a bisect that meets a
+commit again knows its answer. A crash is kept too (it is the kernel's
+answer), with its console; never a timeout (under TCG a slow host looks like
+a hung kernel) and never an error that is orch's or the machine's.
+--rerun boots anyway.
 """
 
 from __future__ import annotations
@@ -64,29 +67,34 @@ def load(k: str, results: Path, console: Path, kernel: Kernel, expected: list[st
         if f.name in FILES or f.suffix == ".json" and f.name != "meta.json":
             shutil.copy2(f, results / f.name)
     shutil.copy2(d / "console.log", console)
-    g = vm.outcome(results, console, expected, repeat)
+    g = vm.outcome(results, console, expected, repeat, vng_rc=meta.get("vng_rc", 0))
     g.accel, g.seconds, g.cached = meta["accel"], meta["seconds"], True
     g = vm.check_booted(g, kernel, results)
-    return g if g.ok and g.harness_rc in (0, 1) else None
+    return None if g.infra else g
+
+
+def keepable(g: GuestRun) -> bool:
+    """The kernel's own answer: a complete run or a crash, not a timeout
+    and not orch's or the machine's error."""
+    return not g.infra and not g.timed_out
 
 
 def store(k: str, g: GuestRun) -> None:
-    """Only a complete run is kept: pytest ended on its own (exit 0 or 1),
-    nothing timed out, the kernel is the one built."""
-    if not g.ok or g.junit is None or g.harness_rc not in (0, 1):
+    if not keepable(g) or g.results is None:
         return
     root = cache_dir() / "results"
     tmp = root / f".{k}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in g.junit.parent.iterdir():
+    for f in g.results.iterdir():
         if f.name in FILES or f.suffix == ".json":
             try:  # untrusted: no links, nothing huge
                 (tmp / f.name).write_bytes(untrusted.read_capped(f, MAX_FILE))
             except untrusted.UntrustedError:
                 pass
     shutil.copy2(g.console, tmp / "console.log")
-    (tmp / "meta.json").write_text(json.dumps({"accel": g.accel, "seconds": g.seconds}))
+    (tmp / "meta.json").write_text(json.dumps({"accel": g.accel, "seconds": g.seconds,
+                                                    "vng_rc": g.vng_rc}))
     dest = root / k
     shutil.rmtree(dest, ignore_errors=True)
     os.rename(tmp, dest)

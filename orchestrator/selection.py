@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import BadInput, OrchError, Exit
-from .junit import clean
+from .sanitize import clean
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_TESTS = REPO / "guest_tests"

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .guest_marks import is_mark
-from .junit import clean
+from .sanitize import clean
 
 # Console lines carry a "[   12.345678] " timestamp (PRINTK_TIME).
 _TS = re.compile(r"^\[\s*\d+\.\d+\]\s?")

@@ -14,6 +14,7 @@ import hashlib
 import mailbox
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,6 @@ def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -
         try:
             _repo(src).git.rev_parse("HEAD")
         except Exception:
-            import shutil
             shutil.rmtree(src)
             repo.git.worktree("prune")
     if not src.exists():
@@ -175,6 +175,21 @@ def checkout(src: Path, commit: str) -> None:
     # Leftovers of a failed apply (.rej, new files); all real files are
     # tracked (force-added for Debian imports), so -x removes only debris.
     repo.git.clean("-fdxq")
+
+
+def tree_id(src: Path, commit: str) -> str:
+    """The source state of `commit`: what the kernel cache keys on."""
+    return _repo(src).git.rev_parse(f"{commit}^{{tree}}")
+
+
+def commits_between(src: Path, base: str, head: str) -> list[str]:
+    """base..head, oldest first."""
+    return _repo(src).git.rev_list("--reverse", f"{base}..{head}").split()
+
+
+def keep_ref(src: Path, ref: str, commit: str) -> None:
+    """Keep `commit` reachable (from `refs/orch/...`) while the worktree moves."""
+    _repo(src).git.update_ref(ref, commit)
 
 
 def split_mbox(mbx: Path, outdir: Path) -> list[Path]:

@@ -10,7 +10,6 @@ own, and a regression anywhere wins over an infrastructure error elsewhere.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from .errors import Exit
@@ -31,9 +30,21 @@ class Side:
     tests: dict[str, TestResult]
     infra: bool = False          # its ERROR is orch's or the machine's, not the kernel's
     died_in: str | None = None
+    splats: list[Splat] = field(default_factory=list)   # what its console showed
 
 
-def judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Side:
+def judge_side(expected: list[str], run: GuestRun | None, patched: bool,
+               found: list[Splat] = ()) -> Side:
+    """One side alone: what bisect acts on, and half of a config's verdict.
+    `found` (the console's splats) does not change the side's status: a
+    splat is judged against the other side's (judge_config) or the parent
+    commit's (bisect --splat)."""
+    side = _judge_side(expected, run, patched)
+    side.splats = list(found)
+    return side
+
+
+def _judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Side:
     if run is None:
         return Side("ERROR", "not booted", {n: TestResult(n, Status.MISS, "not run")
                                             for n in expected}, infra=True)
@@ -120,7 +131,12 @@ class ConfigVerdict:
 
 
 def judge_config(name: str, expected: list[str], b: Side, p: Side,
-                 b_splats: list[Splat], p_splats: list[Splat]) -> ConfigVerdict:
+                 b_splats: list[Splat] | None = None,
+                 p_splats: list[Splat] | None = None) -> ConfigVerdict:
+    """Baseline against patched for one config; the splats default to what
+    each side's console showed."""
+    b_splats = b.splats if b_splats is None else b_splats
+    p_splats = p.splats if p_splats is None else p_splats
     comps = compare(expected, b, p)
     # A splat only the patched kernel shows is the series' regression, even
     # when every test passed; one the baseline shows too is pre-existing.
@@ -189,20 +205,3 @@ def headline(verdicts: dict[str, ConfigVerdict], limit: int = HEADLINE) -> str:
         out.append(item)
         used += len(item) + 2
     return "; ".join(out)
-
-
-def side_record(side: Side) -> dict:
-    return {"status": side.status, "reason": side.reason, "infra": side.infra,
-            "died_in": side.died_in}
-
-
-def test_records(side: Side) -> list[dict]:
-    return [{"name": t.name, "status": t.status.value, "message": t.message,
-             "seconds": t.seconds, "properties": t.properties,
-             **({"outcomes": t.outcomes} if t.outcomes else {})}
-            for t in side.tests.values()]
-
-
-def comparison_records(comps: list[Comparison]) -> list[dict]:
-    return [dataclasses.asdict(c) | {"baseline": c.baseline.value, "patched": c.patched.value}
-            for c in comps]

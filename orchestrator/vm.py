@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import guest_results, junit, kimage, proc, selection, splats, untrusted
+from . import guest_results, kimage, proc, selection, splats, untrusted
 from .models import GuestRun, Kernel
+from .sanitize import clean
 
 REPO, GUEST_TESTS = selection.REPO, selection.GUEST_TESTS
 BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
@@ -115,7 +116,7 @@ def _probe_firmware() -> tuple[bool, str]:
                       "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"], timeout=30)
     if r.returncode == 3:
         return True, "KVM works"
-    why = junit.clean(r.output.strip().splitlines()[0] if r.output.strip() else
+    why = clean(r.output.strip().splitlines()[0] if r.output.strip() else
                       f"exit {r.returncode}", 200)
     return False, f"KVM does not work ({why}); using TCG"
 
@@ -129,7 +130,7 @@ def console_tail(console: Path, lines: int = 30) -> list[str]:
             text = f.read().decode(errors="replace")
     except OSError:
         return []
-    return [junit.clean(l, 300) for l in text.splitlines()[-lines:]]
+    return [clean(l, 300) for l in text.splitlines()[-lines:]]
 
 
 def timeout_args(test_timeout: float) -> list[str]:
@@ -197,7 +198,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     last = [""]
 
     def on_line(line: str) -> None:
-        line = junit.clean(line, 80).strip()
+        line = clean(line, 80).strip()
         if line:
             last[0] = line
         status(f"boot {kernel.config}: {time.monotonic() - t0:.0f}s {last[0]}")
@@ -237,9 +238,10 @@ def outcome(results: Path, console: Path, expected: list[str], repeat: int = 1, 
     harness_log = results / "harness.log"
     g = GuestRun(rep.junit is not None, "", 0, console, rep.junit, rep.tests,
                  harness_rc=rep.harness_rc, died_in=rep.died_in, finished=rep.finished,
-                 harness_log=harness_log if harness_log.exists() else None)
+                 harness_log=harness_log if harness_log.exists() else None,
+                 results=results, vng_rc=vng_rc)
     if timed_out:
-        g.ok, g.error = False, str(timed_out)
+        g.ok, g.error, g.timed_out = False, str(timed_out), True
         if INIT_NOT_VIRTME in console_text(console):
             g.error += (" (the guest ran the host's /sbin/init, not virtme-ng's: its kernel "
                         "command line was cut)")
@@ -268,7 +270,7 @@ def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
         head = ""
     g.banner = kimage.booted_banner(head)
     if g.banner is not None:
-        g.banner = junit.clean(g.banner, 600)
+        g.banner = clean(g.banner, 600)
     built = kernel.banner
     wrong = None
     if not built:
@@ -280,7 +282,7 @@ def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
         if reported is None:
             wrong = "the guest did not report /proc/version"
         elif reported.strip() != built:
-            wrong = f"its /proc/version says {junit.clean(reported.strip(), 600)!r}"
+            wrong = f"its /proc/version says {clean(reported.strip(), 600)!r}"
     if wrong:
         g.ok, g.error = False, f"booted kernel is not the one built ({built!r}): {wrong}"
         g.infra = True

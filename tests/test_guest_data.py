@@ -7,14 +7,14 @@ import json
 import os
 import time
 
-from orchestrator import pipeline, result_cache, untrusted, vm
+from orchestrator import boots, result_cache, untrusted, vm
 from orchestrator.models import Kernel
 
 
 def test_guest_json_is_parsed_capped_and_links_ignored(tmp_path):
     (tmp_path / "scale.json").write_text('{"runs": [{"n": 1, "mib_s": 80.5}]}')
     (tmp_path / "broken.json").write_text("{nope")
-    (tmp_path / "huge.json").write_text("[" + "1," * pipeline.MAX_GUEST_JSON + "1]")
+    (tmp_path / "huge.json").write_text("[" + "1," * boots.MAX_GUEST_JSON + "1]")
     (tmp_path / "link.json").symlink_to("/etc/passwd")
     (tmp_path / "zero.json").symlink_to("/dev/zero")
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
@@ -22,7 +22,7 @@ def test_guest_json_is_parsed_capped_and_links_ignored(tmp_path):
     (tmp_path / "overflow.json").write_text('{"mib_s": 1e999}')
     os.mkfifo(tmp_path / "fifo.json")
     t0 = time.monotonic()
-    data = pipeline.guest_data(tmp_path)
+    data = boots.guest_data(tmp_path)
     assert time.monotonic() - t0 < 5
     assert data["scale.json"] == {"runs": [{"n": 1, "mib_s": 80.5}]}
     assert "not acceptable JSON" in data["broken.json"]["error"]
@@ -33,7 +33,7 @@ def test_guest_json_is_parsed_capped_and_links_ignored(tmp_path):
     assert "NaN is not JSON" in data["nan.json"]["error"]
     assert "out of range" in data["overflow.json"]["error"]
     assert "not a regular file" in data["fifo.json"]["error"]
-    assert pipeline.guest_data(None) == {}
+    assert boots.guest_data(None) == {}
     # What goes into run.json is strict JSON again.
     json.loads(json.dumps(data, allow_nan=False))
     # Strings with brackets do not count as nesting.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import junit, kconfig, selection, splats, verdict, vm
+from orchestrator import junit, kconfig, sanitize, selection, splats, verdict, vm
 from orchestrator.errors import BadInput, Exit
 from orchestrator.models import GuestRun, Status, TestResult
 
@@ -315,8 +315,8 @@ def test_junit_refuses_bombs_and_junk(tmp_path):
 
 
 def test_clean_strips_control_characters():
-    assert junit.clean("a\x1b[2Jb\x07c\nd") == "a?[2Jb?c\nd"
-    assert junit.clean("x" * 5000).endswith("...[truncated]")
+    assert sanitize.clean("a\x1b[2Jb\x07c\nd") == "a?[2Jb?c\nd"
+    assert sanitize.clean("x" * 5000).endswith("...[truncated]")
 
 
 def test_kconfig_dropped_options():

@@ -1,0 +1,122 @@
+"""What every command shares: the flag groups (so one flag means one thing
+everywhere), the exit statuses its help ends with, and the settings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import kconfig, settings
+from ..errors import Exit
+
+EXIT_STATUSES = """\
+exit status:
+  0    passed: the patched kernel passed every test on every config
+  1    failed: a regression, a patched failure, a new splat or a new hang
+  2    bad input: a bad flag, unknown Message-ID, unreadable mbox, no such tree/config
+  3    the series does not apply
+  4    the patched build failed
+  5    infrastructure: the baseline build, the VM, a timeout (not the series' fault)
+  130  interrupted (Ctrl-C, SIGTERM); the run record says how far it got"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit status is 2 too
+        print(f"orch: error: {message}", file=sys.stderr)
+        sys.exit(int(Exit.BAD_INPUT))
+
+
+def parser_kwargs(epilog: str = EXIT_STATUSES) -> dict:
+    return {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+    return parse
+
+
+def _configs_help() -> str:
+    try:
+        known = ", ".join(kconfig.available())
+        matrix = " ".join(kconfig.default_matrix())
+    except OSError:
+        known = matrix = "?"
+    return (f"kernel config (repeatable): one of {known}; default: the matrix in "
+            f"kconfigs/matrix ({matrix}) or `configs` in the config file")
+
+
+def add_intake(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("series intake")
+    g.add_argument("--mbox", type=Path, help="read the series from a local mbox")
+    g.add_argument("--lore-url", help="lore base URL (a mirror)")
+    g.add_argument("--lore-timeout", type=positive(float),
+                   help="seconds b4 may take to fetch the series")
+    g.add_argument("--offline-mode", dest="offline", action="store_true",
+                   help="no network: with --mbox, b4 looks nothing up")
+    g.add_argument("--latest", action="store_true",
+                   help="test the newest revision b4 finds, not the one named")
+
+
+def add_tree(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tree")
+    g.add_argument("--tree", type=Path, help="kernel git tree (default: Debian's linux-source)")
+    g.add_argument("--debian-source", help="Debian package of the default tree")
+    g.add_argument("--base", help="base commit/ref when the tree lacks the series' base-commit")
+
+
+def add_build(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("build")
+    g.add_argument("--config", action="append", dest="configs", metavar="NAME",
+                   help=_configs_help())
+    g.add_argument("--jobs", "-j", type=positive(int),
+                   help="make jobs shared by all concurrent builds (default: CPUs)")
+    g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                   help="build without bubblewrap (network and all files reachable: "
+                   "only for series you trust)")
+
+
+def add_boot(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("boot and guest tests")
+    g.add_argument("--guest-test", action="append", dest="guest_tests", metavar="ID",
+                   help="run only this guest test (pytest node id; repeatable)")
+    g.add_argument("--guest-timeout", type=positive(float),
+                   help="seconds for one boot + guest tests")
+    g.add_argument("--test-timeout", type=positive(float),
+                   help="seconds for one guest test; a hung test fails and the suite goes on")
+    g.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each guest test N times in the same boot; a test whose runs "
+                   "differ is FLAKY, a failure (default: %(default)s)")
+    g.add_argument("--rerun", action="store_true",
+                   help="boot every kernel even when its results with this suite, selection "
+                   "and VM settings are kept from an earlier run")
+    g.add_argument("--rerun-baseline", action="store_true",
+                   help="boot the baseline kernels even when their results are kept")
+
+
+# argparse dest -> settings key, for the flags a config file may also set
+SETTING_FLAGS = {"lore_url": "lore_url", "lore_timeout": "lore_timeout", "tree": "tree",
+                 "debian_source": "debian_source", "configs": "configs", "jobs": "jobs",
+                 "guest_timeout": "guest_timeout", "test_timeout": "test_timeout",
+                 "timeout": "timeout"}
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
+    """Flags over the environment over the config file over the defaults;
+    the cache location takes effect for the whole command."""
+    flags = {key: getattr(args, dest) for dest, key in SETTING_FLAGS.items()
+             if getattr(args, dest, None) is not None}
+    eff = settings.load(flags)
+    settings.apply_cache(eff)
+    return eff
+
+
+def format_settings(eff: dict[str, settings.Setting]) -> str:
+    return settings.format_effective(eff)

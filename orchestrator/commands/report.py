@@ -1,0 +1,30 @@
+"""`orch report RUN_DIR`: print a run's summary again, from its run.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import record, summary
+from . import common
+
+NAME = "report"
+HELP = "print the summary of a run directory again"
+EPILOG = """\
+exit status:
+  the run's own exit status (see `orch test --help`), or
+  2    the run directory has no readable run.json, or one of a newer
+       schema version than this orch reads"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(NAME, help=HELP, description=HELP + ".",
+                       **common.parser_kwargs(EPILOG))
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace, argv: list[str]) -> int:
+    rec = record.read(args.run_dir / "run.json")
+    print(summary.summary(rec))
+    return int(rec.exit_code or 0)
