@@ -47,6 +47,7 @@ class BuildRecord:
     ccache: dict | None = None       # this build's ccache hits and misses (None when cached)
     banner: str | None = None
     uncached: list[str] | None = None
+    dotconfig: str | None = None     # the kernel's .config (in the kernel cache)
 
     def _omitted(self) -> set[str]:
         # A kernel that exists has every field (ccache may be null); one
@@ -310,3 +311,48 @@ def _hints(tp: type) -> dict[str, Any]:
     if tp not in _HINTS:
         _HINTS[tp] = typing.get_type_hints(tp)
     return _HINTS[tp]
+
+
+def json_schema() -> dict:
+    """The JSON Schema of run.json, made from these types. data/run.schema.json
+    is this, committed so other tools can read it; a test keeps the two equal
+    and validates every run.json the test suite writes against the file."""
+    defs: dict[str, dict] = {}
+    top = _schema_of(RunRecord, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"orch run record (run.json), schema version {SCHEMA_VERSION}",
+            "description": "Minor versions only add fields; a reader refuses a newer major.",
+            **defs.pop(top["$ref"].split("/")[-1]), "$defs": defs}
+
+
+_JSON = {str: {"type": "string"}, int: {"type": "integer"}, float: {"type": "number"},
+         bool: {"type": "boolean"}, dict: {"type": "object"}, Any: {}}
+
+
+def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return {"anyOf": [_schema_of(inner, defs), {"type": "null"}]}
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return {"type": "array", "items": _schema_of(inner, defs)}
+    if origin is dict:
+        _, inner = typing.get_args(tp)
+        return {"type": "object", "additionalProperties": _schema_of(inner, defs)}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}   # recursion guard
+            hints = _hints(tp)
+            fields = dataclasses.fields(tp)
+            if hasattr(tp, "_omitted"):
+                required = ["status"]   # the rest depends on the status
+            else:
+                required = [f.name for f in fields if not f.metadata.get("omit")]
+            defs[name] = {"type": "object",
+                          "properties": {f.name: _schema_of(hints[f.name], defs)
+                                         for f in fields},
+                          "required": required, "additionalProperties": False}
+        return {"$ref": f"#/$defs/{name}"}
+    return dict(_JSON[tp])

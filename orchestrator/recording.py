@@ -23,7 +23,7 @@ def series(s: Series) -> dict:
 def built(k: Kernel) -> BuildRecord:
     return BuildRecord("cached" if k.cached else "ok", round(k.seconds, 1), k.cached,
                        str(k.image), str(k.log), k.key, k.compiled, k.ccache, k.banner,
-                       k.uncached)
+                       k.uncached, str(k.dotconfig))
 
 
 def failed_build(log) -> BuildRecord:
