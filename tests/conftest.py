@@ -1,18 +1,29 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Explicit, so `import lore_server` works whether or not tests/ becomes a package.
+# Explicit, so `import lore_server` and `import helpers` work whether or not tests/
+# becomes a package.
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from helpers import MINI, REPO, git  # noqa: E402
 from lore_server import LORE_DATA_DIR, LoreServer  # noqa: E402
+
+# Every run.json a test writes is checked against the schema (schema_check.py).
+pytest_plugins = ["schema_check"]
+
+# No orch the suite starts reads the developer's own config file
+# (~/.config/orch/config.toml): its timeouts or lore URL would change what
+# tests see. Tests of the config file set ORCH_CONFIG themselves.
+os.environ["ORCH_CONFIG"] = os.devnull
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +62,27 @@ def b4_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         no_proxy="127.0.0.1,localhost",
     )
     return env
+
+
+# orch on the stand-in tree (test_build.py, test_built_kernel.py). test_cli.py
+# overrides `env` with its own, built on b4_env.
+
+@pytest.fixture
+def env(tmp_path):
+    """This environment, with orch from this checkout, its own cache and HOME."""
+    e = dict(os.environ)
+    e["ORCH_CACHE"] = str(tmp_path / "cache")
+    e["PYTHONPATH"] = str(REPO)
+    e["HOME"] = str(tmp_path)
+    return e
+
+
+@pytest.fixture
+def mini(tmp_path):
+    """tests/data/minikernel as a git tree of one commit."""
+    repo = tmp_path / "tree"
+    shutil.copytree(MINI, repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "mini: base")
+    return repo

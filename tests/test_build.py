@@ -6,57 +6,22 @@ the real kernel in test_kernel_e2e.py and test_crash_e2e.py."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from test_cli import git, one_error_line, orch, run_json
+from orchestrator import vm
+from orchestrator.commands import test as test_cmd
+from orchestrator.errors import Exit, OrchError
+from orchestrator.progress import Progress
 
-MINI = Path(__file__).resolve().parent / "data" / "minikernel"
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ)
-    e["ORCH_CACHE"] = str(tmp_path / "cache")
-    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    e["HOME"] = str(tmp_path)
-    return e
-
-
-@pytest.fixture
-def mini(tmp_path):
-    repo = tmp_path / "tree"
-    shutil.copytree(MINI, repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "mini: base")
-    return repo
-
-
-def series(repo: Path, tmp_path: Path, name: str, steps: list[tuple[str, dict]]) -> Path:
-    """An mbox of one commit per step on top of repo's HEAD: {file: text or None}."""
-    work = tmp_path / f"work-{name}"
-    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
-    for subject, files in steps:
-        for f, text in files.items():
-            if text is None:
-                (work / f).unlink()
-            else:
-                (work / f).write_text(text)
-        git(work, "add", "-A")
-        git(work, "commit", "-q", "-m", subject)
-    out = subprocess.run(["git", "-C", str(work), "format-patch", "--stdout",
-                          f"-{len(steps)}"], check=True, capture_output=True).stdout
-    mbox = tmp_path / f"{name}.mbox"
-    mbox.write_bytes(out)
-    return mbox
+from helpers import (FIXED, build_only, one_error_line, processes_mentioning, run_json, series,
+                     sigterm_when)
 
 
 # Compiled at every link, as in Kbuild: the banner (init/version.o, new
@@ -64,15 +29,7 @@ def series(repo: Path, tmp_path: Path, name: str, steps: list[tuple[str, dict]])
 LINK = 2
 
 BROKEN = "int mini_new(void)\n{\n\treturn undeclared_thing;\n}\n"
-FIXED = "int mini_new(void)\n{\n\treturn 1;\n}\n"
 WARNS = "int mini_new(void)\n{\n\tint x;\n\treturn 1;\n}\n"
-
-
-def build_only(env, tmp_path, mini, mbox, *extra, rd_name="run"):
-    rd = tmp_path / rd_name
-    r = orch(env, tmp_path, "test", "--offline-mode", "--build-only", "--mbox", str(mbox),
-             "--tree", str(mini), "--run-dir", str(rd), *extra)
-    return r, rd
 
 
 def test_each_patch_names_the_first_patch_that_breaks_the_build(env, tmp_path, mini):
@@ -176,39 +133,6 @@ def test_corrupt_cached_kernel_is_rebuilt_not_booted(env, tmp_path, mini):
     assert img.stat().st_size > 10
 
 
-def sigterm_when(args: list[str], cwd: Path, env: dict, ready, within: float) -> tuple[int, str]:
-    """Start `orch test --offline-mode ARGS`, SIGTERM it once ready() holds;
-    return its exit status and stderr."""
-    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
-                          *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline and not ready():
-            time.sleep(0.2)
-        assert ready(), "the run never got to the point to interrupt"
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    return p.returncode, err
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            found.append(f"{d.name}: {cmd}")
-    return found
-
-
 def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_path, mini):
     mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
     rd = tmp_path / "run"
@@ -216,11 +140,11 @@ def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_pa
     # make's output is synced per target, so watch for the long step itself.
     code, err = sigterm_when(["--build-only", "--mbox", str(mbox), "--tree", str(mini),
                               "--run-dir", str(rd)], tmp_path, env,
-                             lambda: any("sleep 120" in x for x in _processes_mentioning(cache)),
+                             lambda: any("sleep 120" in x for x in processes_mentioning(cache)),
                              within=60)
     assert code == 130, err
     time.sleep(0.5)
-    assert _processes_mentioning(cache) == []      # bwrap, make, the recipe's shell: gone
+    assert processes_mentioning(cache) == []       # bwrap, make, the recipe's shell: gone
     rec = run_json(rd)
     assert rec["state"] == "interrupted"
     assert rec["configs"][0]["baseline"]["build"]["status"] == "ok"  # kept
@@ -263,7 +187,7 @@ def test_whole_run_timeout_stops_a_long_build(env, tmp_path, mini):
     assert r.returncode == 5, r.stderr
     assert "whole-run timeout (8s) ran out during the patched build" in one_error_line(r.stderr)
     assert run_json(rd)["configs"][0]["baseline"]["build"]["status"] == "ok"
-    assert _processes_mentioning(env["ORCH_CACHE"]) == []
+    assert processes_mentioning(env["ORCH_CACHE"]) == []
 
 
 def test_several_configs_build_together_under_one_job_budget(env, tmp_path, mini):
@@ -281,3 +205,32 @@ def test_several_configs_build_together_under_one_job_budget(env, tmp_path, mini
     log = (rd / "logs" / "build-lockstat-patched.log").read_text()
     assert " -j" not in log.splitlines()[0]
     assert "matrix:" in r.stderr and "lockstat" in r.stderr.split("matrix:")[1]
+
+
+def test_worktree_is_free_while_the_kernels_boot(env, tmp_path, mini, monkeypatch):
+    """The worktree lock covers apply and builds only: by the time the boot
+    stage starts (its KVM probe is its first step), another run could take
+    the worktree. The probe here checks the lock and stops the run; booting
+    a real kernel is test_kernel_e2e.py's."""
+    monkeypatch.setenv("ORCH_CACHE", env["ORCH_CACHE"])
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": FIXED})])
+    seen = []
+
+    def probe(image):
+        (lock,) = Path(env["ORCH_CACHE"]).glob("work/*/lock")
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # raises while held
+            seen.append("free")
+        finally:
+            os.close(fd)
+        raise OrchError("stop here", Exit.INFRA)
+    monkeypatch.setattr(vm, "probe_kvm", probe)
+    opts = test_cmd.Options(mbox=mbox, offline=True, tree=mini, configs=["base"],
+                            run_dir=tmp_path / "run", jobs=2, argv=["orch", "test"],
+                            guest_tests=["guest_tests/test_blockdev_dontcache.py"])
+    with pytest.raises(OrchError, match="stop here"):
+        test_cmd.test(opts, Progress(stream=open(os.devnull, "w")))
+    assert seen == ["free"]
+    rec = run_json(tmp_path / "run")
+    assert rec["configs"][0]["patched"]["build"]["status"] == "ok"

@@ -10,9 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
-
-from orchestrator import build, ccache_guard, ccache_stats, compiler_warnings, proc, sandbox
+from orchestrator import (build, ccache_guard, ccache_stats, compiler_warnings, junit, proc,
+                          sandbox, vm)
 from orchestrator.jobserver import JobServer
+from orchestrator.models import Kernel
 from orchestrator.progress import Progress
 
 
@@ -155,7 +156,6 @@ def test_warning_diff_compares_only_what_both_records_know():
 def test_guest_harness_command_times_out_a_hung_test(tmp_path):
     """The exact shell command the guest runs, run here: a hung test fails on
     --test-timeout, the next test runs, JUnit and the exit status are written."""
-    from orchestrator import junit, vm
     sel = [f"guest_selftest/test_timeouts.py::{t}" for t in ("test_hangs", "test_after_the_hang")]
     cmd = vm.guest_command(tmp_path, sel, vm.timeout_args(3))
     r = proc.run(["sh", "-c", cmd], timeout=120)
@@ -169,13 +169,11 @@ def test_guest_command_stays_off_the_kernel_command_line(tmp_path, monkeypatch):
     """The kernel cuts its command line at 2048 bytes, and a cut virtme.exec
     boots the host's init to a login prompt: the harness goes in a file
     and vng's --exec is a short `sh FILE`, however long the selection."""
-    from orchestrator import proc as proc_mod, vm
-    from orchestrator.models import Kernel
     seen = {}
 
     def fake_run(argv, **kw):   # record what vng would get; boot nothing
         seen["argv"] = argv
-        return proc_mod.Result(argv, 0, False, None, "")
+        return proc.Result(argv, 0, False, None, "")
     monkeypatch.setattr(vm.proc, "run", fake_run)
     monkeypatch.setattr(vm, "probe_kvm", lambda image=None: (False, "test"))
     res = tmp_path / ("r" * 150) / "results"

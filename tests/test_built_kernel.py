@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FIXED, MINI, build_only, git, one_error_line, run_json, series
 from orchestrator import build, ccache_guard, kimage, vm
 from orchestrator.models import GuestRun, Kernel
-from test_build import MINI, FIXED, build_only, env, mini, series  # noqa: F401 (fixtures)
-from test_cli import git, one_error_line, run_json
 
 PIGGY = "arch/x86/boot/compressed/piggy.S"
 

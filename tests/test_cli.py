@@ -3,48 +3,31 @@ and a run directory that keeps what was done. Real b4, real git."""
 
 from __future__ import annotations
 
-import json
+import fcntl
+import hashlib
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from helpers import REPO, V3_COVER, git, one_error_line, orch, run_json
 from lore_server import LORE_DATA_DIR
 
-V3_COVER = "20260227-blk-dontcache-v3-0-cd309ccd5868@columbia.edu"
 
-
-def orch(env, cwd, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
+# Overrides conftest.py's `env` (orch on the stand-in tree) in this module:
+# these runs talk to b4, so they start from b4_env, cut off from the user's
+# config and cache.
 @pytest.fixture
 def env(b4_env, tmp_path):
     e = dict(b4_env)
     e["ORCH_CACHE"] = str(tmp_path / "cache")
-    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    e["PYTHONPATH"] = str(REPO)
     return e
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    errors = [l for l in stderr.splitlines() if l.startswith("orch: error:")]
-    assert len(errors) == 1, stderr
-    assert stderr.rstrip().splitlines()[-1] == errors[0]
-    return errors[0]
-
-
-def run_json(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
-
-
-def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.org",
-                        "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.org",
-                        "HOME": str(repo), "PATH": "/usr/bin:/bin"})
 
 
 @pytest.fixture
@@ -169,12 +152,6 @@ def test_second_run_waits_for_the_worktree_and_sigterm_is_recorded(env, tmp_path
     """Two runs on one tree never share the worktree: the second waits and
     says so. SIGTERM while it waits ends it with 130 and run.json says the
     run was interrupted (what it had done is kept)."""
-    import fcntl
-    import hashlib
-    import os
-    import signal
-    import time
-
     real = str(small_tree.resolve())
     ws = Path(env["ORCH_CACHE"]) / "work" / f"{small_tree.name}-{hashlib.sha1(real.encode()).hexdigest()[:8]}"
     ws.mkdir(parents=True)
@@ -208,7 +185,6 @@ def test_second_run_waits_for_the_worktree_and_sigterm_is_recorded(env, tmp_path
 
 
 def test_lore_unreachable_exit_5(env, tmp_path):
-    import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -222,7 +198,6 @@ def test_lore_unreachable_exit_5(env, tmp_path):
 
 
 def test_lore_that_never_answers_times_out_exit_5(env, tmp_path):
-    import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(8)  # accepts connections, never answers
@@ -284,3 +259,70 @@ def test_selection_that_matches_nothing_exit_2_before_any_work(env, tmp_path):
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox",
              str(LORE_DATA_DIR / "blk-dontcache-v3.mbox"), "--repeat", "0")
     assert r.returncode == 2 and "--repeat must be positive" in one_error_line(r.stderr)
+
+
+def test_help_ends_with_the_exit_statuses_and_lists_the_configs(env, tmp_path):
+    """`python -m orchestrator` is `orch`; every help ends with the exit
+    statuses, and `--config` names the configs it knows."""
+    for args in (["--help"], ["test", "--help"], ["report", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        tail = r.stdout.rstrip().split("\n\n")[-1]
+        assert tail.startswith("exit status:"), args
+        assert ("130" in tail) if args[0] != "report" else ("newer" in tail), tail
+    r = orch(env, tmp_path, "test", "--help")
+    flat = " ".join(r.stdout.split())
+    for name in sorted(p.stem for p in (REPO / "kconfigs").glob("*.config")):
+        assert name in flat.split("one of ")[1].split(";")[0], name
+    for group in ("series intake:", "tree:", "build:", "boot and guest tests:"):
+        assert group in r.stdout
+
+
+def test_config_file_flags_override_and_print_config_says_where(env, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('lore_url = "https://lore.example.org"\nguest_timeout = 1234\n'
+                   'configs = ["base"]\n')
+    env = {**env, "ORCH_CONFIG": str(cfg)}
+    r = orch(env, tmp_path, "test", "--print-config", "--guest-timeout", "99")
+    assert r.returncode == 0, r.stderr
+    lines = {l.split(" = ")[0].lstrip("# "): l for l in r.stdout.splitlines()}
+    assert float(lines["guest_timeout"].split("#")[0].split("=")[1]) == 99
+    assert lines["guest_timeout"].endswith("# flag --guest-timeout")
+    assert '"https://lore.example.org"' in lines["lore_url"] and lines["lore_url"].endswith(str(cfg))
+    assert '["base"]' in lines["configs"] and lines["configs"].endswith(str(cfg))
+    assert lines["cache"].endswith("# env ORCH_CACHE")   # the environment wins over the file
+    assert lines["test_timeout"].endswith("# default")
+
+
+def test_config_file_cache_and_configs_are_used(env, tmp_path, small_tree):
+    """What the file says is what a run does: its cache holds the worktree,
+    its config list is the matrix."""
+    cache = tmp_path / "filecache"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'cache = "{cache}"\nconfigs = ["base"]\n')
+    env = {k: v for k, v in env.items() if k != "ORCH_CACHE"} | {"ORCH_CONFIG": str(cfg)}
+    rd = tmp_path / "run"
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "bad.mbox"),
+             "--tree", str(small_tree), "--run-dir", str(rd))
+    assert r.returncode == 3, r.stderr
+    assert list((cache / "work").iterdir()), "the worktree is not in the file's cache"
+    cfg.write_text('configs = ["nosuch"]\n')
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(tmp_path / "bad.mbox"),
+             "--tree", str(small_tree), "--run-dir", str(tmp_path / "run2"))
+    assert r.returncode == 2 and "unknown config 'nosuch'" in one_error_line(r.stderr)
+
+
+@pytest.mark.parametrize("text,why", [
+    ('guest_timeout = "fast"\n', "guest_timeout must be a positive number"),
+    ("guest-timeout = 10\n", "did you mean guest_timeout"),
+    ("jobs = \n", "not valid TOML"),
+])
+def test_bad_config_file_is_one_line_exit_2(env, tmp_path, text, why):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    r = orch({**env, "ORCH_CONFIG": str(cfg)}, tmp_path, "test", "--offline-mode", "--mbox",
+             str(tmp_path / "x.mbox"))
+    assert r.returncode == 2
+    line = one_error_line(r.stderr)
+    assert why in line and str(cfg) in line, line

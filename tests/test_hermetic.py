@@ -144,7 +144,7 @@ def series(tmp_path: Path, name: str):
 
 
 def orch_apply(repo_path: Path, tmp_path: Path, name: str):
-    t = tree.Tree(repo_path, str(repo_path), False)
+    t = tree.Tree(repo_path, str(repo_path))
     ws = tree.workspace(t, lock_timeout=10)
     try:
         base = Base(git(repo_path, "rev-parse", "main").stdout.strip(), "main")

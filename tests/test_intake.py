@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import V3_COVER
 from lore_server import LORE_DATA_DIR
 from orchestrator import intake
 from orchestrator.errors import BadInput, Exit
 
 V2_COVER = "20260225-blk-dontcache-v2-0-70e7ac4f7108@columbia.edu"
-V3_COVER = "20260227-blk-dontcache-v3-0-cd309ccd5868@columbia.edu"
 V3_PATCH2 = "20260227-blk-dontcache-v3-2-cd309ccd5868@columbia.edu"
 BASE = "05f7e89ab9731565d8a62e3b5d1ec206485eeb0b"
 CHANGE_ID = "20260218-blk-dontcache-338133dd045e"

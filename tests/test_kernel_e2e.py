@@ -8,53 +8,23 @@ on 2 cores); later runs boot cached kernels.
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import (IRQ_TEST, PORT, SHORT_SELECTION, TASK_TEST, assert_booted_as_built,
+                     orch_real, run_json)
 from lore_server import LORE_DATA_DIR
-
-REPO = Path(__file__).resolve().parent.parent
-PORT = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
-IRQ_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_irq_completion_evicts"
-TASK_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_task_completion_evicts"
-CACHED_TEST = "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cached"
-# The selection of the cached rerun below and of every CI mutant
-# (test_mutants_e2e.py): one selection, so the baseline boots for it once in
-# the whole suite and its kept results serve the rest.
-SHORT_SELECTION = [IRQ_TEST, TASK_TEST, CACHED_TEST]
+from orchestrator import build, ccache_guard, kconfig, tree, vm
+from orchestrator.errors import BadInput
+from orchestrator.models import GuestRun, Kernel
+from orchestrator.paths import cache_dir
 
 pytestmark = pytest.mark.slow
-
-
-def orch(tmp_path, *args, timeout=3600):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
-                           *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ,
-                                                "PYTHONPATH": str(REPO)})
-
-
-def rec(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
-
-
-def assert_booted_as_built(cfg: dict) -> None:
-    """Each side that booted ran the kernel its build produced: the banner
-    its console printed is the one orch found in the image and the build."""
-    banners = {}
-    for side in ("baseline", "patched"):
-        s = cfg[side]
-        if s.get("boot", {}).get("status", "not run") == "not run":
-            continue
-        assert s["build"]["banner"].startswith("Linux version 7.2.13"), s["build"]
-        assert s["boot"]["banner"] == s["build"]["banner"], s["boot"]
-        banners[side] = s["build"]["banner"]
-    if len(banners) == 2:
-        assert banners["baseline"] != banners["patched"]
 
 
 @pytest.mark.parametrize("version,files", [
@@ -62,13 +32,13 @@ def assert_booted_as_built(cfg: dict) -> None:
     (2, ["block/fops.c", "fs/exfat/inode.c", "fs/ntfs3/inode.c"])])
 def test_posted_series_does_not_apply_to_7_2_13(tmp_path, version, files):
     rd = tmp_path / "run"
-    r = orch(tmp_path, "--mbox", str(LORE_DATA_DIR / f"blk-dontcache-v{version}.mbox"),
-             "--run-dir", str(rd))
+    r = orch_real(tmp_path, "--mbox", str(LORE_DATA_DIR / f"blk-dontcache-v{version}.mbox"),
+                  "--run-dir", str(rd))
     assert r.returncode == 3, r.stderr
     last = r.stderr.rstrip().splitlines()[-1]
     assert last.startswith("orch: error: patch 2/2 \"block: enable RWF_DONTCACHE for block devices\"")
     assert "block/fops.c: hunk #1 (static int blkdev_write_begin" in last
-    data = rec(rd)
+    data = run_json(rd)
     assert [p["status"] for p in data["series"]["patches"]] == ["applied", "failed"]
     assert sorted(x["file"] for x in data["apply"]["rejections"]) == sorted(files)
     assert "not in the tree" in data["tree"]["base_reason"]
@@ -79,8 +49,8 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     """Baseline 7.2.13 rejects RWF_DONTCACHE on block devices; the ported
     series accepts it and the folios leave the cache, IRQ completion too."""
     rd = tmp_path / "run"
-    r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd))
-    data = rec(rd)
+    r = orch_real(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd))
+    data = run_json(rd)
     (cfg,) = data["configs"]
     # The whole guest suite runs; the RFC may fail some of it for real (the
     # full folio_batch, say). The exit status must say exactly that.
@@ -119,8 +89,6 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     assert_booted_as_built(cfg)
     # The check fails on a real boot of another kernel: the patched guest's
     # console and /proc/version, held against the baseline's build.
-    from orchestrator import vm
-    from orchestrator.models import GuestRun, Kernel
     p = cfg["patched"]
     other = Kernel("base", Path(p["build"]["image"]), Path(p["build"]["image"]), True, 0, None,
                    banner=cfg["baseline"]["build"]["banner"])
@@ -137,28 +105,41 @@ def test_port_fixes_dontcache_eviction(tmp_path):
 
     # Again: nothing compiles, both kernels come from the cache.
     rd2 = tmp_path / "run2"
-    r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd2),
-             *[a for t in SHORT_SELECTION for a in ("--guest-test", t)])
-    data = rec(rd2)
+    r = orch_real(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd2),
+                  *[a for t in SHORT_SELECTION for a in ("--guest-test", t)])
+    data = run_json(rd2)
     assert r.returncode == 0, r.stderr
     (cfg,) = data["configs"]
     assert cfg["baseline"]["build"]["status"] == "cached"
     assert cfg["patched"]["build"]["status"] == "cached"
-    # The patched kernel is always booted; the baseline's results for this
-    # selection may be kept from an earlier run on this machine.
-    assert cfg["patched"]["boot"]["cached"] is False
+    # Either kernel's results for this selection may be kept from an earlier
+    # run on this machine.
+    assert isinstance(cfg["patched"]["boot"]["cached"], bool)
     assert isinstance(cfg["baseline"]["boot"]["cached"], bool)
     assert_booted_as_built(cfg)
+
+    # A rerun of the same series boots nothing: both sides' results are kept,
+    # and judged again to the same verdict.
+    rd3 = tmp_path / "run3"
+    r = orch_real(tmp_path, "--mbox", str(PORT), "--config", "base", "--run-dir", str(rd3),
+                  *[a for t in SHORT_SELECTION for a in ("--guest-test", t)])
+    again = run_json(rd3)
+    assert r.returncode == 0, r.stderr
+    (cfg3,) = again["configs"]
+    assert cfg3["baseline"]["boot"]["cached"] is True
+    assert cfg3["patched"]["boot"]["cached"] is True
+    assert cfg3["comparison"] == cfg["comparison"] and again["verdict"] == data["verdict"]
+    assert "results of an earlier boot of this kernel" in r.stderr
+    assert_booted_as_built(cfg3)
 
 
 def _base_build_dir(tmp_path) -> Path:
     """The `base` build directory of the 7.2.13 tree (test_port_fixes builds
     it; a cached run here only checks out and finds the kernels)."""
-    from orchestrator.paths import cache_dir
     found = sorted((cache_dir() / "work").glob("linux-source-7.2-*/build/base"))
     if not found or not (found[0] / "arch/x86/boot/compressed/.piggy.o.cmd").exists():
-        r = orch(tmp_path, "--mbox", str(PORT), "--config", "base", "--build-only",
-                 "--run-dir", str(tmp_path / "build"))
+        r = orch_real(tmp_path, "--mbox", str(PORT), "--config", "base", "--build-only",
+                      "--run-dir", str(tmp_path / "build"))
         assert r.returncode == 0, r.stderr
         found = sorted((cache_dir() / "work").glob("linux-source-7.2-*/build/base"))
     return found[0]
@@ -170,9 +151,6 @@ def test_real_piggy_collision_plain_ccache_but_not_orch(tmp_path):
     payloads of the same size give the same piggy.S text. Plain ccache (what
     orch used) links the first payload into the second object; orch's CC
     compiles it afresh."""
-    import shlex
-    import shutil
-    from orchestrator import build, ccache_guard
     bd = _base_build_dir(tmp_path)
     z = "arch/x86/boot/compressed"
     saved = (bd / z / ".piggy.o.cmd").read_text().split(":=", 1)[1].splitlines()[0]
@@ -209,8 +187,6 @@ def test_kasan_without_its_dependencies_is_named_and_stops(tmp_path):
     """On top of tinyconfig, KASAN needs SLUB_TINY=n: a fragment that asks
     for KASAN alone loses it in olddefconfig, and orch must say so (status
     2) instead of building a kernel without it. Real Kconfig, 7.2.13 tree."""
-    from orchestrator import kconfig, tree
-    from orchestrator.errors import BadInput
     kdir = tmp_path / "kconfigs"
     kdir.mkdir()
     (kdir / "kasan.config").write_text("CONFIG_DEBUG_KERNEL=y\nCONFIG_KASAN=y\n")

@@ -11,12 +11,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from helpers import V3_COVER
 from lore_server import LORE_DATA_DIR, LoreServer, split_mboxrd
 
 B4 = Path(sys.executable).parent / "b4"
 V1_PATCH = "20260218-blk-dontcache-v1-1-fad6675ef71f@columbia.edu"
 V2_COVER = "20260225-blk-dontcache-v2-0-70e7ac4f7108@columbia.edu"
-V3_COVER = "20260227-blk-dontcache-v3-0-cd309ccd5868@columbia.edu"
 CHANGE_ID = "20260218-blk-dontcache-338133dd045e"
 
 # From tests/data/lore/README.md ("git patch-id --stable").

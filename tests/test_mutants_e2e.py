@@ -3,26 +3,22 @@ mutants; scripts/mutants.py runs them all (table in guest_tests/README.md).
 
 Each mutant (tests/data/patches/mutant-*.mbox) is the RFC v3 7.2.13 port
 plus one small bug that a guest test claims to catch. Every mutant boots the
-same three tests (test_kernel_e2e.SHORT_SELECTION, which the port's cached
-rerun also runs, so the baseline's results for it are kept and it boots
-once in the suite): the test that claims to catch the bug must FAIL with the
-bug's own signature, the task-completion control (a path the bugs do not
-touch) must PASS, and orch's status is 1. Each mutant costs an incremental
-build of mm/filemap.c and one short boot.
+same three tests (helpers.SHORT_SELECTION, which the port's cached rerun in
+test_kernel_e2e.py also runs, so the baseline's results for it are kept and
+it boots once in the suite): the test that claims to catch the bug must
+FAIL with the bug's own signature, the task-completion control (a path the
+bugs do not touch) must PASS, and orch's status is 1. Each mutant costs an
+incremental build of mm/filemap.c and one short boot.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from test_kernel_e2e import (CACHED_TEST as CACHED, IRQ_TEST as IRQ, SHORT_SELECTION,
-                             TASK_TEST as TASK, assert_booted_as_built, orch, rec)
+from helpers import (CACHED_TEST as CACHED, IRQ_TEST as IRQ, PATCHES, SHORT_SELECTION,
+                     TASK_TEST as TASK, assert_booted_as_built, orch_real, run_json)
 
 pytestmark = pytest.mark.slow
-
-PATCHES = Path(__file__).resolve().parent / "data" / "patches"
 
 
 def _check_irq_partly_cached(t: dict) -> None:
@@ -68,9 +64,9 @@ def test_mutant_fails_its_test_and_passes_the_control(tmp_path, mutant, caught, 
             "--run-dir", str(rd)]
     for t in SHORT_SELECTION:
         args += ["--guest-test", t]
-    r = orch(tmp_path, *args)
+    r = orch_real(tmp_path, *args)
     assert r.returncode == 1, r.stderr
-    data = rec(rd)
+    data = run_json(rd)
     assert data["exit_code"] == 1 and data["verdict"] == "FAIL"
     assert [p["status"] for p in data["series"]["patches"]] == ["applied"] * 3
     (cfg,) = data["configs"]

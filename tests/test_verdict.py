@@ -331,3 +331,21 @@ def test_kconfig_base_is_loadable_and_matrix_names_exist():
         assert kc.start == "tinyconfig"
         assert kc.wanted["CONFIG_CACHESTAT_SYSCALL"] == "y"
         assert kc.wanted["CONFIG_BLK_DEV_NULL_BLK"] == "y"
+
+
+def test_a_side_carries_its_splats_and_a_config_compares_them():
+    """Judging is pure: one side alone keeps what its console showed (bisect
+    --splat compares it with the parent's), and a config compares baseline
+    and patched splats without being handed them again."""
+    exp = ["t.py::a"]
+    g = GuestRun(True, "tcg", 1.0, Path("/dev/null"), Path("/dev/null"),
+                 [TestResult("t.py::a", S.PASS)], harness_rc=0, finished=True)
+    old = splats.Splat("warning", "WARNING: at mm/old.c:1 old_fn")
+    new = splats.Splat("bug", "BUG: unable to handle page fault at mm/filemap.c")
+    b = verdict.judge_side(exp, g, False, [old])
+    p = verdict.judge_side(exp, g, True, [old, new])
+    # A splat does not change one side's own status: tests decide that.
+    assert (b.status, p.status) == ("PASS", "PASS") and p.splats == [old, new]
+    v = verdict.judge_config("base", exp, b, p)
+    assert v.verdict == "FAIL" and v.new_splats == [new] and v.preexisting_splats == [old]
+    assert verdict.judge_config("base", exp, p, p).verdict == "PASS"

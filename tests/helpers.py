@@ -1,0 +1,144 @@
+"""Plain helpers and constants shared by the test modules: paths, the guest
+tests the real-kernel tests select, one way to run orch, readers of what a
+run leaves, git and mbox makers, process watching.
+
+Fixtures shared by several modules are in conftest.py; no test module
+imports another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+PORT = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
+# Small patches on the 7.2.13 base: crash cases and guest-suite mutants.
+PATCHES = TESTS_DIR / "data" / "patches"
+# The stand-in tree with Kbuild's make interface (builds in seconds).
+MINI = TESTS_DIR / "data" / "minikernel"
+# v3's cover letter in tests/data/lore.
+V3_COVER = "20260227-blk-dontcache-v3-0-cd309ccd5868@columbia.edu"
+
+IRQ_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_irq_completion_evicts"
+TASK_TEST = "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_task_completion_evicts"
+CACHED_TEST = "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cached"
+# The selection of the port's cached rerun (test_kernel_e2e.py) and of every
+# CI mutant (test_mutants_e2e.py): one selection, so the baseline boots for
+# it once in the whole suite and its kept results serve the rest.
+SHORT_SELECTION = [IRQ_TEST, TASK_TEST, CACHED_TEST]
+
+# A mini_new() that compiles, for series on the stand-in tree.
+FIXED = "int mini_new(void)\n{\n\treturn 1;\n}\n"
+
+
+def orch(env, cwd, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def orch_real(tmp_path, *args, timeout=3600):
+    """`orch test --offline-mode ARGS` in tmp_path, in this environment with
+    this checkout's orch: how the real-kernel tests run it (their kernels
+    are cached in orch's own cache, so a real build is paid for once)."""
+    return orch({**os.environ, "PYTHONPATH": str(REPO)}, tmp_path, "test", "--offline-mode",
+                *args, timeout=timeout)
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    errors = [l for l in stderr.splitlines() if l.startswith("orch: error:")]
+    assert len(errors) == 1, stderr
+    assert stderr.rstrip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.org",
+                        "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.org",
+                        "HOME": str(repo), "PATH": "/usr/bin:/bin"})
+
+
+def series(repo: Path, tmp_path: Path, name: str, steps: list[tuple[str, dict]]) -> Path:
+    """An mbox of one commit per step on top of repo's HEAD: {file: text or None}."""
+    work = tmp_path / f"work-{name}"
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    for subject, files in steps:
+        for f, text in files.items():
+            if text is None:
+                (work / f).unlink()
+            else:
+                (work / f).write_text(text)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", subject)
+    out = subprocess.run(["git", "-C", str(work), "format-patch", "--stdout",
+                          f"-{len(steps)}"], check=True, capture_output=True).stdout
+    mbox = tmp_path / f"{name}.mbox"
+    mbox.write_bytes(out)
+    return mbox
+
+
+def build_only(env, tmp_path, mini, mbox, *extra, rd_name="run"):
+    rd = tmp_path / rd_name
+    r = orch(env, tmp_path, "test", "--offline-mode", "--build-only", "--mbox", str(mbox),
+             "--tree", str(mini), "--run-dir", str(rd), *extra)
+    return r, rd
+
+
+def sigterm_when(args: list[str], cwd: Path, env: dict, ready, within: float) -> tuple[int, str]:
+    """Start `orch test --offline-mode ARGS`, SIGTERM it once ready() holds;
+    return its exit status and stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                          *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not ready():
+            time.sleep(0.2)
+        assert ready(), "the run never got to the point to interrupt"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(f"{d.name}: {cmd}")
+    return found
+
+
+def assert_booted_as_built(cfg: dict) -> None:
+    """Each side that booted ran the kernel its build produced: the banner
+    its console printed is the one orch found in the image and the build."""
+    banners = {}
+    for side in ("baseline", "patched"):
+        s = cfg[side]
+        if s.get("boot", {}).get("status", "not run") == "not run":
+            continue
+        assert s["build"]["banner"].startswith("Linux version 7.2.13"), s["build"]
+        assert s["boot"]["banner"] == s["build"]["banner"], s["boot"]
+        banners[side] = s["build"]["banner"]
+    if len(banners) == 2:
+        assert banners["baseline"] != banners["patched"]
