@@ -46,7 +46,6 @@ class DebianTree:
     path: Path
     package: str
     version: str  # the Debian package version, e.g. 7.2.13-1
-    tag: str      # git tag of the imported source
 
 
 def system_mirror() -> str:
@@ -110,8 +109,8 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
     dest = root / package
     marker = dest / ".git" / "orch-imported"
     if marker.exists():
-        version, tag = marker.read_text().split()
-        return DebianTree(dest, package, version, tag)
+        version = marker.read_text().split()[0]   # then the git tag of the import
+        return DebianTree(dest, package, version)
     root.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or root
     log = log_dir / f"import-{package}.log"
@@ -145,4 +144,4 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
         if not r.ok:
             raise OrchError(f"importing {package} into git failed (see {log})")
     marker.write_text(f"{version} {tag}\n")
-    return DebianTree(dest, package, version, tag)
+    return DebianTree(dest, package, version)

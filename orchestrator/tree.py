@@ -38,7 +38,6 @@ GIT_ENV = {"GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost"
 class Tree:
     repo: Path
     label: str        # what the report calls it
-    default: bool     # the embedded Debian tree
 
 
 @dataclass
@@ -78,7 +77,7 @@ def open_tree(path: Path | None, debian_package: str = debsrc.DEFAULT_PACKAGE,
               log_dir: Path | None = None) -> Tree:
     if path is None:
         d = debsrc.import_tree(debian_package, log_dir=log_dir)
-        return Tree(d.path, f"{d.package} {d.version} (Debian)", True)
+        return Tree(d.path, f"{d.package} {d.version} (Debian)")
     path = path.expanduser()
     if not path.exists():
         raise BadInput(f"no such tree: {path}")
@@ -87,7 +86,7 @@ def open_tree(path: Path | None, debian_package: str = debsrc.DEFAULT_PACKAGE,
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise BadInput(f"not a git tree: {path}")
     top = Path(repo.git.rev_parse("--show-toplevel"))
-    return Tree(top, str(top), False)
+    return Tree(top, str(top))
 
 
 def has_commit(repo: Path, rev: str) -> str | None:

@@ -5,8 +5,9 @@ One run measures, side by side:
   by-hand  olddefconfig + make (baseline), git am, make (patched), vng both:
            what a developer would type instead of orch (plain gcc, no ccache);
   cold     orch test with empty caches (no ccache, no kernels, no worktree);
-  warm     the same series again (the baseline's results are kept: one boot);
-  warm_both  the same again with --rerun-baseline (both boots);
+  warm     the same series again (both kernels' results are kept: no boot);
+  warm_one   the same again with --rerun-baseline (the baseline boots);
+  warm_both  the same again with --rerun (both boot);
   second   another series on the same base.
 and writes the figures to a JSON file (default bench/results.json).
 
@@ -131,7 +132,7 @@ def main() -> int:
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
-                    default=["by_hand", "cold", "warm", "warm_both", "second"])
+                    default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second"])
     args = ap.parse_args()
     tree = args.tree or debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-", dir=os.environ.get("BENCH_DIR")))
@@ -159,9 +160,13 @@ def main() -> int:
     if "warm" in args.only:
         res["orch_warm"] = orch(tree, cache, FIRST, scratch / "run-warm")
         save()
+    if "warm_one" in args.only:
+        res["orch_warm_one_boot"] = orch(tree, cache, FIRST, scratch / "run-warm-one",
+                                         "--rerun-baseline")
+        save()
     if "warm_both" in args.only:
         res["orch_warm_both_boots"] = orch(tree, cache, FIRST, scratch / "run-warm-both",
-                                           "--rerun-baseline")
+                                           "--rerun")
         save()
     if "second" in args.only:
         res["orch_second_series"] = orch(tree, cache, SECOND, scratch / "run-second")
@@ -169,7 +174,8 @@ def main() -> int:
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
-    for name in ("orch_warm", "orch_warm_both_boots", "orch_second_series"):
+    for name in ("orch_warm", "orch_warm_one_boot", "orch_warm_both_boots",
+                 "orch_second_series"):
         if name in res and res[name]["boot_tests_seconds"]:
             w = res[name]
             w["vs_boots_alone"] = round(w["seconds"] / w["boot_tests_seconds"], 3)

@@ -63,7 +63,7 @@ def main() -> int:
     ap.add_argument("--guest-timeout", type=float, default=5400)
     a = ap.parse_args()
     argv = [sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode", "--mbox",
-            str(a.mbox), "--config", a.config, "--repeat", str(a.repeat), "--rerun-baseline",
+            str(a.mbox), "--config", a.config, "--repeat", str(a.repeat), "--rerun",
             "--guest-timeout", str(a.guest_timeout), "--run-dir", str(a.run_dir)]
     for t in a.guest_test:
         argv += ["--guest-test", t]

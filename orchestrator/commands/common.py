@@ -31,18 +31,6 @@ def parser_kwargs(epilog: str = EXIT_STATUSES) -> dict:
     return {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-def positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return value
-    return parse
-
-
 def _configs_help() -> str:
     try:
         known = ", ".join(kconfig.available())
@@ -57,7 +45,7 @@ def add_intake(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("series intake")
     g.add_argument("--mbox", type=Path, help="read the series from a local mbox")
     g.add_argument("--lore-url", help="lore base URL (a mirror)")
-    g.add_argument("--lore-timeout", type=positive(float),
+    g.add_argument("--lore-timeout", type=float,
                    help="seconds b4 may take to fetch the series")
     g.add_argument("--offline-mode", dest="offline", action="store_true",
                    help="no network: with --mbox, b4 looks nothing up")
@@ -70,13 +58,16 @@ def add_tree(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tree", type=Path, help="kernel git tree (default: Debian's linux-source)")
     g.add_argument("--debian-source", help="Debian package of the default tree")
     g.add_argument("--base", help="base commit/ref when the tree lacks the series' base-commit")
+    g.add_argument("--cache", type=Path, metavar="DIR",
+                   help="where orch keeps trees, worktrees, kernels and kept results "
+                   "(default: $ORCH_CACHE, else ~/.cache/orch)")
 
 
 def add_build(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("build")
     g.add_argument("--config", action="append", dest="configs", metavar="NAME",
                    help=_configs_help())
-    g.add_argument("--jobs", "-j", type=positive(int),
+    g.add_argument("--jobs", "-j", type=int,
                    help="make jobs shared by all concurrent builds (default: CPUs)")
     g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="build without bubblewrap (network and all files reachable: "
@@ -87,9 +78,9 @@ def add_boot(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("boot and guest tests")
     g.add_argument("--guest-test", action="append", dest="guest_tests", metavar="ID",
                    help="run only this guest test (pytest node id; repeatable)")
-    g.add_argument("--guest-timeout", type=positive(float),
+    g.add_argument("--guest-timeout", type=float,
                    help="seconds for one boot + guest tests")
-    g.add_argument("--test-timeout", type=positive(float),
+    g.add_argument("--test-timeout", type=float,
                    help="seconds for one guest test; a hung test fails and the suite goes on")
     g.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each guest test N times in the same boot; a test whose runs "
@@ -105,12 +96,13 @@ def add_boot(p: argparse.ArgumentParser) -> None:
 SETTING_FLAGS = {"lore_url": "lore_url", "lore_timeout": "lore_timeout", "tree": "tree",
                  "debian_source": "debian_source", "configs": "configs", "jobs": "jobs",
                  "guest_timeout": "guest_timeout", "test_timeout": "test_timeout",
-                 "timeout": "timeout"}
+                 "timeout": "timeout", "cache": "cache"}
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
-    """Flags over the environment over the config file over the defaults;
-    the cache location takes effect for the whole command."""
+    """Flags over the environment over the config file over the defaults
+    (settings.py checks them all alike); the cache location takes effect
+    for the whole command."""
     flags = {key: getattr(args, dest) for dest, key in SETTING_FLAGS.items()
              if getattr(args, dest, None) is not None}
     eff = settings.load(flags)

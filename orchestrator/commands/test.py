@@ -69,7 +69,7 @@ def register(sub) -> None:
     g.add_argument("--run-dir", type=Path, help="where results and logs go "
                    "(default: orch-runs/<time>-<msgid>)")
     g.add_argument("--json", type=Path, dest="json_out", help="also write run.json here")
-    g.add_argument("--timeout", type=common.positive(float),
+    g.add_argument("--timeout", type=float,
                    help="seconds for the whole run (default: none)")
     g.add_argument("--each-patch", action="store_true",
                    help="also build after every patch of the series and name the first "
