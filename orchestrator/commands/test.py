@@ -54,7 +54,7 @@ class Options:
     rerun: bool = False                     # boot every kernel again
     rerun_baseline: bool = False            # boot the baselines again
     sandbox: bool = True
-    jobs: int = 1
+    jobs: int = field(default_factory=build.jobs)
     argv: list[str] = field(default_factory=list)
 
 
