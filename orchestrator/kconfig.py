@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import proc
 from .errors import BadInput, OrchError, Exit
+from .paths import data_root
 
-KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
 _OPT = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _OFF = re.compile(r"^# (CONFIG_\w+) is not set$")
 
@@ -33,18 +33,23 @@ class KConfig:
         return hashlib.sha256(f"{self.start}\n{self.fragment}".encode()).hexdigest()
 
 
-def available(kdir: Path = KCONFIG_DIR) -> list[str]:
-    return sorted(p.stem for p in kdir.glob("*.config"))
+def kconfig_dir() -> Path:
+    return data_root() / "kconfigs"
 
 
-def default_matrix(kdir: Path = KCONFIG_DIR) -> list[str]:
-    lines = (kdir / "matrix").read_text().splitlines()
+def available(kdir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (kdir or kconfig_dir()).glob("*.config"))
+
+
+def default_matrix(kdir: Path | None = None) -> list[str]:
+    lines = ((kdir or kconfig_dir()) / "matrix").read_text().splitlines()
     return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
 
 
-def load(name: str, kdir: Path = KCONFIG_DIR, _seen: tuple = ()) -> KConfig:
+def load(name: str, kdir: Path | None = None, _seen: tuple = ()) -> KConfig:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in _seen:
         raise BadInput(f"bad config name: {name!r}")
+    kdir = kdir or kconfig_dir()
     path = kdir / f"{name}.config"
     if not path.exists():
         raise BadInput(f"unknown config {name!r} (have: {', '.join(available(kdir))})")

@@ -17,31 +17,41 @@ import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from . import __version__, untrusted, vm
+from . import __version__, selection, untrusted, vm
 from .models import GuestRun, Kernel
-from .paths import cache_dir
+from .paths import cache_dir, data_root
 
 MAX_FILE = 16 << 20
 FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log")
+PLUGIN = Path(__file__).with_name("guest_plugin.py")
+
+
+def suite_digest(tests: tuple[str, ...] = ()) -> str:
+    """The guest suite's files, and those of any test selected outside it."""
+    return _suite_digest(tests, data_root())
 
 
 @functools.lru_cache(maxsize=None)
-def suite_digest(tests: tuple[str, ...] = ()) -> str:
-    """The guest suite's files, and those of any test selected outside it."""
+def _suite_digest(tests: tuple[str, ...], root: Path) -> str:
+    # Each file is hashed under its name in a source checkout (the data root
+    # holds guest_tests/; the plugin is orchestrator/guest_plugin.py), so a
+    # checkout and an installed orch with the same suite keep the same results.
     # The plugin decides what the guest reports: part of the suite.
-    roots = {vm.GUEST_TESTS, Path(__file__).with_name("guest_plugin.py")}
+    tops = {PurePosixPath(selection.GUEST_TESTS): root / selection.GUEST_TESTS,
+            PurePosixPath("orchestrator", PLUGIN.name): PLUGIN}
     for t in tests:
-        path = (vm.REPO / t.split("::")[0]).resolve()
-        if path.is_relative_to(vm.REPO) and path.exists():
-            roots.add(path)
+        path = (root / t.split("::")[0]).resolve()
+        if path.is_relative_to(root) and path.exists():
+            tops[PurePosixPath(path.relative_to(root))] = path
     h = hashlib.sha256()
-    for root in sorted(roots):
-        files = [root] if root.is_file() else sorted(root.rglob("*"))
+    for name in sorted(tops):
+        top = tops[name]
+        files = [top] if top.is_file() else sorted(top.rglob("*"))
         for f in files:
             if f.is_file() and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(vm.REPO)).encode() + b"\0" + f.read_bytes())
+                h.update(str(name / f.relative_to(top)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 

@@ -9,50 +9,52 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from . import paths
 from .errors import BadInput, OrchError, Exit
 from .sanitize import clean
 
-REPO = Path(__file__).resolve().parent.parent
-GUEST_TESTS = REPO / "guest_tests"
+GUEST_TESTS = "guest_tests"   # the suite, relative to the data root
 PLUGIN = "orchestrator.guest_plugin"
 COLLECT_TIMEOUT = 120
 
 
 def targets(tests: list[str] | None) -> list[str]:
-    return list(tests) if tests else [str(GUEST_TESTS.relative_to(REPO))]
+    return list(tests) if tests else [GUEST_TESTS]
 
 
 def pytest_base_args() -> list[str]:
-    """The arguments the host's collection and the guest's run share."""
+    """The arguments the host's collection and the guest's run share; both
+    run with the data root as their cwd."""
     return ["-p", "no:cacheprovider", "-p", PLUGIN]
 
 
 def collect(tests: list[str] | None) -> list[str]:
-    return list(_collect(tuple(tests or ())))
+    return list(_collect(tuple(tests or ()), paths.data_root()))
 
 
 @functools.lru_cache(maxsize=None)
-def _collect(tests: tuple[str, ...]) -> tuple[str, ...]:
+def _collect(tests: tuple[str, ...], root: Path) -> tuple[str, ...]:
     for t in tests:
         if t.startswith("-"):
             raise BadInput(f"--guest-test {t!r} is an option, not a test")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ids.json"
-        argv = [sys.executable, "-m", "pytest", *pytest_base_args(), "--collect-only", "-q",
-                *targets(list(tests))]
+        argv = [sys.executable, "-m", "pytest", *pytest_base_args(),
+                "--collect-only", "-q", *targets(list(tests))]
         try:
-            r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+            r = subprocess.run(argv, cwd=root, capture_output=True, text=True,
                                timeout=COLLECT_TIMEOUT,
                                env={**_env(), "ORCH_COLLECT": str(out)})
         except subprocess.TimeoutExpired:
             raise OrchError(f"collecting the guest tests took over {COLLECT_TIMEOUT}s", Exit.INFRA)
-        what = " ".join(tests) if tests else "guest_tests/"
+        what = " ".join(tests) if tests else f"{GUEST_TESTS}/"
         if r.returncode == 5 or (r.returncode == 0 and not out.exists()):
             raise BadInput(f"no guest test matches the selection: {what}")
         if r.returncode == 4:
@@ -68,7 +70,6 @@ def _collect(tests: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _env() -> dict:
-    import os
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("ORCH_MARKS", None)

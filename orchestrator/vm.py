@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import guest_results, kimage, proc, selection, splats, untrusted
+from . import guest_results, kimage, paths, proc, selection, splats, untrusted
 from .models import GuestRun, Kernel
 from .sanitize import clean
 
-REPO, GUEST_TESTS = selection.REPO, selection.GUEST_TESTS
 BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
 TEST_TIMEOUT = 300       # one guest test; a hung one fails, the suite goes on
 CPUS = 2
@@ -62,8 +61,7 @@ def probe_kvm(image: Path | None = None) -> tuple[bool, str]:
 
 @functools.lru_cache(maxsize=None)
 def _probe_kernel(image: str) -> tuple[bool, str]:
-    from .paths import cache_dir
-    memo = cache_dir() / "kvm-probe.json"
+    memo = paths.cache_dir() / "kvm-probe.json"
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -142,6 +140,7 @@ def timeout_args(test_timeout: float) -> list[str]:
 def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
+    root = paths.data_root()   # the guest sees it over the host's root filesystem
     targets = " ".join(shlex.quote(t) for t in selection.targets(tests))
     extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(), *pytest_args])
     # /proc/version first thing: orch checks it is the kernel it built.
@@ -150,7 +149,7 @@ def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]
     # a test's "WARNING:" text is not one). The plugin's start/end marks go
     # into the kernel log, so they survive a kernel that dies mid-suite.
     return (f"cat /proc/version > {res}/proc-version; "
-            f"cd {shlex.quote(str(REPO))} && PYTHONDONTWRITEBYTECODE=1 "
+            f"cd {shlex.quote(str(root))} && PYTHONDONTWRITEBYTECODE=1 "
             f"ORCH_RESULTS={res} ORCH_MARKS=/dev/kmsg {py} -m pytest -rA "
             f"--junitxml={res}/junit.xml {extra} {targets} > {res}/harness.log 2>&1; "
             f"echo $? > {res}/harness-rc")
@@ -203,8 +202,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             last[0] = line
         status(f"boot {kernel.config}: {time.monotonic() - t0:.0f}s {last[0]}")
     try:
-        r = proc.run(argv, log=console, cwd=REPO, timeout=timeout, env={"PATH": path},
-                     on_line=on_line)
+        r = proc.run(argv, log=console, cwd=paths.data_root(), timeout=timeout,
+                     env={"PATH": path}, on_line=on_line)
     finally:
         scratch.unlink(missing_ok=True)
         status(None)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import kconfig, settings
-from ..errors import Exit
+from ..errors import Exit, OrchError
 
 EXIT_STATUSES = """\
 exit status:
@@ -35,7 +35,7 @@ def _configs_help() -> str:
     try:
         known = ", ".join(kconfig.available())
         matrix = " ".join(kconfig.default_matrix())
-    except OSError:
+    except (OSError, OrchError):  # no kconfigs/ (a bad ORCH_DATA): the command says so
         known = matrix = "?"
     return (f"kernel config (repeatable): one of {known}; default: the matrix in "
             f"kconfigs/matrix ({matrix}) or `configs` in the config file")
