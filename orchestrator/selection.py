@@ -29,10 +29,29 @@ def targets(tests: list[str] | None) -> list[str]:
     return list(tests) if tests else [GUEST_TESTS]
 
 
-def pytest_base_args() -> list[str]:
+def rootdir(root: Path, tests: list[str] | None) -> Path:
+    """pytest's rootdir, which node ids are relative to: the data root, or
+    above it when a selected test lies outside it (orch's own tests select
+    files in temporary directories; outside its rootdir pytest would drop
+    a file's path from its ids)."""
+    selected = [os.path.abspath(root / t.split("::")[0]) for t in targets(tests)]
+    return Path(os.path.commonpath([str(root), *selected]))
+
+
+def pytest_base_args(root: Path, tests: list[str] | None) -> list[str]:
     """The arguments the host's collection and the guest's run share; both
-    run with the data root as their cwd."""
-    return ["-p", "no:cacheprovider", "-p", PLUGIN]
+    run with the data root as their cwd.
+
+    pytest reads no configuration file (`-c /dev/null`), and its rootdir and
+    conftest.py files come from here: an installed orch has no
+    pyproject.toml, and a stray pytest.ini, pyproject.toml or conftest.py
+    above the data root (site-packages, a CI workspace) must not change the
+    node ids or the JUnit file. What the suite needs is given here."""
+    return ["-c", os.devnull, "--rootdir", str(rootdir(root, tests)), "--confcutdir", str(root),
+            # xunit1 (as before): record_property() values, and each
+            # testcase's file and line, in the guest's JUnit file.
+            "-o", "junit_family=xunit1",
+            "-p", "no:cacheprovider", "-p", PLUGIN]
 
 
 def collect(tests: list[str] | None) -> list[str]:
@@ -46,7 +65,7 @@ def _collect(tests: tuple[str, ...], root: Path) -> tuple[str, ...]:
             raise BadInput(f"--guest-test {t!r} is an option, not a test")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ids.json"
-        argv = [sys.executable, "-m", "pytest", *pytest_base_args(),
+        argv = [sys.executable, "-m", "pytest", *pytest_base_args(root, list(tests)),
                 "--collect-only", "-q", *targets(list(tests))]
         try:
             r = subprocess.run(argv, cwd=root, capture_output=True, text=True,
@@ -70,7 +89,9 @@ def _collect(tests: tuple[str, ...], root: Path) -> tuple[str, ...]:
 
 
 def _env() -> dict:
-    env = dict(os.environ)
+    # The guest gets none of the host's environment: PYTEST_ADDOPTS and
+    # the like here would collect other tests than the guest runs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("ORCH_MARKS", None)
     return env

@@ -142,7 +142,8 @@ def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]
     res = shlex.quote(str(results))
     root = paths.data_root()   # the guest sees it over the host's root filesystem
     targets = " ".join(shlex.quote(t) for t in selection.targets(tests))
-    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(), *pytest_args])
+    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(root, tests),
+                                                *pytest_args])
     # /proc/version first thing: orch checks it is the kernel it built.
     # pytest's own output goes to harness.log, not to the console: the
     # console is the kernel's log, where a splat is a splat (pytest echoing

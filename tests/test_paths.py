@@ -1,13 +1,19 @@
-"""Where orch finds kconfigs/ and guest_tests/ (paths.data_root())."""
+"""Where orch finds kconfigs/ and guest_tests/ (paths.data_root()), and that
+the guest suite's pytest reads nothing from around that directory: node ids
+and JUnit properties come out the same wherever orch is installed.
+tests/test_packaging.py checks a real `pip install`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from helpers import REPO
-from orchestrator import kconfig, paths
+from orchestrator import kconfig, paths, selection, vm
 from orchestrator.errors import BadInput, Exit, OrchError
 
 
@@ -67,3 +73,64 @@ def test_no_data_anywhere_is_infra(tmp_path, monkeypatch):
         paths.data_root()
     assert e.value.exit == Exit.INFRA
 
+
+PROBE = '''
+def test_probe(suite_fixture, record_property):
+    record_property("answer", suite_fixture)
+'''
+# Each of these, if pytest read it, would change the ids, drop the property
+# (xunit2) or stop the run.
+STRAY = {
+    "pytest.ini": "[pytest]\naddopts = -k no_such_test\njunit_family = xunit2\n",
+    "pyproject.toml": "[tool.pytest.ini_options]\naddopts = '-k no_such_test'\n",
+    "conftest.py": "raise RuntimeError('a conftest.py above the data root was loaded')\n",
+}
+
+
+def test_guest_pytest_ignores_files_around_the_data_root(tmp_path, monkeypatch):
+    """A data root under a directory with its own pytest configuration (as
+    site-packages or a CI workspace may be): the host's collection and the
+    guest's harness command (run here) give the same ids and properties."""
+    outer = tmp_path / "outer"
+    root = data_dir(outer / "data")
+    for name, text in STRAY.items():
+        (outer / name).write_text(text)
+    (root / "guest_tests" / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef suite_fixture():\n    return '42'\n")
+    (root / "guest_tests" / "test_probe.py").write_text(PROBE)
+    monkeypatch.setenv(paths.DATA_ENV, str(root))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-k no_such_test")   # not the guest's either
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    expected = selection.collect(None)
+    assert expected == ["guest_tests/test_probe.py::test_probe"]
+
+    results = tmp_path / "results"
+    results.mkdir()
+    console = tmp_path / "console.log"
+    cmd = vm.guest_command(results, None, vm.timeout_args(60))
+    cmd = cmd.replace("ORCH_MARKS=/dev/kmsg", f"ORCH_MARKS={console}")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    subprocess.run(["sh", "-c", cmd], timeout=120, env=env)
+    log = (results / "harness.log").read_text()
+    assert (results / "harness-rc").read_text().strip() == "0", log
+    assert "rootdir: " + str(root) in log, log
+    g = vm.outcome(results, console, expected)
+    (t,) = g.tests
+    assert t.name == expected[0] and t.status.value == "PASS", t
+    assert t.properties == {"answer": "42"}
+    # junit_family=xunit1, as orch asks: its testcase keeps `file` (xunit2
+    # drops it), relative to the data root.
+    (case,) = ET.parse(results / "junit.xml").getroot().iter("testcase")
+    assert case.get("file") == "guest_tests/test_probe.py", case.attrib
+
+
+def test_a_selection_outside_the_data_root_keeps_its_path(tmp_path):
+    """orch's own tests select files in temporary directories: pytest's
+    rootdir goes up to them, or their ids would lose the file's path."""
+    (tmp_path / "test_outside.py").write_text("def test_a():\n    pass\n")
+    (got,) = selection.collect([str(tmp_path / "test_outside.py")])
+    assert got.endswith("/test_outside.py::test_a"), got
+    assert selection.rootdir(REPO, None) == REPO
