@@ -176,7 +176,7 @@ def test_no_hook_or_fsmonitor_runs(where, hostile, repo, tmp_path):
     assert ok.ok, ok.error
     _, bad = orch_apply(repo, tmp_path, "needs3way.mbox")
     assert not bad.ok
-    tree._repo(ws.src).git.update_ref("refs/orch/last-patched", ok.head)
+    tree.keep_ref(ws.src, "refs/orch/last-patched", ok.head)
     assert hostile.marks() == []
     # control: the same tree, plain git
     user_git(ws.src, "checkout", "-q", "--detach", "HEAD")
