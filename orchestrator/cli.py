@@ -18,7 +18,8 @@ def parser() -> common.Parser:
     p = common.Parser(prog="orch", description="Build and boot-test a kernel patch series "
                       "from lore against its unpatched baseline.", **common.parser_kwargs())
     p.add_argument("--version", action="version", version=f"orch {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=common.Parser)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True,
+                           parser_class=common.Parser)
     for cmd in commands.ALL:
         cmd.register(sub)
     return p
