@@ -123,16 +123,21 @@ class WorkspaceLock:
 
     def acquire(self, timeout: float, announce=lambda msg: None) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
-        told = False
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        next_word = t0
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if not told:
-                    announce(f"waiting for another orch run on {self.path.parent}")
-                    told = True
+                # Said at once and then every minute: a wait is never silent.
+                now = time.monotonic()
+                if now >= next_word:
+                    waited = f" (waited {now - t0:.0f}s of {timeout:.0f}s)" if now > t0 + 1 else ""
+                    announce(f"waiting for another orch run on {self.path.parent} to finish "
+                             f"its checkout and builds{waited}")
+                    next_word = now + 60
                 if time.monotonic() > deadline:
                     raise OrchError(f"another orch run holds {self.path} "
                                     f"(waited {timeout:.0f}s)", Exit.INFRA)
