@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .models import Status
-from .verdict import NOT_RUN, Side
+from .verdict import NOT_RUN, Side, new_splats
 
 GOOD, BAD, SKIP, RETRY, ABORT = "good", "bad", "skip", "retry", "abort"
 
@@ -108,8 +108,7 @@ def classify(mode: Mode, build: Build, side: Side | None, good_end: Side | None 
     if mode == Mode.SPLAT:
         if side.status == "ERROR" and side.infra:
             return Step(ABORT, f"infrastructure: {side.reason}")
-        seen = {s.fingerprint for s in (good_end.splats if good_end else [])}
-        new = [s for s in side.splats if s.fingerprint not in seen]
+        new = new_splats(good_end.splats if good_end else [], side.splats)
         if new:
             return Step(BAD, f"new {new[0].kind}: {new[0].title}"
                         + (f" (and {len(new) - 1} more)" if len(new) > 1 else ""))

@@ -30,8 +30,7 @@ class Booted:
     """One kernel booted (or its kept results) and judged on its own."""
     kernel: Kernel
     guest: GuestRun
-    judged: verdict.Side
-    splats: list[splats.Splat]
+    judged: verdict.Side       # its splats too: what the console showed
     guest_data: dict
 
 
@@ -60,9 +59,9 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
                          test_timeout=settings.test_timeout, expected=settings.expected,
                          repeat=settings.repeat, status=status)
         result_cache.store(key, g)
-    found = splats.scan(vm.console_text(g.console))
-    judged = verdict.judge_side(settings.expected, g, job.side == "patched", found)
-    return Booted(k, g, judged, found, guest_data(g.results if g.junit else None))
+    judged = verdict.judge_side(settings.expected, g, job.side == "patched",
+                                splats.scan(vm.console_text(g.console)))
+    return Booted(k, g, judged, guest_data(g.results if g.junit else None))
 
 
 def boot_all(jobs: Iterable[BootJob], settings: BootSettings,

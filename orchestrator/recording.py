@@ -50,7 +50,7 @@ def tests(side: Side) -> list[TestRecord]:
 
 def booted_side(build_: BuildRecord, b: Booted) -> SideRecord:
     return SideRecord(build_, boot(b.guest), outcome(b.judged), tests(b.judged),
-                      [s.as_dict() for s in b.splats], b.guest_data)
+                      [s.as_dict() for s in b.judged.splats], b.guest_data)
 
 
 def not_booted(build_: BuildRecord) -> SideRecord:

@@ -130,6 +130,14 @@ class ConfigVerdict:
     infra: list[str] = field(default_factory=list)
 
 
+def new_splats(before: list[Splat], after: list[Splat]) -> list[Splat]:
+    """The splats of `after` whose fingerprint `before` does not show: a
+    config's patched side against its baseline, a bisect step against the
+    good end."""
+    seen = {s.fingerprint for s in before}
+    return [s for s in after if s.fingerprint not in seen]
+
+
 def judge_config(name: str, expected: list[str], b: Side, p: Side,
                  b_splats: list[Splat] | None = None,
                  p_splats: list[Splat] | None = None) -> ConfigVerdict:
@@ -140,9 +148,8 @@ def judge_config(name: str, expected: list[str], b: Side, p: Side,
     comps = compare(expected, b, p)
     # A splat only the patched kernel shows is the series' regression, even
     # when every test passed; one the baseline shows too is pre-existing.
-    seen = {s.fingerprint for s in b_splats}
-    new = [s for s in p_splats if s.fingerprint not in seen]
-    v = ConfigVerdict("PASS", comps, new, [s for s in p_splats if s.fingerprint in seen])
+    new = new_splats(b_splats, p_splats)
+    v = ConfigVerdict("PASS", comps, new, [s for s in p_splats if s not in new])
     if p.status == "ERROR" and p.infra:
         # What the patched side reported is about another kernel, or none.
         v.infra.append(f"config {name}: patched guest: {p.reason}")

@@ -92,23 +92,13 @@ def add_boot(p: argparse.ArgumentParser) -> None:
                    help="boot the baseline kernels even when their results are kept")
 
 
-# argparse dest -> settings key, for the flags a config file may also set
-SETTING_FLAGS = {"lore_url": "lore_url", "lore_timeout": "lore_timeout", "tree": "tree",
-                 "debian_source": "debian_source", "configs": "configs", "jobs": "jobs",
-                 "guest_timeout": "guest_timeout", "test_timeout": "test_timeout",
-                 "timeout": "timeout", "cache": "cache"}
-
-
 def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
     """Flags over the environment over the config file over the defaults
     (settings.py checks them all alike); the cache location takes effect
     for the whole command."""
-    flags = {key: getattr(args, dest) for dest, key in SETTING_FLAGS.items()
-             if getattr(args, dest, None) is not None}
+    # Each setting's flag has the setting's name as its argparse dest.
+    flags = {name: getattr(args, name) for name in settings.NAMES
+             if getattr(args, name, None) is not None}
     eff = settings.load(flags)
     settings.apply_cache(eff)
     return eff
-
-
-def format_settings(eff: dict[str, settings.Setting]) -> str:
-    return settings.format_effective(eff)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import (__version__, boots, build, builds, compiler_warnings, debsrc, intake, kconfig,
-                record, recording, selection, summary, tree, verdict, vm)
+                record, recording, selection, settings, summary, tree, verdict, vm)
 from ..errors import BadInput, Exit, OrchError
 from ..models import Kernel, Series
 from ..progress import Progress
@@ -82,14 +82,14 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    settings = common.settings_of(args)
+    eff = common.settings_of(args)
     if args.print_config:
-        print(common.format_settings(settings))
+        print(settings.format_effective(eff))
         return int(Exit.OK)
     if args.msgid is None and args.mbox is None:
         raise BadInput("give a Message-ID or --mbox FILE")
     msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
-    val = {k: s.value for k, s in settings.items()}
+    val = {k: s.value for k, s in eff.items()}
     opts = Options(msgid=msgid, mbox=args.mbox, lore_url=val["lore_url"],
                    lore_timeout=val["lore_timeout"], offline=args.offline,
                    latest=args.latest, tree=val["tree"], base=args.base,
@@ -291,14 +291,14 @@ def _settings(run: Run, label: str) -> builds.BuildSettings:
 
 
 def _build(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig],
-           src: builds.Source, on_built=None) -> dict[str, Kernel]:
+           src: builds.Source) -> dict[str, Kernel]:
     def record(config: str, k: Kernel | None, log: Path) -> None:
         if src.label == src.side:   # the baseline or patched build, not a patch step
             side = recording.built(k) if k else recording.failed_build(log)
             setattr(run.rec.config(config), src.side, recording.not_booted(side))
-        run.save()
+            run.save()
     return builds.build_all(ws, kcs, src, run.logs, _settings(run, src.label), run.progress,
-                            on_built or record)
+                            record)
 
 
 def _each_patch(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], series: Series,
@@ -314,8 +314,7 @@ def _each_patch(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], series
         run.save()
         try:
             ks = _build(run, ws, kcs, builds.Source(commit, tree.tree_id(ws.src, commit),
-                                                    "patched", f"patch {i}/{n}"),
-                        on_built=lambda c, k, log: None)
+                                                    "patched", f"patch {i}/{n}"))
         except OrchError as e:
             step.status, step.error = "failed", str(e)
             p.detail = "breaks the build"
@@ -333,8 +332,8 @@ def _each_patch(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], series
 def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str], Kernel],
               expected: list[str], accel: str) -> dict[tuple[str, str], boots.Booted]:
     opts = run.opts
-    settings = boots.BootSettings(opts.guest_tests, expected, opts.test_timeout, opts.repeat,
-                                  accel)
+    boot_settings = boots.BootSettings(opts.guest_tests, expected, opts.test_timeout,
+                                       opts.repeat, accel)
     jobs = [boots.BootJob(kernels[(c.name, side)], run.dir / "results" / c.name / side,
                           run.logs / f"console-{c.name}-{side}.log", side,
                           reuse=not (opts.rerun or (side == "baseline" and opts.rerun_baseline)))
@@ -361,6 +360,6 @@ def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str
                 + ", ".join(f"{v} {k}" for k, v in counts.items())
                 + (f" ({b.judged.reason})" if b.judged.reason else ""))
 
-    boots.boot_all(jobs, settings, timeout, booted,
+    boots.boot_all(jobs, boot_settings, timeout, booted,
                    lambda job, text: run.progress.status(f"boot {job.label}", text))
     return out
