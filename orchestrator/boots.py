@@ -41,6 +41,7 @@ class BootJob:
     console: Path
     side: str              # baseline or patched: a patched side on which nothing ran is an ERROR
     reuse: bool = True     # results kept from an earlier boot may answer
+    sample: int = 0        # which independent boot of this kernel (result_cache.key)
 
     @property
     def label(self) -> str:
@@ -51,7 +52,7 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
     key = result_cache.key(k.key, settings.tests, settings.test_timeout, settings.accel,
-                           settings.repeat)
+                           settings.repeat, job.sample)
     g = (result_cache.load(key, job.results, job.console, k, settings.expected, settings.repeat)
          if job.reuse else None)
     if g is None:

@@ -56,11 +56,17 @@ def _suite_digest(tests: tuple[str, ...], root: Path) -> str:
 
 
 def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str,
-        repeat: int = 1) -> str:
-    h = hashlib.sha256(json.dumps([
-        __version__, kernel_key, sorted(tests or []), suite_digest(tuple(sorted(tests or []))),
-        test_timeout, accel, repeat,
-        vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]).encode())
+        repeat: int = 1, sample: int = 0) -> str:
+    """`sample` numbers independent boots of one kernel with one selection
+    (a bisect's retry of a kernel that did not come up, its confirmation
+    reruns): each is kept on its own, so running the same bisect again
+    boots nothing, while a rerun never reads the boot it is rerunning."""
+    parts = [__version__, kernel_key, sorted(tests or []),
+             suite_digest(tuple(sorted(tests or []))), test_timeout, accel, repeat,
+             vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]
+    if sample:  # sample 0 keeps the key every earlier orch kept results under
+        parts.append(f"sample {sample}")
+    h = hashlib.sha256(json.dumps(parts).encode())
     return h.hexdigest()[:32]
 
 
