@@ -15,7 +15,10 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, stream: TextIO = sys.stderr, tty: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None):
+        # sys.stderr as it is now, not as it was at import (a caller may
+        # have replaced it, as pytest's capture does).
+        stream = stream if stream is not None else sys.stderr
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.t0 = time.monotonic()
