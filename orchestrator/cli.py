@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__, commands
-from .commands import common
+from .commands import check, common
 from .errors import Exit, OrchError
 
 
@@ -31,7 +31,14 @@ def _sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        # Under `git bisect run`, 2 would mean "bad": a bad `orch check`
+        # invocation must stop the bisect instead.
+        if argv[:1] == ["check"] and e.code not in (0, None):
+            return check.BAD_INPUT_RC
+        raise
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         return args.run(args, argv)

@@ -10,6 +10,7 @@ class Exit(enum.IntEnum):
     TESTS_FAILED = 1  # the patched kernel failed tests (or splatted)
     BAD_INPUT = 2     # bad invocation or input: unknown msgid, bad mbox, no tree
     NO_APPLY = 3      # the series does not apply
+    INCONCLUSIVE = 3  # orch bisect: only skipped commits left, or not confirmed
     PATCHED_BUILD = 4 # the patched build failed
     INFRA = 5         # baseline build, VM, harness timeout: not the series' fault
     INTERRUPTED = 130

@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import BadInput
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"   # 1.1: bisect
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "run.schema.json"
 
 
@@ -180,6 +180,53 @@ class EachPatchStep:
 
 
 @dataclass
+class CommitRecord:
+    commit: str
+    subject: str
+    author: str
+
+
+@dataclass
+class BisectStep:
+    """One kernel a bisect built and booted: an end, a step or a confirmation."""
+    role: str                        # good end, bad end, step, confirm
+    commit: str
+    subject: str
+    outcome: str                     # good, bad, skip (old, new with --fixed)
+    reason: str
+    build: str                       # built, cached, failed, unsatisfiable
+    build_seconds: float
+    build_log: str
+    boot: str | None = opt()         # booted, kept (results of an earlier boot)
+    boot_seconds: float | None = opt()
+    boots: int | None = opt()        # boots of this step (a retry is a second)
+    console: str | None = opt()
+    tests: dict[str, str] | None = opt()     # test -> status
+    splats: list[dict] | None = opt()
+    steps_left: int | None = opt()   # git's estimate after this step
+
+
+@dataclass
+class BisectRecord:
+    mode: str                        # test, build, splat, fixed
+    terms: list[str]                 # git's old and new terms
+    good: str                        # the commits as resolved
+    bad: str
+    config: str
+    tests: list[str]
+    repeat: int
+    commits: int                     # commits the answer may be (good..bad)
+    max_steps: int                   # ceil(log2(commits)) + 1
+    steps: list[BisectStep] = field(default_factory=list)
+    result: str | None = None        # found, inconclusive, only-skipped, endpoint-disagrees
+    log: str | None = None           # the run's bisect.log (git bisect replay)
+    first_bad: CommitRecord | None = opt()
+    candidates: list[CommitRecord] | None = opt()
+    reproduce: str | None = opt()    # an orch test of the finding
+    note: str | None = opt()         # why the result is not a plain "found"
+
+
+@dataclass
 class RunRecord:
     orch_version: str
     command: list[str]
@@ -198,6 +245,7 @@ class RunRecord:
     apply: ApplyRecord | None = opt()
     accel: Accel | None = opt()
     each_patch: list[EachPatchStep] | None = opt()
+    bisect: BisectRecord | None = opt()
     finished: str | None = opt()
 
     def config(self, name: str) -> ConfigRecord:

@@ -3,7 +3,7 @@ and `orch report` prints again."""
 
 from __future__ import annotations
 
-from .record import ConfigRecord, RunRecord, SideRecord
+from .record import BisectRecord, ConfigRecord, RunRecord, SideRecord
 
 
 def summary(rec: RunRecord) -> str:
@@ -62,6 +62,8 @@ def summary(rec: RunRecord) -> str:
             lines.append(f"  config {c.name}: new compiler warning: {w}")
     if rec.configs:
         lines.extend(matrix(rec.configs))
+    if rec.bisect:
+        lines.extend(bisect(rec.bisect))
     lines.append(f"verdict: {rec.verdict or '?'} (exit "
                  f"{rec.exit_code if rec.exit_code is not None else '?'})"
                  + (f": {rec.error}" if rec.error else ""))
@@ -104,4 +106,42 @@ def matrix(configs: list[ConfigRecord]) -> list[str]:
     out = ["matrix:"]
     for r in rows:
         out.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return out
+
+
+def bisect(b: BisectRecord) -> list[str]:
+    """The steps table, the finding and how to reproduce it."""
+    out = [f"bisect ({b.mode}, config {b.config}): {b.commits} commit(s), at most "
+           f"{b.max_steps} step(s) without skips; "
+           f"{sum(s.role == 'step' for s in b.steps)} taken"]
+    rows = [("", "commit", "build", "boot", "tests", "outcome", "subject")]
+    n = 0
+    for s in b.steps:
+        if s.role == "step":
+            n += 1
+        counts: dict[str, int] = {}
+        for st in (s.tests or {}).values():
+            counts[st] = counts.get(st, 0) + 1
+        build_ = f"built {s.build_seconds:.0f}s" if s.build == "built" else s.build
+        boot = "-" if s.boot is None else ("kept" if s.boot == "kept"
+                                           else f"{s.boot_seconds or 0:.0f}s")
+        rows.append((f"step {n}" if s.role == "step" else s.role, s.commit[:12], build_, boot,
+                     " ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "-",
+                     s.outcome, s.subject[:50]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if b.first_bad:
+        word = "first fixed" if b.mode == "fixed" else "first bad"
+        out.append(f"{word} commit: {b.first_bad.commit} {b.first_bad.subject}")
+        out.append(f"  author: {b.first_bad.author}")
+    for c in b.candidates or []:
+        if b.result != "found":
+            out.append(f"  candidate: {c.commit} {c.subject} ({c.author})")
+    if b.note:
+        out.append(f"  {b.note}")
+    if b.reproduce:
+        out.append(f"reproduce: {b.reproduce}")
+    if b.log:
+        out.append(f"bisect log: {b.log} (git bisect replay it in any clone)")
     return out

@@ -67,6 +67,12 @@ class Applied:
     error: str = ""
 
 
+def git_env(path: Path) -> dict[str, str]:
+    """The environment of a plain `git` subprocess in `path`, as hermetic as
+    the GitPython calls below."""
+    return {**os.environ, **GIT_ENV, **hermetic.git_env(path, {"gc.auto": "0"})}
+
+
 def _repo(path: Path) -> git.Repo:
     repo = git.Repo(path)
     repo.git.update_environment(**{**GIT_ENV, **hermetic.git_env(path, {"gc.auto": "0"})})

@@ -1,6 +1,6 @@
 """One module per `orch` subcommand; each has NAME, HELP, register(sub) and
 main(args, argv). They compose the stages and own their records."""
 
-from . import report, test
+from . import bisect, check, report, test
 
-ALL = [test, report]
+ALL = [test, bisect, check, report]
