@@ -38,7 +38,9 @@ class Series:
     cover: str | None = None
     base_commit: str | None = None
     change_id: str | None = None
-    source: str = "lore"      # lore or mbox
+    source: str = "lore"      # lore, mbox or range (orch test --range)
+    range: str | None = None  # the --range A..B, as given
+    commits: list[str] = field(default_factory=list)  # a range's commits, one per patch
 
 
 @dataclass

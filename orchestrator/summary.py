@@ -10,8 +10,10 @@ def summary(rec: RunRecord) -> str:
     lines = []
     s = rec.series or {}
     if s:
+        # A range's mails have Message-IDs orch made up: name the range.
+        where = f"--range {s['range']}" if s.get("range") else f"<{s.get('msgid', '')}>"
         lines.append(f"series: {s.get('subject', '?')} (v{s.get('version', '?')}, "
-                     f"{len(s.get('patches', []))} patches) <{s.get('msgid', '')}>")
+                     f"{len(s.get('patches', []))} patches) {where}")
         for p in s.get("patches", []):
             detail = f"  {p['detail']}" if p.get("detail") else ""
             lines.append(f"  [{p['status']:>7}] {p['index']}/{len(s['patches'])} {p['subject']}{detail}")

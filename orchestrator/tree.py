@@ -41,6 +41,15 @@ class Tree:
 
 
 @dataclass
+class Range:
+    """`orch test --range A..B`: a local branch as a series."""
+    text: str                 # "A..B" as given
+    base: str                 # A's commit: the series goes on it
+    commits: list[str]        # A..B, oldest first, one patch each
+    mbox: Path                # git format-patch of them
+
+
+@dataclass
 class Workspace:
     root: Path        # cache/work/<name>
     src: Path         # orch's worktree
@@ -118,6 +127,62 @@ def resolve_base(tree: Tree, series: Series, base_ref: str | None) -> Base:
         raise BadInput(f"no such base in {tree.label}: {ref}")
     how = f"--base {ref}" if base_ref else "the tree's HEAD"
     return Base(sha, f"{why}; using {how} ({sha[:12]})")
+
+
+def parse_range(text: str) -> tuple[str, str]:
+    """'A..B' -> (A, B). Not A...B (the commits of both sides), A.. or a
+    single ref: orch says which commits it tests, so both ends are named."""
+    a, sep, b = text.partition("..")
+    if (not sep or not a or not b or b.startswith(".") or ".." in b
+            or a.startswith("-") or b.startswith("-")):
+        raise BadInput(f"--range wants A..B (two commits or refs), not {text!r}")
+    return a, b
+
+
+def format_range(tree: Tree, text: str, outdir: Path) -> Range:
+    """The commits A..B of the tree as an mbox, one patch per commit, with a
+    base-commit: trailer naming A. Only reads the repository: the user's
+    checkout (HEAD, index, a bisect or rebase in progress) stays as it is."""
+    a, b = parse_range(text)
+    base, head = (_range_end(tree, text, ref) for ref in (a, b))
+    repo = _repo(tree.repo)
+    commits = repo.git.rev_list("--reverse", f"{base}..{head}").split()
+    if not commits:
+        raise BadInput(f"--range {text} has no commits: {b} has nothing that {a} lacks")
+    merges = repo.git.rev_list("--merges", f"{base}..{head}").split()
+    if merges:
+        subject = repo.git.log("-1", "--format=%s", merges[-1])[:60]
+        raise BadInput(f"--range {text} has a merge, {merges[-1][:12]} \"{subject}\": "
+                       "a series is one patch per commit, no merges")
+    try:
+        repo.git.merge_base("--is-ancestor", base, head)
+    except git.GitCommandError:
+        raise BadInput(f"--range {text}: {a} is not an ancestor of {b}, so the commits "
+                       f"do not sit on it (try $(git merge-base {a} {b})..{b})")
+    # Flags over the repository's own config (format.*, diff.noprefix): the
+    # mails are what `git am` takes, whatever the user set.
+    out = repo.git.format_patch(
+        "--stdout", f"--base={base}", "--no-cover-letter", "--no-signature", "--no-attach",
+        "--no-notes", "--no-relative", "--src-prefix=a/", "--dst-prefix=b/",
+        f"{base}..{head}", stdout_as_string=False, strip_newline_in_stdout=False)
+    # format-patch skips a commit that changes nothing; then the patches
+    # would not line up with the commits.
+    written = [m.decode() for m in re.findall(rb"^From ([0-9a-f]{40}) ", out, re.M)]
+    missing = [c for c in commits if c not in written]
+    if missing:
+        raise BadInput(f"--range {text}: commit {missing[0][:12]} changes nothing, "
+                       "so it is no patch")
+    outdir.mkdir(parents=True, exist_ok=True)
+    mbox = outdir / "range.mbox"
+    mbox.write_bytes(out)
+    return Range(text, base, commits, mbox)
+
+
+def _range_end(tree: Tree, text: str, ref: str) -> str:
+    sha = has_commit(tree.repo, ref)
+    if not sha:
+        raise BadInput(f"--range {text}: no commit {ref!r} in {tree.label}")
+    return sha
 
 
 class WorkspaceLock:

@@ -44,6 +44,10 @@ def _configs_help() -> str:
 def add_intake(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("series intake")
     g.add_argument("--mbox", type=Path, help="read the series from a local mbox")
+    g.add_argument("--range", metavar="A..B",
+                   help="test the commits A..B of the --tree (or the default tree) as the "
+                   "series: one patch per commit, oldest first, no merges, on base A; "
+                   "no Message-ID or --mbox with it")
     g.add_argument("--lore-url", help="lore base URL (a mirror)")
     g.add_argument("--lore-timeout", type=float,
                    help="seconds b4 may take to fetch the series")

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import (__version__, boots, build, builds, compiler_warnings, debsrc, intake, kconfig,
                 record, recording, selection, settings, summary, tree, verdict, vm)
 from ..errors import BadInput, Exit, OrchError
-from ..models import Kernel, Series
+from ..models import Base, Kernel, Series
 from ..progress import Progress
 from ..record import (Accel, ApplyRecord, ConfigRecord, EachPatchStep, Rejection, RunRecord,
                       TreeRecord, now)
@@ -34,6 +34,7 @@ HELP = "test a series: baseline vs patched"
 class Options:
     msgid: str | None = None
     mbox: Path | None = None
+    range: str | None = None                # A..B of the tree, the series
     lore_url: str = intake.DEFAULT_LORE
     lore_timeout: float = intake.B4_TIMEOUT
     offline: bool = False
@@ -86,11 +87,10 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.print_config:
         print(settings.format_effective(eff))
         return int(Exit.OK)
-    if args.msgid is None and args.mbox is None:
-        raise BadInput("give a Message-ID or --mbox FILE")
+    check_intake(args)
     msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
     val = {k: s.value for k, s in eff.items()}
-    opts = Options(msgid=msgid, mbox=args.mbox, lore_url=val["lore_url"],
+    opts = Options(msgid=msgid, mbox=args.mbox, range=args.range, lore_url=val["lore_url"],
                    lore_timeout=val["lore_timeout"], offline=args.offline,
                    latest=args.latest, tree=val["tree"], base=args.base,
                    debian_package=val["debian_source"], configs=list(val["configs"]),
@@ -113,13 +113,27 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"run directory: {opts.run_dir}", file=sys.stderr)
 
 
+def check_intake(args: argparse.Namespace) -> None:
+    """One series, from one place; a malformed range stops before any work."""
+    if args.range is None:
+        if args.msgid is None and args.mbox is None:
+            raise BadInput("give a Message-ID, --mbox FILE or --range A..B")
+        return
+    if args.msgid is not None or args.mbox is not None:
+        raise BadInput("--range is the series: give it without a Message-ID or --mbox")
+    if args.base is not None:
+        # The range's commits sit on A; another base would test other code.
+        raise BadInput("--range A..B tests the commits on A: give it without --base")
+    tree.parse_range(args.range)
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "run"
 
 
 def default_run_dir(opts: Options) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    what = opts.msgid or (opts.mbox.name if opts.mbox else "run")
+    what = opts.msgid or opts.range or (opts.mbox.name if opts.mbox else "run")
     return Path("orch-runs") / f"{stamp}-{slug(what)}"
 
 
@@ -195,19 +209,16 @@ def _test(run: Run) -> int:
     rec.expected_tests, rec.repeat = expected, opts.repeat
     run.save()
 
-    # 1. intake
-    run.say("b4: fetching the series" + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
-    series = intake.fetch(opts.msgid, mbox=opts.mbox, outdir=run.dir / "series",
-                          log=run.logs / "b4.log", lore_url=opts.lore_url,
-                          timeout=run.left(opts.lore_timeout, "b4"),
-                          offline=opts.offline, latest=opts.latest)
+    # 1. intake (a --range is read from the tree, so that comes first)
+    t = _open_tree(run) if opts.range else None
+    series, base = _intake(run, t)
     rec.series = recording.series(series)
     run.save()
     run.say(f"series v{series.version}: {series.subject} ({len(series.patches)} patches)")
 
     # 2. tree and base
-    t = tree.open_tree(opts.tree, opts.debian_package, log_dir=run.logs)
-    base = tree.resolve_base(t, series, opts.base)
+    t = t or _open_tree(run)
+    base = base or tree.resolve_base(t, series, opts.base)
     rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
     run.save()
     run.say(f"base {base.commit[:12]}: {base.reason}")
@@ -238,6 +249,34 @@ def _test(run: Run) -> int:
     run.save()
     code, word = verdict.run_exit(verdicts)
     return run.finish(code, word, verdict.headline(verdicts) or None)
+
+
+def _open_tree(run: Run) -> tree.Tree:
+    return tree.open_tree(run.opts.tree, run.opts.debian_package, log_dir=run.logs)
+
+
+def _intake(run: Run, t: tree.Tree | None) -> tuple[Series, Base | None]:
+    """The series through b4 (from lore, an mbox, or the --range's commits
+    as an mbox, offline); for a range also its base, A."""
+    opts = run.opts
+    outdir, mbox, offline = run.dir / "series", opts.mbox, opts.offline
+    rng = None
+    if opts.range:
+        run.say(f"git format-patch {opts.range} in {t.label}")
+        rng = tree.format_range(t, opts.range, outdir)
+        mbox, offline = rng.mbox, True
+    else:
+        run.say("b4: fetching the series"
+                + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
+    series = intake.fetch(opts.msgid, mbox=mbox, outdir=outdir, log=run.logs / "b4.log",
+                          lore_url=opts.lore_url, timeout=run.left(opts.lore_timeout, "b4"),
+                          offline=offline, latest=opts.latest)
+    if rng is None:
+        return series, None
+    series.source, series.range, series.commits = "range", rng.text, rng.commits
+    # Not resolve_base: A is the base whatever the tree's HEAD or the
+    # base-commit: trailer, and the record says it came from the range.
+    return series, Base(rng.base, f"the start of --range {rng.text} ({rng.base[:12]})")
 
 
 def _apply_and_build(run: Run, ws: tree.Workspace, series: Series, base,
