@@ -142,3 +142,38 @@ def assert_booted_as_built(cfg: dict) -> None:
         banners[side] = s["build"]["banner"]
     if len(banners) == 2:
         assert banners["baseline"] != banners["patched"]
+
+
+# The real bisect's stack (test_bisect_e2e.py, scripts/bench.py).
+BISECT_BREAKS = PATCHES / "bisect-breaks-irq-eviction.mbox"
+STACK_GIT_ENV = {"GIT_AUTHOR_NAME": "Orch Tests", "GIT_AUTHOR_EMAIL": "orch-tests@localhost",
+                 "GIT_COMMITTER_NAME": "orch", "GIT_COMMITTER_EMAIL": "orch@localhost",
+                 "GIT_AUTHOR_DATE": "2026-11-28T12:00:00Z",
+                 "GIT_COMMITTER_DATE": "2026-11-28T12:00:00Z",
+                 "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def stack_git(cwd, *args) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                          text=True, env={**os.environ, **STACK_GIT_ENV}).stdout.strip()
+
+
+def bisect_stack(debian: Path, where: Path) -> dict[str, str]:
+    """A plain clone of `debian` (orch's 7.2.13 import) at `where` with the v3
+    port, the breaking patch and an unrelated Documentation commit, pushed
+    into `debian` too (orch bisects its default tree, where the other real
+    tests' kernels were built). Commit ids by name: port, breaking, top."""
+    subprocess.run(["git", "clone", "-q", "--shared", str(debian), str(where)], check=True,
+                   env={**os.environ, **STACK_GIT_ENV})
+    stack_git(where, "am", "-q", "--empty=drop", str(PORT))
+    ids = {"port": stack_git(where, "rev-parse", "HEAD")}
+    stack_git(where, "am", "-q", str(BISECT_BREAKS))
+    ids["breaking"] = stack_git(where, "rev-parse", "HEAD")
+    (where / "Documentation" / "orch-bisect-test.rst").write_text(
+        "An unrelated commit: nothing the kernel build reads.\n")
+    # -f: the Debian import ignores everything (its files are force-added)
+    stack_git(where, "add", "-f", "Documentation/orch-bisect-test.rst")
+    stack_git(where, "commit", "-q", "-m", "Documentation: a note nobody builds")
+    ids["top"] = stack_git(where, "rev-parse", "HEAD")
+    stack_git(where, "push", "-q", "-f", str(debian), f"{ids['top']}:refs/orch-tests/bisect-stack")
+    return ids
