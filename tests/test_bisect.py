@@ -70,7 +70,7 @@ def run(tmp_path, *args, rd="run") -> tuple[int, dict | None]:
     return code, (json.loads(f.read_text()) if f.exists() else None)
 
 
-def tests_args(*tests):
+def sel_args(*tests):
     out = []
     for t in tests or TESTS:
         out += ["--guest-test", t]
@@ -86,7 +86,7 @@ def test_finds_the_breaking_commit_and_a_second_bisect_builds_and_boots_nothing(
     ids = history(mini, plain(3) + [("mini: break the guest", {"bad.c": guest("FAIL")})]
                   + plain(4)[3:] + [("mini: more", {"m.c": "int m(void) { return 0; }\n"})])
     good, bad = ids[0], ids[-1]
-    code, rec = run(tmp_path, "--tree", str(mini), "--good", good, "--bad", bad, *tests_args())
+    code, rec = run(tmp_path, "--tree", str(mini), "--good", good, "--bad", bad, *sel_args())
     assert code == 0, capfd.readouterr().err
     b = rec["bisect"]
     assert b["result"] == "found" and rec["verdict"] == "FOUND"
@@ -116,7 +116,7 @@ def test_finds_the_breaking_commit_and_a_second_bisect_builds_and_boots_nothing(
 
     # Again: every kernel is in the kernel cache and every boot is kept.
     code, rec2 = run(tmp_path, "--tree", str(mini), "--good", good, "--bad", bad,
-                     *tests_args(), rd="run2")
+                     *sel_args(), rd="run2")
     assert code == 0
     assert len(boots) == first_boots, "the second bisect booted a kernel"
     assert all(s["build"] == "cached" and s["boot"] == "kept"
@@ -133,7 +133,7 @@ def test_the_users_checkout_and_their_own_bisect_are_untouched(tmp_path, mini, b
               for cmd in ("rev-parse HEAD", "status --porcelain", "bisect log",
                           "for-each-ref refs/bisect", "worktree list --porcelain")}
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     assert code == 0 and rec["bisect"]["first_bad"]["commit"] == ids[-1]
     after = {cmd: subprocess.run(["git", "-C", str(mini), *cmd.split()], capture_output=True,
                                  text=True).stdout for cmd in before}
@@ -148,7 +148,7 @@ def test_a_commit_that_does_not_build_is_skipped(tmp_path, mini, boots):
                                     ("mini: fix build, break guest",
                                      {"x.c": guest("FAIL")})] + plain(3)[1:])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     # The break is the commit after the one that does not build: git
     # cannot tell which of the two it is.
     skipped = [s for s in steps(rec) if s["outcome"] == "skip"]
@@ -172,20 +172,20 @@ def test_fixed_mode_finds_the_first_passing_commit(tmp_path, mini, boots):
                   + [("mini: fix it", {"g.c": "int g(void) { return 0; }\n"})] + plain(4)[2:])
     # --good passes (the newer end), --bad fails (the older)
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[-1], "--bad", ids[0],
-                    "--fixed", *tests_args())
+                    "--fixed", *sel_args())
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["commit"] == ids[3]
     assert rec["bisect"]["terms"] == ["old", "new"]
     # the wrong way round is bad input, in one line
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    "--fixed", *tests_args(), rd="run2")
+                    "--fixed", *sel_args(), rd="run2")
     assert code == 2 and "--bad is not an ancestor of --good" in rec["error"]
 
 
 def test_repeat_a_flaky_commit_is_bad(tmp_path, mini, boots, capfd):
     ids = history(mini, plain(2) + [("mini: flaky", {"f.c": guest("FLAKY")})] + plain(3)[2:])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    "--repeat", "3", *tests_args(IRQ_TEST))
+                    "--repeat", "3", *sel_args(IRQ_TEST))
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["commit"] == ids[2]
     bad = [s for s in rec["bisect"]["steps"] if s["commit"] == ids[2]][0]
@@ -196,14 +196,14 @@ def test_repeat_a_flaky_commit_is_bad(tmp_path, mini, boots, capfd):
 def test_endpoint_that_disagrees_is_bad_input_naming_it(tmp_path, mini, boots):
     ids = history(mini, [("mini: broken guest", {"g.c": guest("FAIL")})] + plain(2))
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     assert code == 2
     assert rec["error"].startswith(f"the good end disagrees: --good {ids[0][:12]} should pass "
                                    "the tests, but it is bad")
     assert rec["bisect"]["result"] == "endpoint-disagrees"
     ids2 = history(mini, [("mini: fix the guest", {"g.c": None})] + plain(4)[2:])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids2[0], "--bad", ids2[-1],
-                    *tests_args(), rd="run2")
+                    *sel_args(), rd="run2")
     assert code == 2 and rec["error"].startswith("the bad end disagrees"), rec["error"]
 
 
@@ -212,7 +212,7 @@ def test_panic_before_the_tests_is_retried_once_then_skipped(tmp_path, mini, boo
                                     ("mini: breaks and no longer panics",
                                      {"p.c": guest("FAIL")})])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     panic = [s for s in steps(rec) if s["commit"] == ids[2]]
     assert panic and panic[0]["outcome"] == "skip" and panic[0]["boots"] == 2, panic
     assert "skipped after a retry" in panic[0]["reason"]
@@ -222,7 +222,7 @@ def test_panic_before_the_tests_is_retried_once_then_skipped(tmp_path, mini, boo
 def test_skip_where_the_good_end_ran_the_test_is_bad(tmp_path, mini, boots):
     ids = history(mini, plain(2) + [("mini: tests skip", {"s.c": guest("SKIP")})])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["commit"] == ids[2]
     bad_end = steps(rec, "bad end")[0]
@@ -232,7 +232,7 @@ def test_skip_where_the_good_end_ran_the_test_is_bad(tmp_path, mini, boots):
 def test_splat_mode(tmp_path, mini, boots):
     ids = history(mini, plain(3) + [("mini: warns", {"w.c": guest("SPLAT")})] + plain(4)[3:])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    "--splat", *tests_args(IRQ_TEST))
+                    "--splat", *sel_args(IRQ_TEST))
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["commit"] == ids[3]
     assert "new warning" in steps(rec, "bad end")[0]["reason"]
@@ -241,7 +241,7 @@ def test_splat_mode(tmp_path, mini, boots):
 def test_host_failure_aborts_with_5(tmp_path, mini, boots):
     ids = history(mini, plain(2) + [("mini: the host breaks here", {"i.c": guest("INFRA")})])
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     assert code == 5 and rec["verdict"] == "INFRA-ERROR", rec
 
 
@@ -277,7 +277,7 @@ def test_interrupted_bisect_resumes_from_its_log(tmp_path, mini, boots, monkeypa
         return real(self, commit, *a, **kw)
     monkeypatch.setattr(bisect_step.Stepper, "step", interrupt_on_the_second_step)
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
-                    *tests_args())
+                    *sel_args())
     assert code == 130 and rec["state"] == "interrupted"
     assert len(steps(rec)) == 1
     monkeypatch.setattr(bisect_step.Stepper, "step", real)
@@ -299,7 +299,7 @@ def test_series_bisect_names_the_patch(tmp_path, mini, boots):
         ("mini: two breaks the guest", {"b.c": guest("FAIL")}),
         ("mini: three", {"c.c": "int c(void) { return 3; }\n"})])
     code, rec = run(tmp_path, "--tree", str(mini), "--mbox", str(mbox), "--offline-mode",
-                    *tests_args())
+                    *sel_args())
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["subject"] == "mini: two breaks the guest"
     assert len(rec["series"]["patches"]) == 3
@@ -325,7 +325,7 @@ def test_git_bisect_run_orch_check_gives_the_same_answer(tmp_path, mini, env):
     subprocess.run(["git", "clone", "-q", str(mini), str(clone)], check=True)
     git(clone, "bisect", "start", ids[-1], ids[0])
     r = subprocess.run(["git", "-C", str(clone), "bisect", "run", sys.executable, str(script),
-                        "--config", "base", *tests_args()], env=env, capture_output=True,
+                        "--config", "base", *sel_args()], env=env, capture_output=True,
                        text=True, timeout=600)
     assert f"{ids[4]} is the first bad commit" in r.stdout, r.stdout + r.stderr
     assert "orch check: " in r.stderr
@@ -338,13 +338,13 @@ def test_check_exit_statuses(tmp_path, mini, env, what, rc):
     history(mini, [("mini: the commit", files or {"p.c": "int p(void) { return 0; }\n"})])
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(tests=str(REPO / "tests"), repo=str(REPO)))
-    r = subprocess.run([sys.executable, str(script), "--config", "base", *tests_args()],
+    r = subprocess.run([sys.executable, str(script), "--config", "base", *sel_args()],
                        cwd=mini, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == rc, r.stderr
     # --fixed swaps good and bad
     if what in ("PASS", "FAIL"):
         r = subprocess.run([sys.executable, str(script), "--config", "base", "--fixed",
-                            *tests_args()], cwd=mini, env=env, capture_output=True, text=True)
+                            *sel_args()], cwd=mini, env=env, capture_output=True, text=True)
         assert r.returncode == 1 - rc, r.stderr
 
 

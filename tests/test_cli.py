@@ -264,12 +264,13 @@ def test_selection_that_matches_nothing_exit_2_before_any_work(env, tmp_path):
 def test_help_ends_with_the_exit_statuses_and_lists_the_configs(env, tmp_path):
     """`python -m orchestrator` is `orch`; every help ends with the exit
     statuses, and `--config` names the configs it knows."""
-    for args in (["--help"], ["test", "--help"], ["report", "--help"]):
+    for args in (["--help"], ["test", "--help"], ["report", "--help"], ["bisect", "--help"],
+                 ["check", "--help"]):
         r = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         tail = r.stdout.rstrip().split("\n\n")[-1]
-        assert tail.startswith("exit status:"), args
+        assert tail.startswith("exit status"), args
         assert ("130" in tail) if args[0] != "report" else ("newer" in tail), tail
     r = orch(env, tmp_path, "test", "--help")
     flat = " ".join(r.stdout.split())

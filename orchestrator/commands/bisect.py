@@ -104,7 +104,7 @@ def register(sub) -> None:
     common.add_intake(p)
     common.add_tree(p)
     common.add_build(p)
-    common.add_boot(p)
+    common.add_boot(p, baseline=False)
     g.add_argument("--print-config", action="store_true",
                    help="print the effective settings and where each comes from, then exit")
     p.set_defaults(run=main, mode=Mode.TEST)

@@ -71,7 +71,7 @@ def register(sub) -> None:
                    "checks/<time>-<commit> in orch's cache, never in your checkout)")
     common.add_tree(p)
     common.add_build(p)
-    common.add_boot(p)
+    common.add_boot(p, baseline=False)
     p.set_defaults(run=main, mode=Mode.TEST)
 
 

@@ -78,7 +78,9 @@ def add_build(p: argparse.ArgumentParser) -> None:
                    "only for series you trust)")
 
 
-def add_boot(p: argparse.ArgumentParser) -> None:
+def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
+    """`baseline`: the command boots a baseline (orch test does; a bisect's
+    commits have none)."""
     g = p.add_argument_group("boot and guest tests")
     g.add_argument("--guest-test", action="append", dest="guest_tests", metavar="ID",
                    help="run only this guest test (pytest node id; repeatable)")
@@ -92,8 +94,9 @@ def add_boot(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rerun", action="store_true",
                    help="boot every kernel even when its results with this suite, selection "
                    "and VM settings are kept from an earlier run")
-    g.add_argument("--rerun-baseline", action="store_true",
-                   help="boot the baseline kernels even when their results are kept")
+    if baseline:
+        g.add_argument("--rerun-baseline", action="store_true",
+                       help="boot the baseline kernels even when their results are kept")
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
