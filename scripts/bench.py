@@ -9,6 +9,10 @@ One run measures, side by side:
   warm_one   the same again with --rerun-baseline (the baseline boots);
   warm_both  the same again with --rerun (both boot);
   second   another series on the same base.
+  bisect_steps  steps orch bisect takes for N commits against ceil(log2 N) + 1, on the
+                stand-in tree (real git bisect and builds; the stand-in guest of the tests)
+  bisect        the real bisect of tests/test_bisect_e2e.py's stack in orch's own cache,
+                then the same bisect again (nothing to build or boot)
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -127,12 +131,75 @@ def touched(mbox: Path) -> list[str]:
     return sorted(files)
 
 
+def bisect_steps(work: Path) -> dict:
+    """Steps taken against the bound, for several N and break positions."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import standin_guest  # noqa: E402
+    from orchestrator import cli  # noqa: E402
+    standin_guest.install_globally()
+    os.environ["ORCH_CACHE"] = str(work / "cache")
+    out = []
+    for n in (2, 5, 16, 33, 100):
+        for where in sorted({1, n // 3, n - 1} - {0}):
+            repo = work / f"tree-{n}-{where}"
+            shutil.copytree(REPO / "tests" / "data" / "minikernel", repo)
+            env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
+                   "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+            g = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True,  # noqa: E731
+                                          capture_output=True, env=env)
+            g("init", "-q")
+            for i in range(n + 1):
+                text = (f'const char orch_guest_{i}[] = "ORCH-GUEST:FAIL";\n' if i == where
+                        else f"int c{i}(void) {{ return {i}; }}\n")
+                (repo / f"c{i}.c").write_text(text)
+                g("add", "-A")
+                g("commit", "-q", "-m", f"commit {i}")
+            rd = work / f"run-{n}-{where}"
+            t0 = time.monotonic()
+            code = cli.main(["bisect", "--tree", str(repo), "--good", "HEAD~" + str(n),
+                             "--bad", "HEAD", "--config", CONFIG, "--run-dir", str(rd),
+                             "--guest-test", "guest_tests/test_blockdev_dontcache.py"])
+            rec = json.loads((rd / "run.json").read_text())["bisect"]
+            out.append({"commits": n, "break_at": where, "exit": code,
+                        "steps": sum(s["role"] == "step" for s in rec["steps"]),
+                        "bound": rec["max_steps"], "seconds": round(time.monotonic() - t0, 1)})
+    return {"runs": out, "within_bound": all(r["steps"] <= r["bound"] for r in out)}
+
+
+def bisect_real(work: Path) -> dict:
+    """The real stack's bisect in orch's own cache (its kernels are the
+    test suite's), then the same bisect again."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import SHORT_SELECTION, bisect_stack  # noqa: E402
+    debian = debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
+    ids = bisect_stack(debian, work / "stack")
+    out = {}
+    for name in ("first", "again"):
+        rd = work / f"bisect-{name}"
+        argv = [sys.executable, "-m", "orchestrator.cli", "bisect", "--good", ids["port"],
+                "--bad", ids["top"], "--config", CONFIG, "--run-dir", str(rd)]
+        for t in SHORT_SELECTION:
+            argv += ["--guest-test", t]
+        t0 = time.monotonic()
+        r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        rec = json.loads((rd / "run.json").read_text())["bisect"]
+        out[name] = {"seconds": round(time.monotonic() - t0, 1), "exit": r.returncode,
+                     "found": (rec.get("first_bad") or {}).get("commit") == ids["breaking"],
+                     "steps": [{k: s.get(k) for k in ("role", "build", "build_seconds", "boot",
+                                                      "boot_seconds", "outcome")}
+                               for s in rec["steps"]],
+                     "built": sum(s["build"] == "built" for s in rec["steps"]),
+                     "booted": sum(s.get("boot") == "booted" for s in rec["steps"])}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
-                    default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second"])
+                    default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
+                             "bisect_steps", "bisect"])
     args = ap.parse_args()
     tree = args.tree or debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-", dir=os.environ.get("BENCH_DIR")))
@@ -171,6 +238,12 @@ def main() -> int:
     if "second" in args.only:
         res["orch_second_series"] = orch(tree, cache, SECOND, scratch / "run-second")
         res["orch_second_series"]["series_touches"] = touched(SECOND)
+        save()
+    if "bisect_steps" in args.only:
+        res["bisect_steps"] = bisect_steps(scratch / "bisect-steps")
+        save()
+    if "bisect" in args.only:
+        res["bisect"] = bisect_real(scratch / "bisect")
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
