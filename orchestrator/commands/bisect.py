@@ -90,13 +90,9 @@ def register(sub) -> None:
     g = p.add_argument_group("what to bisect")
     g.add_argument("--good", help="a commit where the tests pass (with --fixed too)")
     g.add_argument("--bad", help="a commit where they fail (default: the tree's HEAD)")
-    m = g.add_mutually_exclusive_group()
-    m.add_argument("--build", dest="mode", action="store_const", const=Mode.BUILD,
-                   help="the first commit that does not build")
-    m.add_argument("--splat", dest="mode", action="store_const", const=Mode.SPLAT,
-                   help="the first commit whose kernel shows a splat the good end's does not")
-    m.add_argument("--fixed", dest="mode", action="store_const", const=Mode.FIXED,
-                   help="the first commit where the tests pass (--bad is the older end)")
+    common.add_modes(g, "the first commit that does not build",
+                     "the first commit whose kernel shows a splat the good end's does not",
+                     "the first commit where the tests pass (--bad is the older end)")
     g.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="go on with an interrupted bisect from its run directory")
     g.add_argument("--run-dir", type=Path, help="where results and logs go "

@@ -60,13 +60,9 @@ def register(sub) -> None:
     p = sub.add_parser(NAME, help=HELP, description=HELP + ".",
                        **common.parser_kwargs(EXIT_STATUSES))
     g = p.add_argument_group("what to check")
-    m = g.add_mutually_exclusive_group()
-    m.add_argument("--build", dest="mode", action="store_const", const=Mode.BUILD,
-                   help="good when it builds, bad when it does not")
-    m.add_argument("--splat", dest="mode", action="store_const", const=Mode.SPLAT,
-                   help="bad when the kernel shows any splat")
-    m.add_argument("--fixed", dest="mode", action="store_const", const=Mode.FIXED,
-                   help="passing is new (exit 1), failing old (exit 0): for finding a fix")
+    common.add_modes(g, "good when it builds, bad when it does not",
+                     "bad when the kernel shows any splat",
+                     "passing is new (exit 1), failing old (exit 0): for finding a fix")
     g.add_argument("--run-dir", type=Path, help="where results and logs go (default: "
                    "checks/<time>-<commit> in orch's cache, never in your checkout)")
     common.add_tree(p)

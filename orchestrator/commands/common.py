@@ -109,3 +109,13 @@ def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
     eff = settings.load(flags)
     settings.apply_cache(eff)
     return eff
+
+
+def add_modes(g, build: str, splat: str, fixed: str) -> None:
+    """--build / --splat / --fixed: what makes a commit bad (bisect, check)."""
+    from ..bisect_rules import Mode
+    m = g.add_mutually_exclusive_group()
+    for flag, mode, text in (("--build", Mode.BUILD, build), ("--splat", Mode.SPLAT, splat),
+                             ("--fixed", Mode.FIXED, fixed)):
+        m.add_argument(flag, dest="mode", action="store_const", const=mode, help=text)
+    g.set_defaults(mode=Mode.TEST)
