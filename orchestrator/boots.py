@@ -51,8 +51,8 @@ class BootJob:
 def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
-    key = result_cache.key(k.key, settings.tests, settings.test_timeout, settings.accel,
-                           settings.repeat, job.sample)
+    key = result_cache.key(result_cache.image_digest(k.image), settings.tests,
+                           settings.test_timeout, settings.accel, settings.repeat, job.sample)
     g = (result_cache.load(key, job.results, job.console, k, settings.expected, settings.repeat)
          if job.reuse else None)
     if g is None:

@@ -1,7 +1,8 @@
 """Guest results of any kernel, kept per (kernel, guest suite and selection,
 VM settings).
 
-A kernel is its cache key (its source tree and .config), so booting it again
+A kernel is its image (image_digest: the bzImage's bytes, which a source
+tree and .config build once into the kernel cache), so booting it again
 with the same tests tests nothing new: the baseline of a tree serves every
 series on it, a rerun of a series boots nothing, and a bisect that meets a
 commit again knows its answer. A crash is kept too (it is the kernel's
@@ -55,13 +56,27 @@ def _suite_digest(tests: tuple[str, ...], root: Path) -> str:
     return h.hexdigest()
 
 
-def key(kernel_key: str, tests: list[str] | None, test_timeout: float, accel: str,
+def image_digest(image: Path) -> str:
+    """What a boot's results depend on: the image booted, byte for byte.
+    Two commits that differ only where the build does not look (a
+    Documentation change) leave Kbuild nothing to relink, so their images
+    are the same file and one boot answers both; two builds of the same
+    source differ (build number, time), so no answer is ever shared
+    between kernels that could behave differently."""
+    h = hashlib.sha256()
+    with open(image, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
         repeat: int = 1, sample: int = 0) -> str:
     """`sample` numbers independent boots of one kernel with one selection
     (a bisect's retry of a kernel that did not come up, its confirmation
     reruns): each is kept on its own, so running the same bisect again
     boots nothing, while a rerun never reads the boot it is rerunning."""
-    parts = [__version__, kernel_key, sorted(tests or []),
+    parts = [__version__, image, sorted(tests or []),
              suite_digest(tuple(sorted(tests or []))), test_timeout, accel, repeat,
              vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]
     if sample:  # sample 0 keeps the key every earlier orch kept results under

@@ -158,22 +158,56 @@ def stack_git(cwd, *args) -> str:
                           text=True, env={**os.environ, **STACK_GIT_ENV}).stdout.strip()
 
 
+def _commit_mail(repo: Path, parent: str, mail: Path, work: Path) -> str:
+    """`git am` of one mail without a checkout (a kernel checkout costs half
+    a minute): its diff applied to a temporary index of `parent`."""
+    work.mkdir(parents=True, exist_ok=True)
+    msg, patch = work / "msg", work / "patch"
+    info = subprocess.run(["git", "-C", str(repo), "mailinfo", str(msg), str(patch)],
+                          stdin=open(mail), check=True, capture_output=True, text=True).stdout
+    fields = dict(l.split(": ", 1) for l in info.splitlines() if ": " in l)
+    env = {**os.environ, **STACK_GIT_ENV, "GIT_INDEX_FILE": str(work / "index"),
+           "GIT_AUTHOR_NAME": fields["Author"], "GIT_AUTHOR_EMAIL": fields["Email"]}
+    run = lambda *a, **kw: subprocess.run(["git", "-C", str(repo), *a], check=True,  # noqa: E731
+                                          capture_output=True, text=True, env=env,
+                                          **kw).stdout.strip()
+    run("read-tree", parent)
+    run("apply", "--cached", str(patch))
+    tree = run("write-tree")
+    body = fields["Subject"] + "\n\n" + msg.read_text()
+    return run("commit-tree", tree, "-p", parent, input=body)
+
+
 def bisect_stack(debian: Path, where: Path) -> dict[str, str]:
-    """A plain clone of `debian` (orch's 7.2.13 import) at `where` with the v3
-    port, the breaking patch and an unrelated Documentation commit, pushed
-    into `debian` too (orch bisects its default tree, where the other real
-    tests' kernels were built). Commit ids by name: port, breaking, top."""
-    subprocess.run(["git", "clone", "-q", "--shared", str(debian), str(where)], check=True,
-                   env={**os.environ, **STACK_GIT_ENV})
-    stack_git(where, "am", "-q", "--empty=drop", str(PORT))
-    ids = {"port": stack_git(where, "rev-parse", "HEAD")}
-    stack_git(where, "am", "-q", str(BISECT_BREAKS))
-    ids["breaking"] = stack_git(where, "rev-parse", "HEAD")
-    (where / "Documentation" / "orch-bisect-test.rst").write_text(
-        "An unrelated commit: nothing the kernel build reads.\n")
-    # -f: the Debian import ignores everything (its files are force-added)
-    stack_git(where, "add", "-f", "Documentation/orch-bisect-test.rst")
-    stack_git(where, "commit", "-q", "-m", "Documentation: a note nobody builds")
-    ids["top"] = stack_git(where, "rev-parse", "HEAD")
-    stack_git(where, "push", "-q", "-f", str(debian), f"{ids['top']}:refs/orch-tests/bisect-stack")
+    """The real bisect's stack in `debian` (orch's 7.2.13 import, which orch
+    bisects: the other real tests' kernels were built there), under
+    refs/orch-tests/bisect-stack: the v3 port, the breaking patch and an
+    unrelated Documentation commit; and `where`, a plain clone of it with
+    nothing checked out (git bisect --no-checkout and orch check need none).
+    Commit ids by name: port, breaking, top."""
+    work = where.parent / f".{where.name}-mails"
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "mailsplit", "-o" + str(work), str(PORT)], check=True,
+                   capture_output=True)
+    head = stack_git(debian, "rev-parse", "refs/tags/debian-7.2.13-1")
+    for mail in sorted(work.glob("[0-9]*")):
+        if "\n---\n" in mail.read_text() and "diff --git" in mail.read_text():
+            head = _commit_mail(debian, head, mail, work / "am")
+    ids = {"port": head}
+    ids["breaking"] = _commit_mail(debian, head, BISECT_BREAKS, work / "am")
+    doc = subprocess.run(["git", "-C", str(debian), "hash-object", "-w", "--stdin"],
+                         input="An unrelated commit: nothing the kernel build reads.\n",
+                         check=True, capture_output=True, text=True).stdout.strip()
+    env = {**os.environ, **STACK_GIT_ENV, "GIT_INDEX_FILE": str(work / "am" / "index")}
+    g = lambda *a, **kw: subprocess.run(["git", "-C", str(debian), *a], check=True,  # noqa: E731
+                                        capture_output=True, text=True, env=env,
+                                        **kw).stdout.strip()
+    g("read-tree", ids["breaking"])
+    g("update-index", "--add", "--cacheinfo", f"100644,{doc},Documentation/orch-bisect-test.rst")
+    ids["top"] = g("commit-tree", g("write-tree"), "-p", ids["breaking"],
+                   input="Documentation: a note nobody builds\n")
+    g("update-ref", "refs/orch-tests/bisect-stack", ids["top"])
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(debian), str(where)],
+                   check=True, env={**os.environ, **STACK_GIT_ENV})
+    stack_git(where, "fetch", "-q", str(debian), "refs/orch-tests/bisect-stack")
     return ids

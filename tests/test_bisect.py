@@ -317,18 +317,25 @@ sys.exit(cli.main(["check", *sys.argv[1:]]))
 """
 
 
-def test_git_bisect_run_orch_check_gives_the_same_answer(tmp_path, mini, env):
+@pytest.mark.parametrize("checkout", [[], ["--no-checkout"]])
+def test_git_bisect_run_orch_check_gives_the_same_answer(tmp_path, mini, env, checkout):
+    """In a plain clone, with git moving HEAD, or only BISECT_HEAD."""
     ids = history(mini, plain(4) + [("mini: break", {"bad.c": guest("FAIL")})] + plain(6)[4:])
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(tests=str(REPO / "tests"), repo=str(REPO)))
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(mini), str(clone)], check=True)
-    git(clone, "bisect", "start", ids[-1], ids[0])
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout
+    git(clone, "bisect", "start", *checkout, ids[-1], ids[0])
     r = subprocess.run(["git", "-C", str(clone), "bisect", "run", sys.executable, str(script),
                         "--config", "base", *sel_args()], env=env, capture_output=True,
                        text=True, timeout=600)
     assert f"{ids[4]} is the first bad commit" in r.stdout, r.stdout + r.stderr
     assert "orch check: " in r.stderr
+    if checkout:   # the checkout never moved
+        assert subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"],
+                              capture_output=True, text=True).stdout == head
 
 
 @pytest.mark.parametrize("what,rc", [("PASS", 0), ("FAIL", 1), ("PANIC", 125), ("BUILD", 125),

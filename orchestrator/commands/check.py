@@ -4,7 +4,7 @@
     git bisect run orch check --guest-test ID
 
 It tests the commit checked out in the tree (HEAD; uncommitted changes are
-not part of it): the build and the boot happen in orch's own worktree, so
+not part of it), or BISECT_HEAD in a `git bisect start --no-checkout`: the build and the boot happen in orch's own worktree, so
 the checkout git bisect moves is only read. Its exit status is all that
 `git bisect run` reads, so it only ever exits with git's meanings: 0 good,
 1 bad, 125 skip, and 128 or more to stop the bisect (bad input, the
@@ -93,7 +93,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     # The tree: --tree, else the checkout git bisect run is in (not the
     # Debian default of `orch test`: a check is always about your tree).
     t = tree.open_tree(args.tree if args.tree is not None else Path.cwd())
-    commit = bisect_git.resolve(t.repo, "HEAD", "HEAD of")
+    # `git bisect start --no-checkout` moves BISECT_HEAD, not HEAD (git's
+    # documented way for a run script): nothing in your checkout changes
+    # per step, which suits orch, which builds elsewhere anyway.
+    commit = (tree.has_commit(t.repo, "BISECT_HEAD")
+              or bisect_git.resolve(t.repo, "HEAD", "HEAD of"))
     configs = list(val["configs"] or [])
     if args.configs and len(args.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
