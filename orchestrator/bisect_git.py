@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import tree
 from .errors import BadInput, Exit, OrchError
+from .sanitize import clean
 
 TEST_TERMS = ("good", "bad")      # old, new: the first commit that fails
 FIXED_TERMS = ("old", "new")      # old fails, new passes: the first commit that passes
@@ -130,7 +131,6 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
 def describe(repo: Path, commit: str) -> tuple[str, str]:
     """(subject, "Name <email>") of a commit, for reports (cleaned: commit
     messages of a mailing-list series are untrusted)."""
-    from .sanitize import clean
     r = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%s%x00%an <%ae>",
                         commit], capture_output=True, text=True, env=tree.git_env(repo))
     subject, _, author = r.stdout.strip().partition("\0")

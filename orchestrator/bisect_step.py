@@ -16,7 +16,7 @@ from pathlib import Path
 from . import boots, bisect_git, build, builds, kconfig, tree, vm
 from .bisect_rules import ABORT, RETRY, Build, Mode, classify
 from .errors import Exit, OrchError
-from .models import Kernel, Status
+from .models import Kernel
 from .progress import Progress
 from .verdict import Side
 
@@ -148,8 +148,3 @@ def crash_of(side: Side | None) -> str | None:
         return f"died during {side.died_in}"
     return None
 
-
-def failed_tests(side: Side | None) -> list[str]:
-    if side is None:
-        return []
-    return [n for n, t in side.tests.items() if t.status not in (Status.PASS, Status.SKIP)]

@@ -8,8 +8,8 @@ import dataclasses
 from . import vm
 from .boots import Booted
 from .models import GuestRun, Kernel, Series
-from .record import (BootRecord, BuildRecord, Comparison, ConfigRecord, Outcome, Problems,
-                     SideRecord, TestRecord)
+from .record import (BisectStep, BootRecord, BuildRecord, Comparison, ConfigRecord, Outcome,
+                     Problems, SideRecord, TestRecord)
 from .verdict import ConfigVerdict, Side
 
 
@@ -66,3 +66,12 @@ def judged(c: ConfigRecord, v: ConfigVerdict) -> None:
     c.verdict = v.verdict
     c.regressions = len(v.regressions)
     c.problems = Problems(v.regressions, v.failures, v.infra)
+
+
+def bisect_step(role: str, r, steps_left: int | None = None) -> BisectStep:
+    """One bisect_step.StepResult as run.json's step (orch bisect, orch check)."""
+    return BisectStep(role, r.commit, r.subject, r.outcome, r.reason, r.build,
+                      round(r.build_seconds, 1), str(r.build_log), r.boot, r.boot_seconds,
+                      r.attempts or None, str(r.console) if r.console else None,
+                      r.results or None,
+                      [s.as_dict() for s in r.side.splats] if r.side else None, steps_left)

@@ -22,14 +22,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import (bisect_git, build, debsrc, intake, kconfig, record, selection, summary,
-                tree, vm)
-from ..bisect_rules import BAD, GOOD, SKIP, Mode
+from .. import (bisect_git, build, debsrc, intake, kconfig, record, recording, selection,
+                summary, tree, vm)
+from ..bisect_rules import BAD, GOOD, Mode
 from ..bisect_step import StepResult, StepSettings, Stepper, crash_of, short
 from ..boots import BootSettings
 from ..errors import BadInput, Exit, OrchError
 from ..progress import Progress
-from ..record import BisectRecord, BisectStep, CommitRecord, TreeRecord
+from ..record import BisectRecord, CommitRecord, TreeRecord
 from ..verdict import Side
 from . import common
 from .test import Run, slug
@@ -254,7 +254,6 @@ class Bisect:
                                   log=self.run.logs / "b4.log", lore_url=opts.lore_url,
                                   timeout=opts.lore_timeout, offline=opts.offline,
                                   latest=opts.latest)
-            from .. import recording
             self.rec.series = recording.series(series)
             base = tree.resolve_base(t, series, opts.base)
             self.rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
@@ -325,8 +324,9 @@ class Bisect:
                 mine = crash_of(r.side)
                 if mine and mine != self.bad_crash:
                     r.reason += f" (the bad end's crash differs: {self.bad_crash})"
-            term = {GOOD: terms[0], BAD: terms[1], SKIP: "skip"}.get(r.outcome, r.outcome)
-            ans = gb.mark(term, r.commit)
+            # An outcome is already one of git's terms for this mode (good,
+            # bad, skip; old, new, skip with --fixed: bisect_rules, TERMS).
+            ans = gb.mark(r.outcome, r.commit)
             self._record("step", r, ans.steps_left if not ans.done else 0)
             self._save_log(gb)
         return self._conclude(gb, ans)
@@ -339,11 +339,7 @@ class Bisect:
 
     def _record(self, role: str, r: StepResult, steps_left: int | None = None) -> None:
         b = self.rec.bisect
-        b.steps.append(BisectStep(
-            role, r.commit, r.subject, r.outcome, r.reason, r.build, round(r.build_seconds, 1),
-            str(r.build_log), r.boot, r.boot_seconds, r.attempts or None,
-            str(r.console) if r.console else None, r.results or None,
-            [s.as_dict() for s in r.side.splats] if r.side else None, steps_left))
+        b.steps.append(recording.bisect_step(role, r, steps_left))
         self.run.save()
         n = sum(s.role == "step" for s in b.steps)
         label = f"step {n}" if role == "step" else role

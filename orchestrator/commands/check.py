@@ -20,13 +20,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import bisect_git, kconfig, selection, tree
+from .. import bisect_git, kconfig, recording, selection, tree
 from ..bisect_rules import BAD, GOOD, SKIP, Mode
 from ..bisect_step import StepSettings, Stepper, short
 from ..boots import BootSettings
 from ..errors import BadInput, Exit, OrchError
 from ..progress import Progress
-from ..record import BisectRecord, BisectStep, TreeRecord
+from ..record import BisectRecord, TreeRecord
 from . import common
 from .test import Run
 
@@ -121,11 +121,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             BootSettings(args.guest_tests, expected, val["test_timeout"], args.repeat),
             val["guest_timeout"], args.rerun), run.dir, run.progress)
         r = stepper.step(commit)
-        rec.bisect.steps.append(BisectStep(
-            "check", commit, r.subject, r.outcome, r.reason, r.build,
-            round(r.build_seconds, 1), str(r.build_log), r.boot, r.boot_seconds,
-            r.attempts or None, str(r.console) if r.console else None, r.results or None,
-            [s.as_dict() for s in r.side.splats] if r.side else None))
+        rec.bisect.steps.append(recording.bisect_step("check", r))
         rc = {GOOD: GOOD_RC, BAD: BAD_RC, SKIP: SKIP_RC, "old": GOOD_RC,
               "new": BAD_RC}[r.outcome]
         print(f"orch check: {short(commit)} {r.subject[:60]}: {r.outcome} ({r.reason}); "
