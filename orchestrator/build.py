@@ -171,10 +171,17 @@ def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str],
         else:
             argv = [*argv, f"-j{jobs()}"]
         if opts.sandbox:
-            # The sandbox's /tmp is private: an orch installed under /tmp (a CI
-            # clone) must bind its compiler wrapper in.
-            argv = sandbox.wrap(argv, writable=[builddir, ccache], cwd=src,
-                                readable=[src, ccache_guard.GUARD.parent])
+            # The worktree, orch's compiler wrapper (its directory: an orch
+            # cloned under /tmp is otherwise hidden by the private /tmp), the
+            # build directory and ccache; nothing else of the host, and of
+            # the environment only what orch sets (menv) and the locale.
+            # The worktree's git metadata is not in the view (for --tree it
+            # is the developer's whole repository), so setlocalversion adds
+            # no "+" to the release: 7.2.13, not 7.2.13+.
+            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent),
+                                writable=(builddir, ccache), env=menv)
+            return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
+                               pass_fds=fds, on_line=on_line)
         return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
                         pass_fds=fds, on_line=on_line)
     return make

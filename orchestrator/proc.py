@@ -35,7 +35,7 @@ def run(argv: Sequence[str | os.PathLike], *, log: Path | None = None,
         cwd: Path | None = None, env: Mapping[str, str] | None = None,
         timeout: float | None = None, input: bytes | None = None,
         append: bool = False, pass_fds: Sequence[int] = (),
-        on_line: Callable[[str], None] | None = None) -> Result:
+        on_line: Callable[[str], None] | None = None, inherit_env: bool = True) -> Result:
     """Run argv (never through a shell), stdout+stderr to `log`.
 
     Output always goes through a pipe that we copy: QEMU (under vng) reopens
@@ -43,9 +43,11 @@ def run(argv: Sequence[str | os.PathLike], *, log: Path | None = None,
     log and makes its writers overwrite each other. The child gets its own
     process group so a timeout or Ctrl-C kills everything it started.
     `on_line` sees each output line as it comes (progress displays).
+    The child gets orch's environment updated with `env`, or with
+    inherit_env=False only `env` (sandboxed steps: see sandbox.py).
     """
     argv = [str(a) for a in argv]
-    full_env = dict(os.environ)
+    full_env = dict(os.environ) if inherit_env else {}
     if env:
         full_env.update(env)
     out = None

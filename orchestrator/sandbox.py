@@ -1,22 +1,73 @@
-"""Run untrusted build steps in a sandbox: no network, and a read-only view
-of the machine except the directories the step may write.
+"""Run untrusted code in a curated view of the machine: what it needs, nothing else.
 
-Patches from a mailing list are untrusted code, and building a kernel runs
-code from the tree (host programs under scripts/, Kconfig, Makefiles), so
-every make of patched source goes through here. bubblewrap gives a new
-network namespace (only a down loopback) and a mount namespace with / bound
-read-only; the build directory and ccache are bound writable on top.
+Patches from a mailing list are untrusted code. Building a kernel runs code
+from the tree (host programs under scripts/, Kconfig, Makefiles' $(shell)),
+and booting it runs the patched kernel as root in a guest that sees part of
+the host over 9p. Whatever either can read, it can print into a build log,
+a console or the results directory, and all of those are published (CI
+artifacts, report pages). So neither sees the host: bubblewrap builds a new
+root from an allowlist and everything else is simply absent.
+
+  - the system directories (/usr, /bin, /sbin, /lib*), read-only, and the
+    few files of /etc that the toolchain and the dynamic linker read;
+  - the paths the step was given: readable ones read-only, writable ones
+    read-write (a build: its worktree, build directory and ccache; a guest:
+    the venv's interpreter and packages, guest_tests/, the kernel image,
+    the results directory);
+  - a private /tmp, a minimal /dev, and a /proc of its own pid namespace
+    (with the host's pids visible, /proc/<pid>/environ and /proc/<pid>/root
+    would lead straight back to the host's secrets);
+  - no network, and an environment rebuilt from an allowlist: bwrap itself
+    starts with it too, so no process in the sandbox ever held more.
+
+Home directories, /root, /run, /var, /mnt, /opt, other checkouts and the
+rest of /etc are not there. A path the step needs that lies inside one of
+them (the default cache is ~/.cache/orch) is bound alone: its parents
+appear as empty directories, their other contents do not.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from . import proc
 from .errors import Exit, OrchError
+
+# Read-only, at the same path. A directory that is a symlink on the host
+# (merged /usr: /bin -> usr/bin) is recreated as the same symlink.
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What of /etc the toolchain, the dynamic linker, Perl (Kbuild scripts) and
+# QEMU read: Debian's alternatives (awk, cc, ld are links through it), the
+# linker cache, user and group names (gcc, make and git look the uid up),
+# the time zone, OpenSSL's configuration (module signing keys are made with
+# `openssl req`). No credentials live in any of these; /etc/ssl/private is
+# not among them.
+ETC = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+       "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime", "/etc/perl",
+       "/etc/timezone", "/etc/ssl/openssl.cnf")
+# Host variables that pass, by name: the locale. Everything else a step
+# gets is set by orch (PATH included, from the host's PATH entries that
+# lie inside the view).
+ENV_ALLOW = ("LANG", "LANGUAGE", "LC_*", "TZ")
+# HOME points into the private /tmp: tools that want a home find an empty one.
+HOME = "/tmp"
+
+
+@dataclass(frozen=True)
+class View:
+    """What a sandboxed step sees of the host besides the system directories."""
+    readable: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()       # must exist
+    devices: tuple[Path, ...] = ()        # host device nodes, e.g. /dev/kvm (when present)
+    env: Mapping[str, str] = field(default_factory=dict)   # set by orch, on top of ENV_ALLOW
+    path: tuple[str, ...] = ()            # PATH entries before the system ones
+    dirs: tuple[str, ...] = ()            # empty directories to create (mount points)
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,32 +76,85 @@ def probe() -> tuple[bool, str]:
     bwrap = shutil.which("bwrap")
     if not bwrap:
         return False, "bwrap (bubblewrap) is not installed"
-    r = proc.run([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                  "--unshare-net", "--die-with-parent", "true"], timeout=30)
+    r = proc.run([bwrap, *_system_args(), "--dev", "/dev", "--proc", "/proc",
+                  "--unshare-net", "--unshare-pid", "--die-with-parent", "true"],
+                 timeout=30, env=clean_env(), inherit_env=False)
     if not r.ok:
         first = r.output.strip().splitlines()[0] if r.output.strip() else f"exit {r.returncode}"
         return False, f"bwrap cannot create namespaces: {first[:200]}"
-    return True, "bwrap: no network, read-only except the build directory and ccache"
+    return True, "bwrap: an allowlisted view of the host, no network"
 
 
-def wrap(argv: Sequence[str], writable: Sequence[Path], cwd: Path,
-         readable: Sequence[Path] = ()) -> list[str]:
-    """argv run under bwrap; only `writable` paths (which must exist) can be written."""
+def require() -> None:
     ok, why = probe()
     if not ok:
-        raise OrchError(f"cannot sandbox the build ({why}); install bubblewrap, "
-                        "or pass --no-sandbox to build untrusted patches unconfined",
+        raise OrchError(f"cannot sandbox untrusted code ({why}); install bubblewrap, "
+                        "or pass --no-sandbox to build and boot untrusted patches unconfined",
                         Exit.INFRA)
-    # A private /tmp: nothing a build leaves there survives it, and nothing
-    # of the host's /tmp is writable (make 4.3 writes some temp files there
-    # whatever TMPDIR says). The paths the step needs are bound after it,
-    # so ones under /tmp stay visible.
-    out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-           "--tmpfs", "/tmp", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-           "--die-with-parent"]
-    for p in readable:
-        out += ["--ro-bind", str(p), str(p)]
-    for p in writable:
+
+
+def _system_args() -> list[str]:
+    out: list[str] = []
+    for d in SYSTEM:
+        p = Path(d)
+        if p.is_symlink():
+            out += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            out += ["--ro-bind", d, d]
+    for f in ETC:
+        if os.path.lexists(f):
+            out += ["--ro-bind", f, f]
+    return out
+
+
+def _in_view(entry: str, view: View) -> bool:
+    if not entry.startswith("/"):
+        return False
+    roots = [*SYSTEM, *map(str, view.readable), *map(str, view.writable)]
+    return any(entry == r or entry.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def clean_env(view: View | None = None, host: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a sandboxed step: the allowlisted host
+    variables, a PATH of the view, HOME in the private /tmp, and what orch
+    sets for the step. Never the host's environment as a whole."""
+    host = os.environ if host is None else host
+    view = view or View()
+    env = {k: v for k, v in host.items() if any(fnmatch.fnmatchcase(k, p) for p in ENV_ALLOW)}
+    path = [*view.path, *(e for e in host.get("PATH", "").split(":") if _in_view(e, view))]
+    for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin"):
+        if d not in path:
+            path.append(d)
+    env.update({"PATH": ":".join(dict.fromkeys(path)), "HOME": HOME})
+    env.update(view.env)
+    return env
+
+
+def wrap(argv: Sequence[str], view: View, cwd: Path) -> list[str]:
+    """argv run by bwrap in `view`. bwrap passes on its own environment, so
+    it must be started with `clean_env(view)` alone: use run(), which does."""
+    require()
+    # Order matters: later mounts go on top. The private /tmp first, so a
+    # path the step needs under the host's /tmp (a CI clone, a test's
+    # directory) is bound over it and stays visible.
+    out = [shutil.which("bwrap") or "bwrap", *_system_args(),
+           "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", "/var/tmp",
+           "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid",
+           "--die-with-parent", "--new-session"]
+    for d in view.dirs:
+        out += ["--dir", d]
+    for d in view.devices:
+        out += ["--dev-bind-try", str(d), str(d)]
+    for p in dict.fromkeys(view.readable):
+        if os.path.exists(p):
+            out += ["--ro-bind", str(p), str(p)]
+    for p in dict.fromkeys(view.writable):
         out += ["--bind", str(p), str(p)]
     out += ["--chdir", str(cwd), "--", *map(str, argv)]
     return out
+
+
+def run(argv: Sequence[str], view: View, cwd: Path, **kw) -> proc.Result:
+    """proc.run of argv in `view`, with bwrap itself (and so everything in
+    the sandbox) started with the clean environment alone."""
+    return proc.run(wrap(argv, view, cwd), cwd=cwd, env=clean_env(view), inherit_env=False, **kw)
