@@ -102,7 +102,7 @@ class Stepper:
                             self.logs / f"console-{self.kc.name}-{name}.log", "patched",
                             reuse=not s.rerun, sample=sample)
         settings = boots.BootSettings(s.boot.tests, s.boot.expected, s.boot.test_timeout,
-                                      s.boot.repeat, self.accel)
+                                      s.boot.repeat, self.accel, confined=s.sandbox)
         return boots.boot(job, settings, s.guest_timeout,
                           lambda text: self.progress.status(f"boot {short(k.key)}", text))
 

@@ -23,6 +23,9 @@ class BootSettings:
     test_timeout: float = vm.TEST_TIMEOUT
     repeat: int = 1
     accel: str = "tcg"
+    # Not the outcome, but where the results may go: a guest confined to
+    # vm.guest_view() (False only with --no-sandbox).
+    confined: bool = True
 
 
 @dataclass
@@ -52,13 +55,14 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
     key = result_cache.key(result_cache.image_digest(k.image), settings.tests,
-                           settings.test_timeout, settings.accel, settings.repeat, job.sample)
+                           settings.test_timeout, settings.accel, settings.repeat, job.sample,
+                           settings.confined)
     g = (result_cache.load(key, job.results, job.console, k, settings.expected, settings.repeat)
          if job.reuse else None)
     if g is None:
         g = vm.run_tests(k, job.results, job.console, timeout=timeout, tests=settings.tests,
                          test_timeout=settings.test_timeout, expected=settings.expected,
-                         repeat=settings.repeat, status=status)
+                         repeat=settings.repeat, status=status, confined=settings.confined)
         result_cache.store(key, g)
     judged = verdict.judge_side(settings.expected, g, job.side == "patched",
                                 splats.scan(vm.console_text(g.console)))

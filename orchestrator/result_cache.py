@@ -71,16 +71,23 @@ def image_digest(image: Path) -> str:
 
 
 def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
-        repeat: int = 1, sample: int = 0) -> str:
+        repeat: int = 1, sample: int = 0, confined: bool = True) -> str:
     """`sample` numbers independent boots of one kernel with one selection
     (a bisect's retry of a kernel that did not come up, its confirmation
     reruns): each is kept on its own, so running the same bisect again
-    boots nothing, while a rerun never reads the boot it is rerunning."""
+    boots nothing, while a rerun never reads the boot it is rerunning.
+
+    `confined`: the guest saw only vm.guest_view(). Kept results are copied
+    into run directories, which are published, so results of a guest that
+    saw the whole host (--no-sandbox, or any orch before the view) are
+    never handed to a confined run: they are keyed apart."""
     parts = [__version__, image, sorted(tests or []),
              suite_digest(tuple(sorted(tests or []))), test_timeout, accel, repeat,
              vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]
     if sample:  # sample 0 keeps the key every earlier orch kept results under
         parts.append(f"sample {sample}")
+    if confined:
+        parts.append("guest view 1")
     h = hashlib.sha256(json.dumps(parts).encode())
     return h.hexdigest()[:32]
 

@@ -1,7 +1,8 @@
 """Boot a kernel under virtme-ng and run the guest test suite in it.
 
-The guest sees the host root read-only over 9p (so it can run pytest from
-orch's virtual environment) and one writable results directory, where the
+The guest sees a curated view of the host read-only over 9p (guest_view():
+enough to run pytest from orch's virtual environment, no home directories,
+no /root, no environment) and one writable results directory, where the
 harness writes JUnit XML and its exit status.
 """
 
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import guest_results, kimage, paths, proc, selection, splats, untrusted
+from . import guest_results, kimage, paths, proc, sandbox, selection, splats, untrusted
 from .models import GuestRun, Kernel
 from .sanitize import clean
 
@@ -161,12 +162,49 @@ def repeat_args(repeat: int) -> list[str]:
     return [f"--count={repeat}", "--repeat-scope=function"] if repeat > 1 else []
 
 
+def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
+               writable: tuple[Path, ...] = ()) -> sandbox.View:
+    """What the guest sees of the host, and vng and QEMU with it.
+
+    virtme-ng exports the host's "/" to the guest over 9p (or virtiofs),
+    read-only, as QEMU sees it. So vng runs inside the same bubblewrap view
+    as a build: QEMU's "/" is then the curated root, and that is all the
+    guest's 9p root can ever show, even to a patched kernel running as root
+    that mounts it again. (The other ways: `vng --root DIR` wants a whole
+    root filesystem to be made and kept in step with the host's venv;
+    virtme-ng has no option to export only some host paths.) vng and QEMU
+    get the clean environment of the view, so a guest has nothing of
+    orch's either: virtme-ng passes a few host variables (TERM) to it.
+
+    In the view: the system directories, the interpreter and packages of
+    orch's environment (the guest runs pytest from them), orch's package
+    (its pytest plugin), guest_tests/ and any selected test file's
+    directory, the kernel image, and the results directory and scratch
+    disk, writable. /run is an empty directory: virtme-ng's init mounts a
+    tmpfs there."""
+    root = paths.data_root()
+    readable = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+                Path(sys.base_exec_prefix), Path(__file__).resolve().parent,
+                root / selection.GUEST_TESTS, kernel.image]
+    vng = Path(vng_command()[0])
+    if vng.is_absolute():
+        readable.append(vng.resolve().parent.parent)   # a vng installed elsewhere (pipx)
+    for t in tests or ():
+        f = (root / t.split("::")[0]).resolve()
+        readable.append(f if f.is_dir() else f.parent)
+    return sandbox.View(readable=tuple(readable), writable=(results, *writable),
+                        devices=(Path("/dev/kvm"),), path=(str(Path(sys.executable).parent),),
+                        dirs=("/run",))
+
+
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
               cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
               expected: list[str] | None = None, repeat: int = 1,
-              status=lambda text: None) -> GuestRun:
+              status=lambda text: None, confined: bool = True) -> GuestRun:
+    """Boot `kernel` and run the selected guest tests. `confined`: vng runs
+    in guest_view() (False only for --no-sandbox)."""
     # Nothing from an earlier boot may be read as this one's (an old
     # scale.json, a JUnit file): the directory starts empty.
     shutil.rmtree(results, ignore_errors=True)
@@ -203,8 +241,13 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             last[0] = line
         status(f"boot {kernel.config}: {time.monotonic() - t0:.0f}s {last[0]}")
     try:
-        r = proc.run(argv, log=console, cwd=paths.data_root(), timeout=timeout,
-                     env={"PATH": path}, on_line=on_line)
+        if confined:
+            view = guest_view(kernel, results, tests, writable=(scratch,))
+            r = sandbox.run(argv, view, paths.data_root(), log=console, timeout=timeout,
+                            on_line=on_line)
+        else:
+            r = proc.run(argv, log=console, cwd=paths.data_root(), timeout=timeout,
+                         env={"PATH": path}, on_line=on_line)
     finally:
         scratch.unlink(missing_ok=True)
         status(None)

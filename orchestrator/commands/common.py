@@ -74,8 +74,8 @@ def add_build(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jobs", "-j", type=int,
                    help="make jobs shared by all concurrent builds (default: CPUs)")
     g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
-                   help="build without bubblewrap (network and all files reachable: "
-                   "only for series you trust)")
+                   help="build and boot without bubblewrap's curated view (the network, "
+                   "every file and orch's environment reachable: only for series you trust)")
 
 
 def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:

@@ -148,6 +148,7 @@ class Run:
         self.logs.mkdir(exist_ok=True)
         self.progress = progress
         self.rec = RunRecord(__version__, opts.argv, str(self.dir), now())
+        self.rec.sandbox = "view" if getattr(opts, "sandbox", True) else "off"
         self.deadline = (time.monotonic() + opts.timeout) if opts.timeout else None
         self.save()
 
@@ -372,7 +373,7 @@ def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str
               expected: list[str], accel: str) -> dict[tuple[str, str], boots.Booted]:
     opts = run.opts
     boot_settings = boots.BootSettings(opts.guest_tests, expected, opts.test_timeout,
-                                       opts.repeat, accel)
+                                       opts.repeat, accel, confined=opts.sandbox)
     jobs = [boots.BootJob(kernels[(c.name, side)], run.dir / "results" / c.name / side,
                           run.logs / f"console-{c.name}-{side}.log", side,
                           reuse=not (opts.rerun or (side == "baseline" and opts.rerun_baseline)))
