@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import BadInput
 
-SCHEMA_VERSION = "1.1"   # 1.1: bisect
+SCHEMA_VERSION = "1.2"   # 1.1: bisect; 1.2: sandbox
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "run.schema.json"
 
 
@@ -246,6 +246,9 @@ class RunRecord:
     accel: Accel | None = opt()
     each_patch: list[EachPatchStep] | None = opt()
     bisect: BisectRecord | None = opt()
+    # "view": every build and guest saw only sandbox.py's allowlisted view
+    # and environment; "off": --no-sandbox (the run may hold host secrets).
+    sandbox: str | None = opt()
     finished: str | None = opt()
 
     def config(self, name: str) -> ConfigRecord:

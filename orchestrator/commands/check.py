@@ -111,6 +111,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         rec = run.rec
         rec.tree = TreeRecord(str(t.repo), t.label, commit, "HEAD of the tree")
         rec.expected_tests, rec.repeat = expected, args.repeat
+        rec.sandbox = "view" if args.sandbox else "off"
         rec.bisect = BisectRecord(mode.value, [], commit, commit, kc.name,
                                   list(args.guest_tests or []), args.repeat, 1, 1)
         run.save()
