@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from helpers import MINI, REPO, git  # noqa: E402
+from helpers import MINI, REPO, ROOT_CANARY, git  # noqa: E402
 from lore_server import LORE_DATA_DIR, LoreServer  # noqa: E402
 
 # Every run.json a test writes is checked against the schema (schema_check.py).
@@ -86,3 +87,25 @@ def mini(tmp_path):
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "mini: base")
     return repo
+
+
+@pytest.fixture
+def canaries(tmp_path, monkeypatch):
+    """Three fresh secrets: in $HOME/.orch-canary (HOME becomes tmp_path/home),
+    /root/.orch-canary and SECRET_TOKEN of this process, so of every orch it
+    starts. Names by place: home, root, env."""
+    if not os.access("/root", os.W_OK):
+        pytest.skip("placing the /root canary needs root (CI runs as root)")
+    if ROOT_CANARY.exists():
+        pytest.fail(f"{ROOT_CANARY} exists: left by an interrupted run? remove it")
+    c = {k: f"ORCH-CANARY-{k}-{secrets.token_hex(8)}" for k in ("home", "root", "env")}
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".orch-canary").write_text(c["home"] + "\n")
+    ROOT_CANARY.write_text(c["root"] + "\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SECRET_TOKEN", c["env"])
+    try:
+        yield c
+    finally:
+        ROOT_CANARY.unlink(missing_ok=True)

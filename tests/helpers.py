@@ -34,6 +34,12 @@ CACHED_TEST = "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cach
 # it once in the whole suite and its kept results serve the rest.
 SHORT_SELECTION = [IRQ_TEST, TASK_TEST, CACHED_TEST]
 
+# The canary series' probes (build step and guest test) and where the
+# sandbox tests put the /root canary.
+CANARY_DIR = TESTS_DIR / "data" / "canary"
+CANARY_SERIES = PATCHES / "canary-probe.mbox"
+ROOT_CANARY = Path("/root/.orch-canary")
+
 # A mini_new() that compiles, for series on the stand-in tree.
 FIXED = "int mini_new(void)\n{\n\treturn 1;\n}\n"
 
@@ -211,3 +217,20 @@ def bisect_stack(debian: Path, where: Path) -> dict[str, str]:
                    check=True, env={**os.environ, **STACK_GIT_ENV})
     stack_git(where, "fetch", "-q", str(debian), "refs/orch-tests/bisect-stack")
     return ids
+
+
+def leaked(canaries: dict, *places: Path | str) -> dict[str, list[str]]:
+    """Which canaries appear where: in any file under each directory (every
+    byte, any name) or in a string (orch's output)."""
+    out: dict[str, list[str]] = {}
+    for place in places:
+        if isinstance(place, Path):
+            items = [(str(f), f.read_bytes()) for f in sorted(place.rglob("*"))
+                     if f.is_file() and not f.is_symlink()]
+        else:
+            items = [("output", place.encode())]
+        for where, data in items:
+            for k, v in canaries.items():
+                if v.encode() in data:
+                    out.setdefault(k, []).append(where)
+    return out

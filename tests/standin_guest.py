@@ -20,6 +20,12 @@ report a stale answer, as a real kernel would.
 
 Every call is counted in BOOTS (by kernel key), so a test can assert that a
 second bisect booted nothing.
+
+With install(..., harness=True) the selected guest tests really run, with
+the host's kernel standing in for the guest's: orch's harness command (the
+one the guest runs) in vm.guest_view(), the view QEMU and so the guest get,
+or unconfined when the run was --no-sandbox. Their JUnit, harness log and
+files come back as a guest's would (the sandbox tests read canaries so).
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import re
 import time
 from pathlib import Path
 
-from orchestrator import kimage, selection, vm
+from orchestrator import kimage, paths, proc, sandbox, selection, vm
 from orchestrator.models import GuestRun
 
 BOOTS: list[str] = []
+HARNESS = {"on": False}   # run the selected tests for real (install(harness=True))
 MARK = re.compile(rb"ORCH-GUEST:([A-Z]+)")
 
 
@@ -56,8 +63,29 @@ def _junit(tests: list[str], status: str, repeat: int) -> str:
             + "".join(cases) + "</testsuite></testsuites>")
 
 
+def _harness(kernel, results: Path, tests, repeat: int, confined: bool) -> list[str]:
+    """The guest's harness command on the host, in the guest's view; returns
+    what a guest's console would show: the plugin's marks and the output."""
+    marks = results / ".marks"
+    cmd = vm.guest_command(results, tests, vm.repeat_args(repeat))
+    (results / "harness.sh").write_text(cmd.replace("ORCH_MARKS=/dev/kmsg",
+                                                    f"ORCH_MARKS={marks}") + "\n")
+    argv = ["sh", str(results / "harness.sh")]
+    if confined:
+        r = sandbox.run(argv, vm.guest_view(kernel, results, tests), paths.data_root(),
+                        timeout=120)
+    else:
+        r = proc.run(argv, cwd=paths.data_root(), timeout=120)
+    lines = marks.read_text().splitlines() if marks.exists() else []
+    marks.unlink(missing_ok=True)
+    # The host's kernel ran the tests; the stand-in reports the built one.
+    (results / "proc-version").write_text(kernel.banner + "\n")
+    return lines + r.output.splitlines()
+
+
 def run_tests(kernel, results: Path, console: Path, *, timeout=vm.BOOT_TIMEOUT, tests=None,
-              expected=None, repeat=1, status=lambda text: None, **_kw) -> GuestRun:
+              expected=None, repeat=1, status=lambda text: None, confined=True,
+              **_kw) -> GuestRun:
     import shutil
     BOOTS.append(kernel.key)
     shutil.rmtree(results, ignore_errors=True)
@@ -76,6 +104,10 @@ def run_tests(kernel, results: Path, console: Path, *, timeout=vm.BOOT_TIMEOUT, 
         lines.append("[    0.500000] Kernel panic - not syncing: VFS: Unable to mount root fs")
         console.write_text("\n".join(lines) + "\n")
         g = vm.outcome(results, console, expected, repeat, vng_rc=1)
+    elif HARNESS["on"]:
+        lines += _harness(kernel, results, tests, repeat, confined)
+        console.write_text("\n".join(lines) + "\n")
+        g = vm.outcome(results, console, expected, repeat, vng_rc=0)
     else:
         if "SPLAT" in what:
             lines += ["[    1.000000] ------------[ cut here ]------------",
@@ -98,15 +130,17 @@ def run_tests(kernel, results: Path, console: Path, *, timeout=vm.BOOT_TIMEOUT, 
     return vm.check_booted(g, kernel, results)
 
 
-def install(monkeypatch) -> list[str]:
+def install(monkeypatch, harness: bool = False) -> list[str]:
     """Boots go to the stand-in; returns the list of booted kernel keys."""
     BOOTS.clear()
+    monkeypatch.setitem(HARNESS, "on", harness)
     monkeypatch.setattr(vm, "run_tests", run_tests)
     monkeypatch.setattr(vm, "probe_kvm", lambda image=None: (False, "stand-in guest"))
     return BOOTS
 
 
-def install_globally() -> None:
-    """For a subprocess (git bisect run): the same, without pytest."""
+def install_globally(harness: bool = False) -> None:
+    """For a subprocess (git bisect run, orch test): the same, without pytest."""
+    HARNESS["on"] = harness
     vm.run_tests = run_tests
     vm.probe_kvm = lambda image=None: (False, "stand-in guest")
