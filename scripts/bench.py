@@ -13,6 +13,8 @@ One run measures, side by side:
                 stand-in tree (real git bisect and builds; the stand-in guest of the tests)
   bisect        the real bisect of tests/test_bisect_e2e.py's stack in orch's own cache,
                 then the same bisect again (nothing to build or boot)
+  sandbox       the baseline build in the allowlisted view against the sandbox before
+                it (/ read-only, environment inherited), same .config, warm ccache
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -193,13 +195,94 @@ def bisect_real(work: Path) -> dict:
     return out
 
 
+def _old_sandbox(argv, writable, readable, cwd) -> list[str]:
+    """The build sandbox before issue 13, for comparison: the host's / read-only,
+    the environment inherited."""
+    out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+           "--tmpfs", "/tmp", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+           "--die-with-parent"]
+    for p in readable:
+        out += ["--ro-bind", str(p), str(p)]
+    for p in writable:
+        out += ["--bind", str(p), str(p)]
+    return out + ["--chdir", str(cwd), "--", *map(str, argv)]
+
+
+def sandbox_build(tree: Path, work: Path, rounds: int) -> dict:
+    """The baseline build (config base) in today's allowlisted view against
+    the sandbox before it (/ read-only, environment inherited): the same
+    source, the same .config, a fresh build directory each time, orch's
+    compiler wrapper and a warm ccache of its own (the first, unmeasured
+    build warms it). ccache hits make each compile short, so any cost of
+    the view per process would show most here. Rounds alternate ABBA."""
+    from orchestrator import ccache_guard, sandbox
+    src, log = work / "src", work / "sandbox-build.log"
+    work.mkdir(parents=True, exist_ok=True)
+    sh(["git", "-C", tree, "worktree", "add", "--detach", src, base_commit(FIRST)], log=log)
+    kc = kconfig.load(CONFIG)
+    # With --sandbox-dir, `work` is kept across runs: its ccache, warmed by
+    # the first run's warm-up (a full compile, about 15 minutes here), hits
+    # again only for the same source path, so the worktree is made at the
+    # same place each time.
+    cc = work / "ccache"
+    cold = not cc.is_dir() or not any(cc.iterdir())
+    cc.mkdir(parents=True, exist_ok=True)
+    env = {**build.build_env(), "CCACHE_DIR": str(cc)}
+    cfg = work / "config"
+
+    def one(variant: str, n: int) -> float:
+        bld = work / f"build-{variant}-{n}"
+        shutil.rmtree(bld, ignore_errors=True)
+        bld.mkdir()
+        menv = {**env, "TMPDIR": "/tmp"}
+        make = build._maker(bld, build.BuildOptions(), menv)   # orch's own sandboxed make
+        if not cfg.exists():
+            kconfig.configure(src, bld, kc, log, make=make)
+            shutil.copy2(bld / ".config", cfg)
+        else:
+            shutil.copy2(cfg, bld / ".config")
+        argv = [*kconfig.make_base(bld), f"CC={ccache_guard.cc()}", "bzImage"]
+        t0 = time.monotonic()
+        if variant == "view":
+            r = make(argv, log, src, timeout=4 * 3600)
+        else:
+            # The same PATH as the view's: Kconfig (syncconfig runs in a fresh
+            # build directory) must see the same toolchain, or the .config and
+            # so every ccache key would differ (rustc in ~/.cargo/bin does).
+            ro, rw = (src, ccache_guard.GUARD.parent), (bld, cc)
+            r = proc.run(_old_sandbox([*argv, f"-j{build.jobs()}"], rw, ro, src), cwd=src,
+                         log=log, append=True, timeout=4 * 3600,
+                         env={**menv, "PATH": sandbox.clean_env()["PATH"]})
+        seconds = time.monotonic() - t0
+        if not r.ok:
+            sys.exit(f"bench: {variant} build failed (see {log})")
+        shutil.rmtree(bld, ignore_errors=True)
+        return round(seconds, 1)
+    warm = one("view", 0) if cold else None
+    order = [v for _ in range(rounds) for v in ("old", "view", "view", "old")][:2 * rounds]
+    times: dict[str, list[float]] = {"old": [], "view": []}
+    for n, v in enumerate(order, 1):
+        times[v].append(one(v, n))
+    mean = {v: sum(t) / len(t) for v, t in times.items()}
+    sh(["git", "-C", tree, "worktree", "remove", "--force", src], log=log)
+    return {"warm_up_seconds": warm, "seconds": times,
+            "mean_seconds": {v: round(m, 1) for v, m in mean.items()},
+            "view_vs_old": round(mean["view"] / mean["old"], 4),
+            "note": "full baseline bzImage, config base, same .config, fresh build directory, "
+                    "warm ccache, -j" + str(build.jobs())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
                     default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
-                             "bisect_steps", "bisect"])
+                             "bisect_steps", "bisect", "sandbox"])
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="sandbox: builds per variant (alternating)")
+    ap.add_argument("--sandbox-dir", type=Path,
+                    help="sandbox: a directory kept across runs (its ccache stays warm)")
     args = ap.parse_args()
     tree = args.tree or debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-", dir=os.environ.get("BENCH_DIR")))
@@ -244,6 +327,10 @@ def main() -> int:
         save()
     if "bisect" in args.only:
         res["bisect"] = bisect_real(scratch / "bisect")
+        save()
+    if "sandbox" in args.only:
+        res["sandbox_build"] = sandbox_build(tree, args.sandbox_dir or scratch / "sandbox",
+                                             args.rounds)
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
