@@ -14,7 +14,8 @@ One run measures, side by side:
   bisect        the real bisect of tests/test_bisect_e2e.py's stack in orch's own cache,
                 then the same bisect again (nothing to build or boot)
   sandbox       the baseline build in the allowlisted view against the sandbox before
-                it (/ read-only, environment inherited), same .config, warm ccache
+                it (/ read-only, environment inherited), same .config, warm ccache; and
+                the same per process (ccache-hit compiles, execs), without a build's noise
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -272,6 +273,35 @@ def sandbox_build(tree: Path, work: Path, rounds: int) -> dict:
                     "warm ccache, -j" + str(build.jobs())}
 
 
+def sandbox_exec(work: Path, rounds: int = 5) -> dict:
+    """What the view costs per process, without a build's noise: 300
+    compiles that ccache serves and 3000 execs of /bin/true, in the view and
+    in the old sandbox, alternating; the fastest of each."""
+    from orchestrator import sandbox
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "a.c").write_text("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+                              "int f(int x) { return 2 * x; }\n")
+    env = {**build.build_env(), "CCACHE_DIR": str(work / "ccache"), "TMPDIR": "/tmp"}
+    script = ("i=0; while [ $i -lt 300 ]; do ccache gcc -c a.c -o a.o; i=$((i+1)); done; "
+              "i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done")
+    path = sandbox.clean_env()["PATH"]
+    times: dict[str, list[float]] = {"old": [], "view": []}
+    for _ in range(rounds):
+        for v in ("old", "view"):
+            t0 = time.monotonic()
+            if v == "view":
+                r = sandbox.run(["sh", "-c", script], sandbox.View(writable=(work,), env=env), work)
+            else:
+                r = proc.run(_old_sandbox(["sh", "-c", script], [work], [], work), cwd=work,
+                             env={**env, "PATH": path})
+            if not r.ok:
+                sys.exit(f"bench: sandbox_exec {v} failed: {r.output[-300:]}")
+            times[v].append(round(time.monotonic() - t0, 2))
+    return {"seconds": times, "fastest": {v: min(t) for v, t in times.items()},
+            "view_vs_old": round(min(times["view"]) / min(times["old"]), 4),
+            "note": "300 ccache-hit compiles + 3000 execs of /bin/true per run"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
@@ -329,6 +359,8 @@ def main() -> int:
         res["bisect"] = bisect_real(scratch / "bisect")
         save()
     if "sandbox" in args.only:
+        res["sandbox_exec"] = sandbox_exec(scratch / "sandbox-exec")
+        save()
         res["sandbox_build"] = sandbox_build(tree, args.sandbox_dir or scratch / "sandbox",
                                              args.rounds)
         save()
