@@ -188,7 +188,10 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
                 root / selection.GUEST_TESTS, kernel.image]
     vng = Path(vng_command()[0])
     if vng.is_absolute():
-        readable.append(vng.resolve().parent.parent)   # a vng installed elsewhere (pipx)
+        # A vng from another virtual environment (pipx): that environment.
+        # Not a bare prefix such as ~/.local, which holds more than vng.
+        venv = vng.resolve().parent.parent
+        readable.append(venv if (venv / "pyvenv.cfg").exists() else vng)
     for t in tests or ():
         f = (root / t.split("::")[0]).resolve()
         readable.append(f if f.is_dir() else f.parent)
