@@ -162,6 +162,12 @@ def repeat_args(repeat: int) -> list[str]:
     return [f"--count={repeat}", "--repeat-scope=function"] if repeat > 1 else []
 
 
+# Empty directories in the guest's view, where the guest mounts its own:
+# sysfs (and configfs under it: null_blk), and the tmpfs mounts of
+# virtme-ng's init (/run it needs, the /var ones it makes when it can).
+GUEST_MOUNT_POINTS = ("/sys", "/run", "/var/log", "/var/cache", "/var/lib", "/var/spool")
+
+
 def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
                writable: tuple[Path, ...] = ()) -> sandbox.View:
     """What the guest sees of the host, and vng and QEMU with it.
@@ -180,8 +186,10 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
     orch's environment (the guest runs pytest from them), orch's package
     (its pytest plugin), guest_tests/ and any selected test file's
     directory, the kernel image, and the results directory and scratch
-    disk, writable. /run is an empty directory: virtme-ng's init mounts a
-    tmpfs there."""
+    disk, writable. GUEST_MOUNT_POINTS are empty directories for the
+    guest's own mounts: virtme-ng's init panics without /run, and without
+    /sys the guest has no sysfs, so no configfs and no null_blk (every
+    null_blk test SKIPs: the first cold CI run of this view showed it)."""
     root = paths.data_root()
     readable = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
                 Path(sys.base_exec_prefix), Path(__file__).resolve().parent,
@@ -197,7 +205,7 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
         readable.append(f if f.is_dir() else f.parent)
     return sandbox.View(readable=tuple(readable), writable=(results, *writable),
                         devices=(Path("/dev/kvm"),), path=(str(Path(sys.executable).parent),),
-                        dirs=("/run",))
+                        dirs=GUEST_MOUNT_POINTS)
 
 
 def run_tests(kernel: Kernel, results: Path, console: Path, *,

@@ -145,6 +145,12 @@ def test_the_guest_view_runs_the_suite_and_shows_no_secret(tmp_path, canaries):
                       f"ls {Path(vm.__file__).parent}/vm.py; ls {sys.prefix}/bin/python"],
                      view, Path("/"), timeout=30).output.split()
     assert "home" not in ls and "vm.py" not in ls, ls
+    # The guest's mount points are there, empty: without /sys a real guest
+    # has no sysfs, so no configfs and no null_blk.
+    r = sandbox.run(["sh", "-c", "for d in /sys /run /var/log; do "
+                     "[ -d $d ] && [ -z \"$(ls -A $d)\" ] || echo missing $d; done"],
+                    view, Path("/"), timeout=30)
+    assert r.ok and "missing" not in r.output, r.output
     assert f"{Path(vm.__file__).parent}/vm.py" in ls and f"{sys.prefix}/bin/python" in ls
     # The control: the same harness unconfined finds all three.
     shutil.rmtree(results)
