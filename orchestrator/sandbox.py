@@ -68,6 +68,7 @@ class View:
     env: Mapping[str, str] = field(default_factory=dict)   # set by orch, on top of ENV_ALLOW
     path: tuple[str, ...] = ()            # PATH entries before the system ones
     dirs: tuple[str, ...] = ()            # empty directories to create (mount points)
+    hidden: tuple[str, ...] = ()          # system directories shown empty (an empty tmpfs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,6 +144,9 @@ def wrap(argv: Sequence[str], view: View, cwd: Path) -> list[str]:
            "--die-with-parent", "--new-session"]
     for d in view.dirs:
         out += ["--dir", d]
+    for d in view.hidden:
+        if os.path.isdir(d):
+            out += ["--tmpfs", d]
     for d in view.devices:
         out += ["--dev-bind-try", str(d), str(d)]
     for p in dict.fromkeys(view.readable):

@@ -162,6 +162,42 @@ def repeat_args(repeat: int) -> list[str]:
     return [f"--count={repeat}", "--repeat-scope=function"] if repeat > 1 else []
 
 
+@functools.lru_cache(maxsize=None)
+def virtiofs_unusable() -> str | None:
+    """Why virtme-ng's virtio-fs attempt would fail here, else None.
+
+    virtme-ng tries virtio-fs first for the root and for each --rwdir, and
+    falls back to 9p after waiting 3.1 s for a daemon that never comes up:
+    6 s of every boot here. It takes the first virtiofsd of its list that
+    answers --version; as root, QEMU's old C virtiofsd (Debian 12's
+    /usr/lib/qemu/virtiofsd) answers, then rejects virtme-ng's options
+    ("fuse: invalid argument"). Only the Rust virtiofsd (`--shared-dir`)
+    works, so with any other the boot asks for 9p straight away."""
+    try:
+        from virtme import resources
+        tools = resources.find_guest_tools()
+    except Exception:   # an older or vendored virtme-ng: just its own list
+        tools = None
+    for path in (f"{tools}/bin/virtiofsd" if tools else None, shutil.which("virtiofsd"),
+                 "/usr/libexec/virtiofsd", "/usr/lib/virtiofsd/virtiofsd",
+                 "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd"):
+        if not (path and os.path.isfile(path) and os.access(path, os.X_OK)):
+            continue
+        if not proc.run([path, "--version"], timeout=10).ok:
+            continue   # virtme-ng skips it too
+        if "--shared-dir" in proc.run([path, "--help"], timeout=10).output:
+            return None
+        return f"{path} is not the Rust virtiofsd virtme-ng needs"
+    return None   # none at all: virtme-ng goes to 9p without waiting
+
+
+# virtme-ng's init starts udevd when it finds it and waits for it to settle:
+# 10 s of every TCG boot here (coldplug). The suite needs none of it
+# (devtmpfs makes the null_blk and virtio-blk nodes; the scratch disk is
+# found by its serial in /sys), and udev's blkid probes read every new disk
+# into the page cache that the tests measure. Hidden in the guest's view.
+GUEST_HIDDEN = ("/usr/lib/systemd", "/usr/lib/udev")
+
 # Empty directories in the guest's view, where the guest mounts its own:
 # sysfs (and configfs under it: null_blk), and the tmpfs mounts of
 # virtme-ng's init (/run it needs, the /var ones it makes when it can).
@@ -205,7 +241,7 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
         readable.append(f if f.is_dir() else f.parent)
     return sandbox.View(readable=tuple(readable), writable=(results, *writable),
                         devices=(Path("/dev/kvm"),), path=(str(Path(sys.executable).parent),),
-                        dirs=GUEST_MOUNT_POINTS)
+                        dirs=GUEST_MOUNT_POINTS, hidden=GUEST_HIDDEN)
 
 
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
@@ -241,9 +277,9 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             "--exec", f"sh {shlex.quote(str(script))}"]
     if not kvm:
         argv.insert(1, "--disable-kvm")
+    if virtiofs_unusable():
+        argv.insert(1, "--force-9p")
     t0 = time.monotonic()
-    # vng runs virtme-run through PATH: the venv's bin dir must be on it.
-    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     last = [""]
 
     def on_line(line: str) -> None:
@@ -257,6 +293,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             r = sandbox.run(argv, view, paths.data_root(), log=console, timeout=timeout,
                             on_line=on_line)
         else:
+            # vng runs virtme-run through PATH: the venv's bin dir must be on it.
+            path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
             r = proc.run(argv, log=console, cwd=paths.data_root(), timeout=timeout,
                          env={"PATH": path}, on_line=on_line)
     finally:

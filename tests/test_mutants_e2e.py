@@ -18,9 +18,6 @@ import pytest
 from helpers import (CACHED_TEST as CACHED, IRQ_TEST as IRQ, PATCHES, SHORT_SELECTION,
                      TASK_TEST as TASK, assert_booted_as_built, orch_real, run_json)
 
-pytestmark = pytest.mark.slow
-
-
 def _check_irq_partly_cached(t: dict) -> None:
     # The off-by-one leaves the first folio of each drained batch: some,
     # not all, of the 16 pages.
@@ -48,13 +45,49 @@ def _sentinel_not_evicted(t: dict) -> None:
     assert "control did not reproduce eviction" in t["message"], t
 
 
+def _sentinel_evicted_only_if_the_batch_filled(t: dict) -> None:
+    # This mutant evicts a CPU's batch only once 31 folios have queued on it.
+    # The mixing test's sentinel (up to three ranges of 16 folios) follows the
+    # IRQ test's 16 stuck folios, so whether a batch fills depends on which
+    # vCPU took each completion: seen both ways (a cold CI run here, PASS;
+    # another, the control failing). Either is honest; what must never
+    # happen is the test's own assertion failing (this bug never touches a
+    # folio that was cached before the DONTCACHE write).
+    if t["status"] == "PASS":
+        assert t["properties"]["pages_cached"] == "16/16", t
+        assert t["properties"]["control"].startswith("passed"), t
+    else:
+        _sentinel_not_evicted(t)
+
+
 def _passes(t: dict) -> None:
     assert t["status"] == "PASS", t
 
 
+def _mixing(status: str, cached: str, control: str, message: str = "") -> dict:
+    return {"name": CACHED, "status": status, "message": message,
+            "properties": {"pages_cached": cached, "control": control}}
+
+
+def test_batch_full_check_takes_both_honest_outcomes_and_no_other():
+    # Fast: the shapes the mixing test's result takes under this mutant.
+    check = _sentinel_evicted_only_if_the_batch_filled
+    check(_mixing("PASS", "16/16", "passed: sentinel_evicted"))
+    check(_mixing("FAIL", "16/16", "failed: sentinel_evicted",
+                  "ControlError: control did not reproduce eviction: ..."))
+    for wrong in (_mixing("FAIL", "0/16", "passed: sentinel_evicted",
+                          "AssertionError: DONTCACHE write evicted 16 already-cached folios"),
+                  _mixing("PASS", "12/16", "passed: sentinel_evicted"),
+                  _mixing("PASS", "16/16", "not reached")):
+        with pytest.raises(AssertionError):
+            check(wrong)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant,caught,check,cached_check", [
     pytest.param(m, c, f, cf, id=m) for m, c, f, cf in (
-        ("work-only-when-batch-full", IRQ, _check_irq_all_cached, _sentinel_not_evicted),
+        ("work-only-when-batch-full", IRQ, _check_irq_all_cached,
+         _sentinel_evicted_only_if_the_batch_filled),
         ("worker-skips-first-folio", IRQ, _check_irq_partly_cached, _sentinel_not_evicted),
         ("marks-cached-folios", CACHED, _check_cached_evicted, None))])
 def test_mutant_fails_its_test_and_passes_the_control(tmp_path, mutant, caught, check,

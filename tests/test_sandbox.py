@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 
+import standin_guest
 from helpers import CANARY_DIR, REPO, TESTS_DIR, leaked, run_json, series
 from orchestrator import proc, sandbox, vm
 from orchestrator.models import Kernel
@@ -128,17 +129,13 @@ def test_the_guest_view_runs_the_suite_and_shows_no_secret(tmp_path, canaries):
     results.mkdir()
     kernel = _fake_kernel(tmp_path)
     tests = [str(probe)]
-    view = vm.guest_view(kernel, results, tests)
-    script = results / "harness.sh"
-    script.write_text(vm.guest_command(results, tests, []).replace("/dev/kmsg",
-                                                                    str(results / "marks")))
-    r = sandbox.run(["sh", str(script)], view, vm.paths.data_root(), timeout=120)
-    assert r.ok, r.output
+    lines = standin_guest._harness(kernel, results, tests, 1, confined=True)
     assert (results / "harness-rc").read_text().strip() == "0", \
         (results / "harness.log").read_text()[-3000:]
     assert "ORCH-CANARY-PROBE guest" in (results / "canary.json").read_text()
     assert 'name="test_reads_the_hosts_secrets"' in (results / "junit.xml").read_text()
-    assert leaked(canaries, results, r.output) == {}
+    assert leaked(canaries, results, "\n".join(lines)) == {}
+    view = vm.guest_view(kernel, results, tests)
     # The view holds the venv, orch's package and the selected test, and
     # the parents of what it binds only as empty directories.
     ls = sandbox.run(["sh", "-c", f"ls -a {tmp_path}; ls /root; ls /home; ls /run; "
@@ -151,13 +148,18 @@ def test_the_guest_view_runs_the_suite_and_shows_no_secret(tmp_path, canaries):
                      "[ -d $d ] && [ -z \"$(ls -A $d)\" ] || echo missing $d; done"],
                     view, Path("/"), timeout=30)
     assert r.ok and "missing" not in r.output, r.output
+    # virtme-ng's init finds no udevd (it would cost 10 s of every boot and
+    # read every new disk into the page cache); the host has one.
+    udevd = "for f in /usr/lib/systemd/systemd-udevd /lib/systemd/systemd-udevd; do " \
+            "[ -e $f ] && echo found $f; done; true"
+    assert "found" not in sandbox.run(["sh", "-c", udevd], view, Path("/"), timeout=30).output
+    if Path("/usr/lib/systemd/systemd-udevd").exists():
+        assert "found" in proc.run(["sh", "-c", udevd], timeout=30).output
     assert f"{Path(vm.__file__).parent}/vm.py" in ls and f"{sys.prefix}/bin/python" in ls
     # The control: the same harness unconfined finds all three.
     shutil.rmtree(results)
     results.mkdir()
-    script.write_text(vm.guest_command(results, tests, []).replace("/dev/kmsg",
-                                                                    str(results / "marks")))
-    proc.run(["sh", str(script)], cwd=vm.paths.data_root(), timeout=180)
+    standin_guest._harness(kernel, results, tests, 1, confined=False)
     assert set(leaked(canaries, results)) == {"home", "root", "env"}
 
 
@@ -218,3 +220,30 @@ def test_canary_series_leaks_nothing_from_orch_test(tmp_path, mini, canaries):
     assert set(found) == {"home", "root", "env"}, found
     assert any("build-base-patched.log" in w for w in found["env"])
     assert any("canary.json" in w for w in found["root"])
+
+
+def test_boots_skip_virtiofs_when_the_host_has_no_usable_virtiofsd(tmp_path, monkeypatch):
+    """virtme-ng waits 3.1 s per export for a virtiofsd that rejects its
+    options (QEMU's old C one) before falling back to 9p; orch asks for 9p
+    at once then, and only then."""
+    from virtme import resources
+
+    def fake(name, help_text):
+        d = tmp_path / name
+        d.mkdir()
+        f = d / "virtiofsd"
+        f.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho '{help_text}'\n")
+        f.chmod(0o755)
+        return d
+
+    monkeypatch.setattr(resources, "find_guest_tools", lambda: str(tmp_path / "none"))
+    for d, usable in ((fake("rust", "--shared-dir <DIR>  --socket-path"), True),
+                      (fake("c", "-o source=PATH  -o cache=<mode>"), False)):
+        monkeypatch.setenv("PATH", f"{d}:/usr/bin:/bin")
+        vm.virtiofs_unusable.cache_clear()
+        why = vm.virtiofs_unusable()
+        if usable:
+            assert why is None
+        else:
+            assert why and str(d) in why
+    vm.virtiofs_unusable.cache_clear()

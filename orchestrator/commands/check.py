@@ -54,6 +54,7 @@ class _Where:
     argv: list[str]
     timeout: float | None = None
     json_out: Path | None = None
+    sandbox: bool = True
 
 
 def register(sub) -> None:
@@ -106,12 +107,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     run_dir = args.run_dir or (record_root() / f"{dt.datetime.now():%Y%m%d-%H%M%S}-"
                                f"{short(commit)}")
 
-    run = Run(_Where(run_dir, ["orch", *argv]), Progress())
+    run = Run(_Where(run_dir, ["orch", *argv], sandbox=args.sandbox), Progress())
     try:
         rec = run.rec
         rec.tree = TreeRecord(str(t.repo), t.label, commit, "HEAD of the tree")
         rec.expected_tests, rec.repeat = expected, args.repeat
-        rec.sandbox = "view" if args.sandbox else "off"
         rec.bisect = BisectRecord(mode.value, [], commit, commit, kc.name,
                                   list(args.guest_tests or []), args.repeat, 1, 1)
         run.save()

@@ -148,7 +148,7 @@ class Run:
         self.logs.mkdir(exist_ok=True)
         self.progress = progress
         self.rec = RunRecord(__version__, opts.argv, str(self.dir), now())
-        self.rec.sandbox = "view" if getattr(opts, "sandbox", True) else "off"
+        self.rec.sandbox = "view" if opts.sandbox else "off"
         self.deadline = (time.monotonic() + opts.timeout) if opts.timeout else None
         self.save()
 
