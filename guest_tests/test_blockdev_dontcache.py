@@ -20,6 +20,7 @@ def _write_and_check(dev, controls, record_property):
         assert os.pwrite(fd, os.urandom(n), CONTROL_OFF) == n    # positive control
         os.fsync(fd)
         left = wait_evicted(fd, 0, n)
+        record_property("pages_written", str(NPAGES))   # the nightly's eviction figure
         record_property("pages_still_cached", str(left))
         controls.still_cached(fd, CONTROL_OFF, n, f"normal write of {NPAGES} pages, same fsync and wait")
         assert left == 0, f"{left}/{NPAGES} DONTCACHE folios still cached after fsync"

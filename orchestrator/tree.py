@@ -111,8 +111,16 @@ def has_commit(repo: Path, rev: str) -> str | None:
         return None
 
 
-def resolve_base(tree: Tree, series: Series, base_ref: str | None) -> Base:
-    """The series' base-commit when the tree has it, else --base, else HEAD."""
+def resolve_base(tree: Tree, series: Series, base_ref: str | None,
+                 on: str | None = None) -> Base:
+    """The series' base-commit when the tree has it, else --base, else HEAD.
+    `on` (--on): exactly that commit, whatever the series names: the nightly
+    tests every series on the tree as it is tonight."""
+    if on:
+        sha = has_commit(tree.repo, on)
+        if not sha:
+            raise BadInput(f"no such commit in {tree.label}: {on}")
+        return Base(sha, f"--on {on} ({sha[:12]})")
     wanted = series.base_commit
     if wanted:
         sha = has_commit(tree.repo, wanted)

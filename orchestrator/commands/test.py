@@ -41,6 +41,7 @@ class Options:
     latest: bool = False
     tree: Path | None = None
     base: str | None = None
+    on: str | None = None                   # exactly this commit (--on), whatever the series names
     debian_package: str = debsrc.DEFAULT_PACKAGE
     configs: list[str] = field(default_factory=list)
     run_dir: Path | None = None
@@ -54,6 +55,7 @@ class Options:
     build_only: bool = False
     rerun: bool = False                     # boot every kernel again
     rerun_baseline: bool = False            # boot the baselines again
+    rerun_patched: bool = False             # boot the patched kernels again (the nightly)
     sandbox: bool = True
     jobs: int = field(default_factory=build.jobs)
     argv: list[str] = field(default_factory=list)
@@ -64,6 +66,8 @@ def register(sub) -> None:
     p.add_argument("msgid", nargs="?", help="Message-ID (or lore URL) of any mail of the series")
     common.add_intake(p)
     common.add_tree(p)
+    p.add_argument("--on", metavar="COMMIT", help="apply the series on exactly this commit of "
+                   "the tree, whatever base-commit it names (what orch nightly does)")
     common.add_build(p)
     common.add_boot(p)
     g = p.add_argument_group("this run")
@@ -92,7 +96,7 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     val = {k: s.value for k, s in eff.items()}
     opts = Options(msgid=msgid, mbox=args.mbox, range=args.range, lore_url=val["lore_url"],
                    lore_timeout=val["lore_timeout"], offline=args.offline,
-                   latest=args.latest, tree=val["tree"], base=args.base,
+                   latest=args.latest, tree=val["tree"], base=args.base, on=args.on,
                    debian_package=val["debian_source"], configs=list(val["configs"]),
                    run_dir=args.run_dir, json_out=args.json_out,
                    guest_timeout=val["guest_timeout"], guest_tests=args.guest_tests,
@@ -115,6 +119,8 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
 
 def check_intake(args: argparse.Namespace) -> None:
     """One series, from one place; a malformed range stops before any work."""
+    if args.on is not None and (args.base is not None or args.range is not None):
+        raise BadInput("--on names the commit to test on: give it without --base or --range")
     if args.range is None:
         if args.msgid is None and args.mbox is None:
             raise BadInput("give a Message-ID, --mbox FILE or --range A..B")
@@ -219,7 +225,7 @@ def _test(run: Run) -> int:
 
     # 2. tree and base
     t = t or _open_tree(run)
-    base = base or tree.resolve_base(t, series, opts.base)
+    base = base or tree.resolve_base(t, series, opts.base, opts.on)
     rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
     run.save()
     run.say(f"base {base.commit[:12]}: {base.reason}")
@@ -376,7 +382,8 @@ def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str
                                        opts.repeat, accel, confined=opts.sandbox)
     jobs = [boots.BootJob(kernels[(c.name, side)], run.dir / "results" / c.name / side,
                           run.logs / f"console-{c.name}-{side}.log", side,
-                          reuse=not (opts.rerun or (side == "baseline" and opts.rerun_baseline)))
+                          reuse=not (opts.rerun or (side == "baseline" and opts.rerun_baseline)
+                                     or (side == "patched" and opts.rerun_patched)))
             for c in kcs for side in ("baseline", "patched")]
     out: dict[tuple[str, str], boots.Booted] = {}
 

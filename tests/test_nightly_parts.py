@@ -1,0 +1,206 @@
+"""The nightly's parts on their own: NIGHTLY.toml, the SQLite history and its
+migrations, the comparison rules and the exit status."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from orchestrator import compare, history, nightly_config
+from orchestrator.errors import BadInput, OrchError
+from orchestrator.night import Cell, Splat, TestCell, TreeState
+
+from helpers import REPO
+from night_sample import IRQ, TASK, sample_night
+
+
+def _toml(tmp_path, text: str):
+    f = tmp_path / "nightly.toml"
+    f.write_text(textwrap.dedent(text))
+    return f
+
+
+def test_the_example_file_is_what_the_readme_documents():
+    cfg = nightly_config.load(REPO / "examples" / "nightly.toml")
+    assert cfg.configs and (cfg.series or cfg.queries) and cfg.trees
+
+
+def test_a_full_file_loads(tmp_path):
+    f = _toml(tmp_path, """
+        lore_url = "https://lore.kernel.org/all"
+        configs = ["base", "debug"]
+        guest_tests = ["guest_tests/test_blockdev_dontcache.py"]
+        [[series]]
+        msgid = "<20251127-blk-dontcache-v2-0-abc@columbia.edu>"
+        [[query]]
+        q = 's:RWF_DONTCACHE AND d:2.days.ago..'
+        [[tree]]
+        debian_source = "linux-source-7.2"
+        [[tree]]
+        path = "~/linux"
+        ref = "origin/master"
+        """)
+    cfg = nightly_config.load(f)
+    assert cfg.lore_url == "https://lore.kernel.org"     # orch's form: the host
+    assert cfg.series == ["20251127-blk-dontcache-v2-0-abc@columbia.edu"]
+    assert cfg.queries == ["s:RWF_DONTCACHE AND d:2.days.ago.."]
+    assert [t.label for t in cfg.trees] == ["debian:linux-source-7.2", "~/linux@origin/master"]
+    assert cfg.trees[1].ref == "origin/master" and cfg.trees[1].path.is_absolute()
+
+
+@pytest.mark.parametrize("text,says", [
+    ("config = ['base']\n[[series]]\nmsgid = 'a@b'\n", "did you mean 'configs'"),
+    ("[[series]]\nmsgid = 'a@b'\nmsgids = 1\n", "series[0].msgids: unknown key (did you mean"),
+    ("configs = ['nosuch']\n[[series]]\nmsgid = 'a@b'\n", "unknown config 'nosuch'"),
+    ("[[series]]\nmsgid = 'not a msgid'\n", "series[0].msgid"),
+    ("[[series]]\nmsgid = 'a@b'\n[[tree]]\npath = '/x'\ndebian_source = 'y'\n",
+     "exactly one of debian_source or path"),
+    ("[[series]]\nmsgid = 'a@b'\n[[tree]]\ndebian_source = 'y'\nref = 'main'\n",
+     "tree[0].ref"),
+    ("configs = ['base']\n", "nothing to test"),
+    ("[[series]]\nmsgid = 'a@b'\n[[query]]\nquery = 'x'\n", "query[0].query: unknown key"),
+    ("lore_url = 'ftp://x'\n[[series]]\nmsgid = 'a@b'\n", "lore_url"),
+    ("[[series]\n", "not valid TOML"),
+])
+def test_a_bad_file_is_one_line_naming_the_key(tmp_path, text, says):
+    f = _toml(tmp_path, text)
+    with pytest.raises(BadInput) as e:
+        nightly_config.load(f)
+    assert says in str(e.value) and str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_file_is_exit_2_from_the_cli(tmp_path):
+    f = _toml(tmp_path, "[[series]]\nmsgid = 'a@b'\nbogus = 1\n")
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "nightly", str(f), "--out",
+                        str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                            "HOME": str(tmp_path)})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "series[0].bogus" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- history -----------------------------------------------------------------
+
+def test_history_keeps_a_night_and_answers_for_the_next(tmp_path):
+    n = sample_night("2026-11-27")
+    h = history.History(tmp_path / "h.sqlite")
+    h.record_night(n)
+    assert h.version() == history.SCHEMA_VERSION
+    c = n.cells[1]
+    night, back = h.last_result(c.series, c.tree, c.config, before="2026-11-28")
+    assert night == "2026-11-27"
+    assert back == c      # every field of the cell survives the round trip
+    assert h.last_result(c.series, c.tree, c.config, before="2026-11-27") is None
+    assert h.figure_history(c.series, c.tree, c.config, f"evicted:{IRQ}", "2026-11-28") == [1.0]
+    assert h.tested_series() == {s.key for s in n.plan.series}
+    assert [p.night for p in h.series_history(c.series)] == ["2026-11-27"] * 2
+    # A rerun of the night replaces its rows, never doubles them.
+    h.record_night(n)
+    assert len(h.series_history(c.series)) == 2
+    h.close()
+    # An ERROR cell is no result: the comparison looks past it.
+    n2 = sample_night("2026-11-28")
+    for x in n2.cells:
+        x.status = "ERROR"
+    h = history.History(tmp_path / "h.sqlite")
+    h.record_night(n2)
+    assert h.last_result(c.series, c.tree, c.config, before="2026-11-29")[0] == "2026-11-27"
+
+
+def test_an_older_history_is_migrated_and_a_newer_refused(tmp_path):
+    path = tmp_path / "h.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(history.MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO nights VALUES ('2026-11-01', 's', 'f', 'done', 0, '{}')")
+    db.commit()
+    db.close()
+    h = history.History(path)
+    assert h.version() == history.SCHEMA_VERSION == 2
+    assert h.nights() == ["2026-11-01"]                       # rows kept
+    idx = {r[0] for r in h.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"cells_by_cell", "figures_by_name"} <= idx
+    h.db.execute(f"PRAGMA user_version = {history.SCHEMA_VERSION + 1}")
+    h.db.commit()
+    h.close()
+    with pytest.raises(BadInput, match="newer than this orch"):
+        history.History(path)
+    (tmp_path / "junk.sqlite").write_text("not a database at all " * 100)
+    with pytest.raises(BadInput, match="not an orch history"):
+        history.History(tmp_path / "junk.sqlite")
+
+
+def test_a_second_nightly_on_the_same_history_is_refused(tmp_path):
+    with history.lock(tmp_path):
+        with pytest.raises(OrchError) as e:
+            with history.lock(tmp_path):
+                pass
+        assert e.value.exit == 5 and "another orch nightly" in str(e.value)
+    with history.lock(tmp_path):   # released: the next night may start
+        pass
+
+
+# -- comparison --------------------------------------------------------------
+
+def _cell(status="PASS", version=2, tests=None, splats=(), figures=None, accel="tcg"):
+    return Cell("change-id:x", version, "m@x", "t", "c" * 40, "base", status, "", "cells/x",
+                "orch test m@x --tree /t --on cccc --config base",
+                tests=[TestCell(n, "FAIL", s, "") for n, s in (tests or {}).items()],
+                splats=[Splat(f, "WARNING: x", "patched") for f in splats],
+                figures=figures or {}, accel=accel)
+
+
+def kinds(changes):
+    return sorted((c.kind, c.regression) for c in changes)
+
+
+def test_comparison_rules():
+    prev = _cell(tests={IRQ: "PASS", TASK: "FAIL"}, splats=("aaa",))
+    same = _cell(tests={IRQ: "PASS", TASK: "FAIL"}, splats=("aaa",))
+    assert compare.cell_changes(same, "S", prev, "2026-11-27") == []
+    flip = _cell(status="FAIL", tests={IRQ: "FAIL", TASK: "PASS"}, splats=("aaa", "bbb"))
+    ch = compare.cell_changes(flip, "S", prev, "2026-11-27")
+    assert kinds(ch) == [("fixed", False), ("new-failure", True), ("new-splat", True)]
+    assert all(c.reproduce for c in ch if c.regression)
+    assert kinds(compare.cell_changes(_cell("NO-APPLY"), "S", prev, "d")) == \
+        [("no-longer-applies", True)]
+    assert compare.cell_changes(_cell("NO-APPLY"), "S", _cell("NO-APPLY"), "d") == []
+    assert kinds(compare.cell_changes(_cell(), "S", _cell("NO-APPLY"), "d")) == \
+        [("applies-again", False)]
+    assert kinds(compare.cell_changes(_cell("BUILD-FAILED"), "S", prev, "d")) == \
+        [("build-broken", True)]
+    # A new revision: reported; a failing one is a regression.
+    assert kinds(compare.cell_changes(_cell(version=3, tests={IRQ: "PASS"}), "S", prev, "d")) \
+        == [("new-revision", False)]
+    assert kinds(compare.cell_changes(_cell("FAIL", 3, {IRQ: "FAIL"}), "S", prev, "d")) == \
+        [("new-revision", True)]
+    # A new series: failing is a regression, passing is news.
+    assert kinds(compare.cell_changes(_cell(), "S", None, None)) == [("new-series", False)]
+    assert kinds(compare.cell_changes(_cell("NO-APPLY"), "S", None, None)) == \
+        [("new-series-failing", True)]
+    # No result is never a regression and never a pass.
+    assert kinds(compare.cell_changes(_cell("ERROR"), "S", prev, "d")) == [("error", False)]
+
+
+def test_figures_are_advisory_and_need_a_spread():
+    prev = _cell(tests={IRQ: "PASS"})
+    now = _cell(tests={IRQ: "PASS"}, figures={"f": 5.0, "g": 1.5})
+    past = {"f": [1.0, 2.0], "g": [1.0, 2.0]}
+    ch = compare.cell_changes(now, "S", prev, "d", past)
+    assert kinds(ch) == [("figure-moved", False)] and "f on t base: 5" in ch[0].text
+    assert "advisory under TCG" in ch[0].text
+    assert compare.cell_changes(now, "S", prev, "d", {"f": [1.0]}) == []   # one night: no spread
+
+
+def test_exit_status():
+    assert compare.exit_status([], []) == 5
+    assert compare.exit_status([_cell("ERROR")], []) == 5
+    ok = [_cell()]
+    assert compare.exit_status(ok, []) == 0
+    assert compare.exit_status(ok, compare.cell_changes(_cell("NO-APPLY"), "S", None, None)) == 1
+    assert compare.exit_status(ok, compare.tree_changes(
+        [TreeState("t", "git", "/t", "c" * 40, stale="fetch failed")])) == 0
