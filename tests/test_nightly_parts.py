@@ -204,3 +204,32 @@ def test_exit_status():
     assert compare.exit_status(ok, compare.cell_changes(_cell("NO-APPLY"), "S", None, None)) == 1
     assert compare.exit_status(ok, compare.tree_changes(
         [TreeState("t", "git", "/t", "c" * 40, stale="fetch failed")])) == 0
+
+
+def test_orch_test_on_applies_on_exactly_that_commit(tmp_path, env, mini):
+    from helpers import build_only, git, orch, run_json, series
+    first = subprocess.run(["git", "-C", str(mini), "rev-parse", "HEAD"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    mbox = series(mini, tmp_path, "s", [("mini: feature", {"feature.c": "int f(void);\n"})])
+    # The series names the tree's newest commit as its base; --on wins.
+    text = mbox.read_text().replace("\n---\n", "\n---\nbase-commit: PLACEHOLDER\n", 1)
+    (mini / "later.c").write_text("int later(void) { return 2; }\n")
+    git(mini, "add", "-A")
+    git(mini, "commit", "-q", "-m", "mini: later")
+    head = subprocess.run(["git", "-C", str(mini), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    mbox.write_text(text.replace("PLACEHOLDER", head))
+    r, rd = build_only(env, tmp_path, mini, mbox, "--on", first)
+    assert r.returncode == 0, r.stderr
+    tree = run_json(rd)["tree"]
+    assert tree["base"] == first and "--on" in tree["base_reason"], tree
+    # The control: without --on the series' base-commit is used.
+    r, rd = build_only(env, tmp_path, mini, mbox, rd_name="run2")
+    assert r.returncode == 0, r.stderr
+    assert run_json(rd)["tree"]["base"] == head
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--tree", str(mini),
+             "--on", first, "--base", first)
+    assert r.returncode == 2 and "--on" in r.stderr
+    r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--tree", str(mini),
+             "--on", "nosuchref")
+    assert r.returncode == 2 and "no such commit" in r.stderr
