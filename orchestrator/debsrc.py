@@ -96,21 +96,66 @@ def download_deb(package: str, suites: tuple[str, ...], workdir: Path, log: Path
         raise OrchError(f"Debian no longer offers {package} in {', '.join(suites)} "
                         f"(apt-get download failed, see {log}); pick another with --debian-source",
                         Exit.BAD_INPUT)
-    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    debs = sorted(workdir.glob(f"{package.split('=')[0]}_*.deb"))
     if not debs:
         raise OrchError(f"apt-get downloaded no {package} .deb (see {log})")
     return debs[-1]
 
 
+def _apt_state(package: str, suites: tuple[str, ...], root: Path) -> Path:
+    """A private apt state kept per package and suites, so that a nightly's
+    `apt-get update` is incremental."""
+    import hashlib
+    state = root / f".apt-{package}-{hashlib.sha1(' '.join(suites).encode()).hexdigest()[:8]}"
+    (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    signed = f"[signed-by={KEYRING}] " if os.path.exists(KEYRING) else ""
+    (state / "sources.list").write_text(
+        "".join(f"deb {signed}{system_mirror()} {s} main\n" for s in suites))
+    return state
+
+
+def available_versions(package: str, suites: tuple[str, ...] = DEFAULT_SUITES,
+                       cache: Path | None = None) -> list[str]:
+    """Every version of `package` the suites offer now (apt-cache madison)."""
+    root = (cache or cache_dir()) / "trees"
+    state = _apt_state(package, tuple(suites), root)
+    log = root / f"versions-{package}.log"
+    r = proc.run(["apt-get", *_apt_opts(state), "update"], log=log, timeout=600)
+    if not r.ok:
+        raise OrchError(f"apt-get update for {', '.join(suites)} failed (see {log})")
+    r = proc.run(["apt-cache", *_apt_opts(state), "madison", package], log=log, append=True,
+                 timeout=120)
+    versions = [parts[1] for line in r.output.splitlines()
+                if len(parts := [x.strip() for x in line.split("|")]) >= 3
+                and parts[0] == package]
+    if not versions:
+        raise OrchError(f"Debian offers no {package} in {', '.join(suites)} (see {log})",
+                        Exit.BAD_INPUT)
+    return versions
+
+
 def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAULT_SUITES,
-                cache: Path | None = None, log_dir: Path | None = None) -> DebianTree:
-    """Return the cached git import of `package`, creating it on first use."""
+                cache: Path | None = None, log_dir: Path | None = None,
+                version: str | None = None) -> DebianTree:
+    """Return the cached git import of `package`, creating it on first use.
+    `version` (the nightly): that version; each is imported once, as a tree
+    of its own, and the first import is used when it is that version."""
     root = (cache or cache_dir()) / "trees"
     dest = root / package
     marker = dest / ".git" / "orch-imported"
     if marker.exists():
-        version = marker.read_text().split()[0]   # then the git tag of the import
-        return DebianTree(dest, package, version)
+        have = marker.read_text().split()[0]   # then the git tag of the import
+        if version is None or have == version:
+            return DebianTree(dest, package, have)
+    if version is not None:
+        dest = root / f"{package}@{re.sub(r'[^A-Za-z0-9._+~-]', '_', version)}"
+        marker = dest / ".git" / "orch-imported"
+        if marker.exists():
+            return DebianTree(dest, package, marker.read_text().split()[0])
+        package_spec = f"{package}={version}"
+    else:
+        package_spec = package
     root.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or root
     log = log_dir / f"import-{package}.log"
@@ -118,7 +163,7 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
         shutil.rmtree(dest)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         tmp = Path(tmp)
-        deb = download_deb(package, suites, tmp, log)
+        deb = download_deb(package_spec, suites, tmp, log)
         version = deb.name.split("_")[1]
         r = proc.run(["dpkg-deb", "-x", deb, tmp / "x"], log=log, append=True, timeout=600)
         if not r.ok:

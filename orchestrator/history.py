@@ -34,7 +34,8 @@ MIGRATIONS = [
     """
     CREATE TABLE nights (night TEXT PRIMARY KEY, started TEXT, finished TEXT, state TEXT,
                          exit_code INTEGER, plan TEXT);
-    CREATE TABLE series (key TEXT PRIMARY KEY, title TEXT, first_night TEXT);
+    CREATE TABLE series (key TEXT PRIMARY KEY, title TEXT, first_night TEXT, source TEXT,
+                         msgid TEXT);
     CREATE TABLE revisions (series TEXT, version INTEGER, msgid TEXT, change_id TEXT,
                             first_night TEXT, PRIMARY KEY (series, version, msgid));
     CREATE TABLE trees (label TEXT PRIMARY KEY, kind TEXT, path TEXT);
@@ -108,8 +109,9 @@ class History:
                             (n.night, n.started, n.finished, n.state, n.exit_code,
                              json.dumps(_plan_json(n))))
             for s in n.plan.series:
-                self.db.execute("INSERT OR IGNORE INTO series VALUES (?,?,?)",
-                                (s.key, s.title, n.night))
+                # The first night's source and msgid stay: how it was found.
+                self.db.execute("INSERT OR IGNORE INTO series VALUES (?,?,?,?,?)",
+                                (s.key, s.title, n.night, s.source, s.msgid))
                 self.db.execute("UPDATE series SET title = ? WHERE key = ?", (s.title, s.key))
                 self.db.execute("INSERT OR IGNORE INTO revisions VALUES (?,?,?,?,?)",
                                 (s.key, s.version, s.msgid, s.change_id, n.night))
@@ -147,6 +149,11 @@ class History:
                              int(c.built.get(side, False)), int(c.booted.get(side, False))))
 
     # -- reading ----------------------------------------------------------
+
+    def found_by(self, source: str) -> list[tuple[str, str]]:
+        """(key, msgid) of the series first found by `source` ("query: q")."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT key, msgid FROM series WHERE source=? ORDER BY first_night, key", (source,))]
 
     def tested_series(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT DISTINCT series FROM cells")}

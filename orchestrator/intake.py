@@ -157,8 +157,11 @@ def prepare_mbox(mbox: Path, outdir: Path) -> Path:
 
 def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
           lore_url: str = DEFAULT_LORE, offline: bool = False, timeout: float = B4_TIMEOUT,
-          latest: bool = False) -> Series:
-    """Run b4 am and read back what it wrote into `outdir`."""
+          latest: bool = False, b4_cache: Path | None = None) -> Series:
+    """Run b4 am and read back what it wrote into `outdir`. `b4_cache`: b4's
+    cache directory (the nightly's discovery gives each night a fresh one:
+    b4 keeps lore's answers for 10 minutes, and a newer revision must be
+    seen when it appears)."""
     if msgid is None and mbox is None:
         raise BadInput("give a Message-ID or --mbox FILE")
     if mbox is not None:
@@ -177,7 +180,10 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
         argv += ["-m", str(prepare_mbox(mbox, outdir))]
     if msgid is not None:
         argv.append(msgid)
-    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout, env=hermetic.b4_env(outdir))
+    env = hermetic.b4_env(outdir)
+    if b4_cache is not None:
+        env["XDG_CACHE_HOME"] = str(b4_cache)
+    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout, env=env)
     text = r.output
     where = f"{mbox}" if mbox else lore_url
     if r.timed_out:

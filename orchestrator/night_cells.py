@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 from .errors import Exit
+from .intake import DEFAULT_LORE
 from .night import Cell, SeriesRev, Splat, TestCell, TreeState
 from .record import ConfigRecord, RunRecord
 from .sanitize import clean
@@ -17,11 +18,14 @@ STATUS_OF_EXIT = {int(Exit.OK): "PASS", int(Exit.TESTS_FAILED): "FAIL",
                   int(Exit.NO_APPLY): "NO-APPLY", int(Exit.PATCHED_BUILD): "BUILD-FAILED"}
 
 
-def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None) -> str:
+def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None,
+              lore_url: str | None = None) -> str:
     """The one command that reproduces a cell on a developer's machine: the
     revision by its Message-ID (b4 fetches exactly that revision), the tree's
     commit as the base, the config, and the test when one is named."""
     argv = ["orch", "test", s.msgid]
+    if lore_url and lore_url.rstrip("/") != DEFAULT_LORE:
+        argv += ["--lore-url", lore_url]
     argv += ["--debian-source", t.label.removeprefix("debian:")] if t.kind == "debian" \
         else ["--tree", t.path]
     argv += ["--on", t.commit, "--config", config]
@@ -31,12 +35,13 @@ def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None) 
 
 
 def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
-                run_dir: str) -> Cell:
+                run_dir: str, lore_url: str | None = None) -> Cell:
     code = rec.exit_code if rec.state == "done" else None
     status = STATUS_OF_EXIT.get(code, "ERROR") if code is not None else "ERROR"
     detail = clean(rec.error or ("" if rec.state == "done" else f"run {rec.state}"), 300)
     cell = Cell(s.key, s.version, s.msgid, t.label, t.commit, config, status, detail, run_dir,
-                reproduce(s, t, config), accel=rec.accel.mode if rec.accel else None)
+                reproduce(s, t, config, lore_url=lore_url),
+                accel=rec.accel.mode if rec.accel else None)
     cfg = next((c for c in rec.configs if c.name == config), None)
     if cfg is None:
         return cell
@@ -45,7 +50,7 @@ def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
     _figures(cell, cfg)
     failing = [t.name for t in cell.tests if t.patched in ("FAIL", "ERROR")]
     if status == "FAIL" and len(failing) == 1:
-        cell.reproduce = reproduce(s, t, config, failing[0])
+        cell.reproduce = reproduce(s, t, config, failing[0], lore_url)
     return cell
 
 

@@ -5,12 +5,18 @@ Serves the mails found under a data directory (`*.eml`, one message each, and
 public-inbox endpoints b4 0.16 (via liblore) uses:
 
 - GET  /all/<quote_plus(msgid)>/t.mbox.gz        whole thread, gzip'd mboxrd
-- POST /all/?x=m[&t=1]&q=<query>                  search: `patchid:` and
-                                                  `nq:"change-id: ..."` terms,
-                                                  OR'ed, optionally `AND d:A..B`
+- POST /all/?x=m[&t=1]&q=<query>                  search (public-inbox's
+                                                  language, the part b4 and
+                                                  orch nightly use): `s:`,
+                                                  `f:`, `b:`, `nq:`, `dfn:`,
+                                                  `patchid:`, `d:A..B` (dates
+                                                  or N.days.ago), AND/OR/NOT,
+                                                  parentheses
 - HEAD/GET /[all/]<msgid>/ and /[all/]<msgid>/raw  existence probes
 
-Everything else is a 404, which b4 reads as "not found".  The `/all` prefix is
+Everything else is a 404, which b4 reads as "not found". A test can change
+what is archived while it runs (`archive.add()`, `hide()`, `show()`) and
+fix the server's "now" for relative dates (`archive.now`).  The `/all` prefix is
 optional because liblore retries a missing msgid against the bare origin.
 """
 
@@ -25,7 +31,7 @@ import subprocess
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,9 +41,6 @@ MBOXRD_FROM = b"From mboxrd@z Thu Jan  1 00:00:00 1970\n"
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 _FROM_ESCAPED_RE = re.compile(rb"^>(>*From )", re.M)
 _FROM_RE = re.compile(rb"^(>*From )", re.M)
-_PATCHID_TERM_RE = re.compile(r"patchid:([0-9a-f]{40})")
-_CHANGEID_TERM_RE = re.compile(r'nq:"change-id:\s*(\S+?)"')
-_DATE_RANGE_RE = re.compile(r"(.*) AND d:(\d{8})?\.\.(\d{8})?")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Mail:
     refs: list[str]  # In-Reply-To + References
     body: str  # decoded text/plain parts, for search
     patch_id: str | None = field(default=None)
+    subject: str = ""
+    sender: str = ""
 
 
 def _msgids(value: str | None) -> list[str]:
@@ -86,7 +91,9 @@ def _parse_mail(raw: bytes) -> Mail | None:
         if isinstance(payload, bytes):
             body.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
     refs = _msgids(msg.get("In-Reply-To")) + _msgids(msg.get("References"))
-    return Mail(ids[0], raw, when.astimezone(timezone.utc), refs, "\n".join(body))
+    subject = " ".join(str(msg.get("Subject", "")).split())
+    return Mail(ids[0], raw, when.astimezone(timezone.utc), refs, "\n".join(body),
+                subject=subject, sender=str(msg.get("From", "")))
 
 
 def split_mboxrd(data: bytes) -> list[bytes]:
@@ -140,6 +147,30 @@ class LoreArchive:
         self._thread_of = self._build_threads()
         self._patch_ids_done = False
         self._lock = threading.Lock()
+        self.hidden: set[str] = set()
+        self.now: datetime | None = None   # for d:N.days.ago; None: the real now
+
+    def add(self, raw: bytes) -> str:
+        """Archive one more mail (as if it arrived now); its Message-ID."""
+        mail = _parse_mail(raw)
+        if mail is None:
+            raise ValueError("a mail without a Message-ID")
+        with self._lock:
+            self.mails[mail.msgid] = mail
+            self._thread_of = self._build_threads()
+            self._patch_ids_done = False
+        self.hidden.discard(mail.msgid)
+        return mail.msgid
+
+    def hide(self, *msgids: str) -> None:
+        """Not archived (yet): lookups, threads and searches miss them."""
+        self.hidden.update(msgids)
+
+    def show(self, *msgids: str) -> None:
+        self.hidden.difference_update(msgids)
+
+    def visible(self) -> list[Mail]:
+        return [m for m in self.mails.values() if m.msgid not in self.hidden]
 
     def _build_threads(self) -> dict[str, str]:
         # Union-find over every msgid mentioned, so replies to a message we
@@ -160,11 +191,12 @@ class LoreArchive:
         return {msgid: find(msgid) for msgid in self.mails}
 
     def lookup(self, msgid: str) -> Mail | None:
-        return self.mails.get(msgid.strip().removeprefix("<").removesuffix(">"))
+        mail = self.mails.get(msgid.strip().removeprefix("<").removesuffix(">"))
+        return None if mail is None or mail.msgid in self.hidden else mail
 
     def thread(self, msgid: str) -> list[Mail]:
         root = self._thread_of[msgid]
-        return [m for m in self.mails.values() if self._thread_of[m.msgid] == root]
+        return [m for m in self.visible() if self._thread_of[m.msgid] == root]
 
     def patch_ids(self) -> dict[str, str]:
         """msgid -> patch-id for every mail that carries a diff (computed once)."""
@@ -177,50 +209,134 @@ class LoreArchive:
 
     def search(self, query: str, full_threads: bool) -> list[Mail] | None:
         """Messages matching `query`, or None when the query form is unknown."""
-        query = query.strip()
-        since = until = None
-        ranged = _DATE_RANGE_RE.fullmatch(query)
-        if ranged:
-            query = ranged.group(1).strip()
-            since, until = (
-                date(int(d[:4]), int(d[4:6]), int(d[6:])) if d else None
-                for d in ranged.group(2, 3)
-            )
-        if query.startswith("(") and query.endswith(")"):
-            query = query[1:-1]
-        patch_ids: set[str] = set()
-        change_ids: set[str] = set()
-        for term in query.split(" OR "):
-            if m := _PATCHID_TERM_RE.fullmatch(term.strip()):
-                patch_ids.add(m.group(1))
-            elif m := _CHANGEID_TERM_RE.fullmatch(term.strip()):
-                change_ids.add(m.group(1))
-            else:
-                return None
-        by_patch_id = set(self.patch_ids().values()) & patch_ids if patch_ids else set()
-
-        def hit(mail: Mail) -> bool:
-            day = mail.date.date()
-            if (since and day < since) or (until and day > until):
-                return False
-            if mail.patch_id in by_patch_id:
-                return True
-            # nq: searches unquoted text only, so "> change-id:" in replies misses
-            return any(
-                re.search(rf"^change-id:\s*{re.escape(cid)}\s*$", mail.body, re.M | re.I)
-                for cid in change_ids
-            )
-
-        hits = [m for m in self.mails.values() if hit(m)]
+        try:
+            match = _Query(query, self).parse()
+        except ValueError:
+            return None
+        hits = [m for m in self.visible() if match(m)]
         if full_threads:
             roots = {self._thread_of[m.msgid] for m in hits}
-            hits = [m for m in self.mails.values() if self._thread_of[m.msgid] in roots]
+            hits = [m for m in self.visible() if self._thread_of[m.msgid] in roots]
         return hits
 
     @staticmethod
     def mbox_gz(mails: list[Mail]) -> bytes:
         ordered = sorted(mails, key=lambda m: m.date)
         return gzip.compress(to_mboxrd([m.raw for m in ordered]), mtime=0)
+
+
+_TOKEN_RE = re.compile(r'\s*(\(|\)|[a-z]+:"[^"]*"|[^\s()]+)')
+_AGO_RE = re.compile(r"(\d+)\.(day|week|month|year)s?\.ago")
+_DIFF_FILE_RE = re.compile(r"^diff --git a/(\S+) b/(\S+)", re.M)
+
+
+class _Query:
+    """public-inbox's search language, the part b4 and orch nightly use:
+    terms `prefix:word` or `prefix:"a phrase"`, implicit or explicit AND,
+    OR, NOT, parentheses (AND binds tighter than OR, as in Xapian)."""
+
+    def __init__(self, text: str, archive: LoreArchive) -> None:
+        self.tokens = _TOKEN_RE.findall(text.strip())
+        if "".join("".join(t.split()) for t in self.tokens) != "".join(text.split()):
+            raise ValueError(text)
+        self.pos = 0
+        self.archive = archive
+
+    def parse(self):
+        if not self.tokens:
+            raise ValueError("empty query")
+        f = self._or()
+        if self.pos != len(self.tokens):
+            raise ValueError("trailing tokens")
+        return f
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _or(self):
+        parts = [self._and()]
+        while self._peek() == "OR":
+            self.pos += 1
+            parts.append(self._and())
+        return lambda m: any(p(m) for p in parts)
+
+    def _and(self):
+        parts = [self._not()]
+        while self._peek() not in (None, "OR", ")"):
+            if self._peek() == "AND":
+                self.pos += 1
+            parts.append(self._not())
+        return lambda m: all(p(m) for p in parts)
+
+    def _not(self):
+        if self._peek() == "NOT":
+            self.pos += 1
+            inner = self._not()
+            return lambda m: not inner(m)
+        return self._atom()
+
+    def _atom(self):
+        tok = self._peek()
+        if tok is None or tok in (")", "AND", "OR"):
+            raise ValueError("term expected")
+        self.pos += 1
+        if tok == "(":
+            inner = self._or()
+            if self._peek() != ")":
+                raise ValueError("unbalanced")
+            self.pos += 1
+            return inner
+        prefix, sep, value = tok.partition(":")
+        if not sep:
+            raise ValueError(f"bare word {tok!r}")   # lore's full-text terms: not needed here
+        value = value[1:-1] if value.startswith('"') and value.endswith('"') else value
+        return self._term(prefix, value)
+
+    def _term(self, prefix: str, value: str):
+        low = " ".join(value.lower().split())
+        if prefix == "s":
+            return lambda m: low in " ".join(m.subject.lower().split())
+        if prefix == "f":
+            return lambda m: low in m.sender.lower()
+        if prefix in ("b", "bs"):
+            return lambda m: low in m.body.lower() or (prefix == "bs" and low in m.subject.lower())
+        if prefix == "nq":
+            cid = re.fullmatch(r"change-id:\s*(\S+)", value.strip())
+            if cid:   # nq: searches unquoted text only: "> change-id:" in replies misses
+                pat = re.compile(rf"^change-id:\s*{re.escape(cid.group(1))}\s*$", re.M | re.I)
+                return lambda m: bool(pat.search(m.body))
+            return lambda m: low in " ".join(
+                l for l in m.body.lower().splitlines() if not l.startswith(">"))
+        if prefix == "dfn":
+            return lambda m: any(low in f.lower() for pair in _DIFF_FILE_RE.findall(m.body)
+                                 for f in pair)
+        if prefix == "patchid":
+            if not re.fullmatch(r"[0-9a-f]{40}", value):
+                raise ValueError(value)
+            archive = self.archive
+            return lambda m: archive.patch_ids().get(m.msgid) == value
+        if prefix in ("d", "rt"):
+            lo, sep, hi = value.partition("..")
+            if not sep:
+                lo = hi = value
+            since, until = self._day(lo), self._day(hi)
+            return lambda m: ((since is None or m.date.date() >= since)
+                              and (until is None or m.date.date() <= until))
+        raise ValueError(f"unknown prefix {prefix!r}")
+
+    def _day(self, text: str) -> date | None:
+        if not text:
+            return None
+        if re.fullmatch(r"\d{8}", text):
+            return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        if re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            return date.fromisoformat(text)
+        ago = _AGO_RE.fullmatch(text)
+        if ago:
+            now = (self.archive.now or datetime.now(timezone.utc)).date()
+            n = int(ago.group(1)) * {"day": 1, "week": 7, "month": 30, "year": 365}[ago.group(2)]
+            return now - timedelta(days=n)
+        raise ValueError(f"date {text!r}")
 
 
 class _Handler(BaseHTTPRequestHandler):

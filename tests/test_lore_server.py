@@ -84,7 +84,7 @@ def test_unknown_paths_and_queries_are_404(lore_server: LoreServer) -> None:
     assert http(f"{url}/all/nope%40example.com/t.mbox.gz")[0] == 404
     assert http(f"{url}/nope%40example.com/", method="HEAD")[0] == 404
     assert http(f"{url}/all/{urllib.parse.quote_plus(V3_COVER)}/", method="HEAD")[0] == 200
-    q = urllib.parse.quote_plus('s:"block" AND f:"tz2294@columbia.edu"')
+    q = urllib.parse.quote_plus('zz:"block" AND f:"tz2294@columbia.edu"')   # no such prefix
     assert http(f"{url}/all/?x=m&q={q}", method="POST", data=b"x=m")[0] == 404
     q = urllib.parse.quote_plus("patchid:" + "0" * 40)
     assert http(f"{url}/all/?x=m&q={q}", method="POST", data=b"x=m")[0] == 404
@@ -163,3 +163,38 @@ def test_mbox_files_split_back_to_eml() -> None:
     emls = {p.read_bytes() for p in (LORE_DATA_DIR / "messages").glob("*.eml")}
     assert len(raws) == len(emls) == 23
     assert set(raws) == emls
+
+
+def test_search_language_for_the_nightly(tmp_path: Path) -> None:
+    """s:, d: with relative dates against a fixed "now", AND/OR/NOT, and
+    mails a test hides and shows while the server runs."""
+    from datetime import datetime, timezone
+    with LoreServer(LORE_DATA_DIR) as srv:
+        a = srv.archive
+        a.now = datetime(2026, 2, 28, 12, tzinfo=timezone.utc)   # the day after v3
+
+        def hits(q: str) -> set[str]:
+            return {m.msgid for m in a.search(q, full_threads=False) or []}
+
+        covers = hits('s:"enable RWF_DONTCACHE for block devices" AND s:"0/"')
+        assert V3_COVER in covers and V2_COVER in covers
+        assert hits('s:"enable RWF_DONTCACHE" AND s:"0/2" AND d:2.days.ago..') == {V3_COVER}
+        assert hits('s:"enable RWF_DONTCACHE" AND s:"0/2" AND d:..20260226') == {V2_COVER}
+        assert hits('s:RWF_DONTCACHE AND NOT s:"v3" AND s:"0/2"') == {V2_COVER}
+        assert hits('(s:"v3 0/2" OR s:"v2 0/2") AND s:RWF_DONTCACHE') == {V2_COVER, V3_COVER}
+        assert hits("s:nosuchword") == set()
+        assert a.search("s:(unbalanced", False) is None     # an unknown form is a 404
+        assert a.search("plainword", False) is None
+        a.now = datetime(2026, 3, 30, tzinfo=timezone.utc)   # a month later: nothing new
+        assert hits("s:RWF_DONTCACHE AND d:2.days.ago..") == set()
+        # Hidden: not in searches, threads or lookups, until shown again.
+        a.hide(V3_COVER)
+        assert a.lookup(V3_COVER) is None and V3_COVER not in hits("s:RWF_DONTCACHE")
+        q = urllib.parse.quote_plus(V3_COVER)
+        assert http(f"{srv.url}/all/{q}/t.mbox.gz")[0] == 404
+        a.show(V3_COVER)
+        assert http(f"{srv.url}/all/{q}/t.mbox.gz")[0] == 200
+        raw = (b"Message-ID: <new@example.org>\nSubject: [PATCH] mm: a new one\n"
+               b"From: X <x@example.org>\nDate: Sat, 28 Feb 2026 10:00:00 +0000\n\nbody\n")
+        assert a.add(raw) == "new@example.org"
+        assert hits("s:mm AND s:new") == {"new@example.org"}

@@ -233,3 +233,46 @@ def test_orch_test_on_applies_on_exactly_that_commit(tmp_path, env, mini):
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--tree", str(mini),
              "--on", "nosuchref")
     assert r.returncode == 2 and "no such commit" in r.stderr
+
+
+# -- discovery -----------------------------------------------------------------
+
+def test_highest_debian_version_is_dpkgs_order():
+    from orchestrator.discover import highest_version
+    assert highest_version(["7.2.13-1", "7.2.13-1+b1", "7.2.9-2", "7.2.13~rc1-1"]) == \
+        "7.2.13-1+b1"
+    assert highest_version(["7.2.9-2", "7.2.13~rc1-1"]) == "7.2.13~rc1-1"   # not by text
+    assert highest_version(["7.2.12-1~bpo13+1", "7.2.12-1"]) == "7.2.12-1"
+
+
+def test_lore_search_finds_series_not_mails(lore_server):
+    from orchestrator import discover
+    from helpers import V3_COVER
+    found = discover.search('s:"enable RWF_DONTCACHE for block devices"', lore_server.url)
+    # v1, v2 and v3 (and the replies) are one series: by change-id, the newest.
+    (f,) = found
+    assert f.key == "change-id:20260218-blk-dontcache-338133dd045e" and f.version == 3
+    assert f.msgid == V3_COVER
+    assert discover.search("s:nosuchthing", lore_server.url) == []
+    with pytest.raises(OrchError):
+        discover.search("s:x", "http://127.0.0.1:9")
+
+
+def test_a_git_tree_that_cannot_fetch_is_stale_not_failed(tmp_path, mini):
+    from orchestrator import discover
+    from helpers import git
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(mini), str(clone)], check=True)
+    first, stale = discover.git_tree_head(clone, "origin/main")
+    assert stale is None
+    (mini / "n.c").write_text("int n;\n")
+    git(mini, "add", "-A")
+    git(mini, "commit", "-q", "-m", "moves")
+    moved, stale = discover.git_tree_head(clone, "origin/main")
+    assert moved != first and stale is None
+    import shutil
+    shutil.rmtree(mini)
+    again, stale = discover.git_tree_head(clone, "origin/main")
+    assert again == moved and stale     # the last known commit, and why
+    with pytest.raises(OrchError):
+        discover.git_tree_head(clone, "origin/nosuch")

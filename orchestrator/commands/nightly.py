@@ -165,19 +165,21 @@ def _cell(cfg, n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
         test_cmd.test(opts, progress)
     except OrchError:
         pass          # its run.json says what happened; the night goes on
-    cell = _read_cell(run_dir, s, t, config, rel)
+    cell = _read_cell(run_dir, s, t, config, rel, n.plan.lore_url)
     n.cells = [c for c in n.cells if c.id != cid] + [cell]
     n.write(ndir)
     progress.say(f"  {cell.status} {cell.detail[:100]}")
 
 
-def _read_cell(run_dir: Path, s: SeriesRev, t: TreeState, config: str, rel: str) -> Cell:
+def _read_cell(run_dir: Path, s: SeriesRev, t: TreeState, config: str, rel: str,
+               lore_url: str) -> Cell:
     try:
         rec = record.read(run_dir / "run.json")
     except BadInput as e:
         return Cell(s.key, s.version, s.msgid, t.label, t.commit, config, "ERROR",
-                    f"no run record: {e}", rel, night_cells.reproduce(s, t, config))
-    return night_cells.from_record(rec, s, t, config, rel)
+                    f"no run record: {e}", rel,
+                    night_cells.reproduce(s, t, config, lore_url=lore_url))
+    return night_cells.from_record(rec, s, t, config, rel, lore_url)
 
 
 def _changes(n: Night, hist: history.History):
