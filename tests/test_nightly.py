@@ -146,8 +146,10 @@ def test_two_nights(world):
         [(IRQ_TEST, "FAIL")]
     assert db.execute("SELECT COUNT(*) FROM durations WHERE night='2026-11-27'").fetchone()[0] == 4
     ndir = world["out"] / "nights" / "2026-11-28"
-    for f in ("junit.xml", "kcidb.json", "summary.txt", "plan.json"):
+    for f in ("index.html", "junit.xml", "kcidb.json", "summary.txt", "plan.json"):
         assert (ndir / f).stat().st_size > 0, f
+    assert not (ndir / "report-errors.txt").exists()
+    assert list((ndir / "series").glob("*.html"))
     assert "REGRESSION" in (ndir / "summary.txt").read_text()
 
     # -- a rerun of night 2 runs nothing and says the same ------------------------

@@ -217,8 +217,8 @@ def _reports(n: Night, hist: history.History, ndir: Path, out: Path) -> None:
             failed.append(f"{name}: {type(e).__name__}: {e}")
 
     def html() -> None:
-        from .. import report_html
-        report_html.write_night_site(n, {s.key: hist.series_history(s.key)
+        from .. import html_report
+        html_report.write_night_site(n, {s.key: hist.series_history(s.key)
                                          for s in n.plan.series}, ndir, links_base="../../")
 
     def junit() -> None:

@@ -21,10 +21,16 @@ def register(sub) -> None:
     p = sub.add_parser(NAME, help=HELP, description=HELP + ".",
                        **common.parser_kwargs(EPILOG))
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--html", action="store_true",
+                   help="also write RUN_DIR/report.html (tests, splats, times, the scale "
+                   "plots) and print its path")
     p.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     rec = record.read(args.run_dir / "run.json")
     print(summary.summary(rec))
+    if args.html:
+        from .. import html_report
+        print(f"html: {html_report.write_run_page(rec, args.run_dir)}")
     return int(rec.exit_code or 0)

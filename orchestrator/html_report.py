@@ -1,0 +1,135 @@
+"""The HTML reports: a night's site (the matrix with the changes first, a
+page per series with its history, plots) and one page for an `orch test` run.
+
+jinja2 with autoescape on for every template: titles, test messages,
+console text and anything the guest wrote are untrusted, and nothing of
+them is ever marked safe. The plots are inline SVG from svg_plot (which
+escapes its labels); the pages need no network and no JavaScript.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+from . import svg_plot
+from .night import Cell, HistoryPoint, Night, SeriesRev
+from .record import RunRecord
+
+TEMPLATES = Path(__file__).resolve().parent / "data" / "templates"
+MEANING = {0: "nothing new fails", 1: "something new fails", 2: "bad input",
+           5: "no result at all", None: "not finished"}
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def page_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80] + ".html"
+
+
+def eviction_chart(title: str, points: list[HistoryPoint]) -> str:
+    """Fraction of DONTCACHE pages evicted, per test x config, over nights."""
+    nights = sorted({p.night for p in points})
+    xi = {night: float(i) for i, night in enumerate(nights)}
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        for name, v in p.figures.items():
+            if name.startswith("evicted:"):
+                label = f"{name[8:].rsplit('::', 1)[-1][:22]} {p.config}"
+                lines.setdefault(label, []).append((xi[p.night], v))
+    return svg_plot.chart(f"{title[:60]}: evicted over nights",
+                          [svg_plot.Line(k, v) for k, v in sorted(lines.items())],
+                          "night", "fraction evicted",
+                          x_names={i: n[5:] for n, i in xi.items()}, y_range=(0.0, 1.05))
+
+
+def scale_charts(title: str, figures: dict[str, float], accel: str | None) -> list[str]:
+    """Throughput and lock contention against the number of writers (one
+    per device), baseline vs patched: the question the reviewers asked."""
+    out = []
+    for what, unit in (("mib_per_s", "MiB/s, all writers"),
+                       ("contentions", "lock contentions (lock_stat)")):
+        lines, ns = [], set()
+        for side in ("baseline", "patched"):
+            pts = sorted((float(k.rsplit(":", 1)[1]), v) for k, v in figures.items()
+                         if k.startswith(f"scale:{side}:{what}:"))
+            if pts:
+                lines.append(svg_plot.Line(side, pts, dashed=side == "baseline"))
+                ns.update(x for x, _ in pts)
+        if lines:
+            out.append(svg_plot.chart(f"{title[:40]}: {what.replace('_', ' ')} vs writers",
+                                      lines, "writers (N devices)", unit,
+                                      x_names={x: f"{x:.0f}" for x in ns},
+                                      note="advisory: measured under TCG" if accel == "tcg"
+                                      else ""))
+    return out
+
+
+def write_night_site(n: Night, history: dict[str, list[HistoryPoint]], out: Path,
+                     links_base: str = "../../") -> list[Path]:
+    """index.html and series/<key>.html in `out` (the night's directory).
+    `links_base`: from `out` to the directory history run dirs are relative
+    to (the nightly's --out)."""
+    env = _env()
+    cells = {(c.series, c.tree, c.config): c for c in n.cells}
+    columns = [(t.label, c) for t in n.plan.trees for c in n.plan.configs]
+    pages = {s.key: page_name(s.key) for s in n.plan.series}
+    evict = {s.key: eviction_chart(s.title, history.get(s.key, [])) for s in n.plan.series}
+    scale = {s.key: [svg for c in n.cells if c.series == s.key
+                     for svg in scale_charts(f"{c.config}", c.figures, c.accel)]
+             for s in n.plan.series}
+    written = []
+    index = out / "index.html"
+    index.write_text(env.get_template("night.html.j2").render(
+        title=f"orch nightly {n.night}", n=n, meaning=MEANING.get(n.exit_code, "?"),
+        cells=cells, columns=columns, pages=pages, eviction_svgs=evict, scale_svgs=scale,
+        any_tcg=any(c.accel == "tcg" for c in n.cells)), encoding="utf-8")
+    written.append(index)
+    (out / "series").mkdir(exist_ok=True)
+    for s in n.plan.series:
+        written.append(_series_page(env, n, s, history.get(s.key, []), scale[s.key],
+                                    out / "series" / pages[s.key], "../" + links_base))
+    return written
+
+
+def _series_page(env, n: Night, s: SeriesRev, points: list[HistoryPoint], scale: list[str],
+                 path: Path, root: str) -> Path:
+    path.write_text(env.get_template("series.html.j2").render(
+        title=s.title, n=n, s=s, points=points, root=root,
+        eviction_svg=eviction_chart(s.title, points), scale_svgs=scale), encoding="utf-8")
+    return path
+
+
+def _run_figures(rec: RunRecord, config: str) -> tuple[dict[str, float], str | None]:
+    from . import night_cells
+    cfg = next(c for c in rec.configs if c.name == config)
+    cell = Cell("", 0, "", "", "", config, "", "", None, "")
+    night_cells._figures(cell, cfg)
+    return cell.figures, rec.accel.mode if rec.accel else None
+
+
+def write_run_page(rec: RunRecord, run_dir: Path) -> Path:
+    """run_dir/report.html for one `orch test` run, from its record."""
+    run_dir = run_dir.resolve()
+
+    def rel(p: str) -> str:
+        try:
+            return str(Path(p).resolve().relative_to(run_dir))
+        except ValueError:
+            return Path(p).as_uri() if Path(p).is_absolute() else p
+    scale = {}
+    for c in rec.configs:
+        figures, accel = _run_figures(rec, c.name)
+        scale[c.name] = scale_charts(c.name, figures, accel)
+    subject = (rec.series or {}).get("subject") or "run"
+    path = run_dir / "report.html"
+    path.write_text(_env().get_template("run.html.j2").render(
+        title=f"orch test: {subject}", rec=rec, subject=subject, rel=rel, scale_svgs=scale),
+        encoding="utf-8")
+    return path
