@@ -16,6 +16,11 @@ One run measures, side by side:
   sandbox       the baseline build in the allowlisted view against the sandbox before
                 it (/ read-only, environment inherited), same .config, warm ccache; and
                 the same per process (ccache-hit compiles, execs), without a build's noise
+  nightly       orch nightly with 1, 2 and 3 series (the port and two mutants, posted on a
+                loopback lore) on one tree (the 7.2.13 import), config base, the short
+                selection, each night with its own history in orch's own cache: how a
+                night's time grows per series (one baseline boot a night, then per
+                series its build and one boot)
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -302,13 +307,56 @@ def sandbox_exec(work: Path, rounds: int = 5) -> dict:
             "note": "300 ccache-hit compiles + 3000 execs of /bin/true per run"}
 
 
+def nightly_growth(work: Path) -> dict:
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import PATCHES, PORT, SHORT_SELECTION  # noqa: E402
+    from lore_mails import day, post  # noqa: E402
+    from lore_server import LoreServer  # noqa: E402
+    tree = debsrc.import_tree(debsrc.DEFAULT_PACKAGE).path
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lore = work / "lore"
+    lore.mkdir(parents=True, exist_ok=True)
+    msgids = [post(mbox, lore / f"{name}.mbox", name=name, title=f"bench: {name}", version=1,
+                   change_id=f"bench-{name}", base=head, date=day("2026-11-27"))
+              for name, mbox in (("port", PORT),
+                                 ("cached", PATCHES / "mutant-marks-cached-folios.mbox"),
+                                 ("skips", PATCHES / "mutant-worker-skips-first-folio.mbox"))]
+    out = {}
+    with LoreServer(lore) as srv:
+        for n in (1, 2, 3):
+            toml = work / f"nightly-{n}.toml"
+            toml.write_text(f'lore_url = "{srv.url}/all"\nconfigs = ["{CONFIG}"]\n'
+                            f"guest_tests = {json.dumps(SHORT_SELECTION)}\n"
+                            + "".join(f'[[series]]\nmsgid = "<{m}>"\n' for m in msgids[:n])
+                            + f'[[tree]]\npath = "{tree}"\nref = "HEAD"\n')
+            night_out = work / f"out-{n}"
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "nightly", str(toml),
+                                "--out", str(night_out), "--night", "2026-11-28"], cwd=REPO,
+                               capture_output=True, text=True)
+            seconds = round(time.monotonic() - t0, 1)
+            night = json.loads((night_out / "nights" / "2026-11-28" / "night.json").read_text())
+            out[str(n)] = {
+                "seconds": seconds, "exit": r.returncode,
+                "boots": sum(v for c in night["cells"] for v in c["booted"].values()),
+                "builds": sum(v for c in night["cells"] for v in c["built"].values()),
+                "cells": [{k: c[k] for k in ("series", "status", "build_seconds",
+                                             "boot_seconds", "built", "booted")}
+                          for c in night["cells"]]}
+    if all(str(n) in out for n in (1, 2, 3)):
+        out["per_series_seconds"] = round((out["3"]["seconds"] - out["1"]["seconds"]) / 2, 1)
+        out["fixed_seconds"] = round(out["1"]["seconds"] - out["per_series_seconds"], 1)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
                     default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
-                             "bisect_steps", "bisect", "sandbox"])
+                             "bisect_steps", "bisect", "sandbox", "nightly"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="sandbox: builds per variant (alternating)")
     ap.add_argument("--sandbox-dir", type=Path,
@@ -363,6 +411,9 @@ def main() -> int:
         save()
         res["sandbox_build"] = sandbox_build(tree, args.sandbox_dir or scratch / "sandbox",
                                              args.rounds)
+        save()
+    if "nightly" in args.only:
+        res["nightly"] = nightly_growth(scratch / "nightly")
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
