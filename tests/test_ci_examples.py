@@ -56,18 +56,30 @@ def load_yaml(path: Path) -> dict:
 
 # ---------------------------------------------------------------- GitHub Actions
 
-def test_github_workflow_validates():
-    r = check_jsonschema("vendor.github-workflows", WORKFLOW)
+# Each file validates with check-jsonschema's bundled schema; a broken copy
+# (a typo'd key, a wrong value) must not.
+BROKEN = [
+    ("vendor.github-workflows", WORKFLOW, "    runs-on: ubuntu-latest",
+     "    runs_on: ubuntu-latest"),
+    ("vendor.github-workflows", WORKFLOW, "  workflow_dispatch:", "  workflow_dispatched:"),
+    ("vendor.github-workflows", WORKFLOW, "timeout-minutes: 360", "timeout-minutes: six hours"),
+    ("vendor.gitlab-ci", GITLAB, "  script:", "  scripts:"),
+    ("vendor.gitlab-ci", GITLAB, "  rules:", "  rulez:"),
+    ("vendor.gitlab-ci", GITLAB, "      junit:", "      junitt:"),
+    ("vendor.gitlab-ci", GITLAB, "    when: always\n  script:", "    when: sometimes\n  script:"),
+]
+
+
+@pytest.mark.parametrize("schema, path", [("vendor.github-workflows", WORKFLOW),
+                                          ("vendor.gitlab-ci", GITLAB)])
+def test_ci_file_validates(schema, path):
+    r = check_jsonschema(schema, path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("old, new", [
-    ("    runs-on: ubuntu-latest", "    runs_on: ubuntu-latest"),   # a typo'd key
-    ("  workflow_dispatch:", "  workflow_dispatched:"),
-    ("timeout-minutes: 360", "timeout-minutes: six hours"),
-])
-def test_github_workflow_broken_copy_fails(tmp_path, old, new):
-    r = check_jsonschema("vendor.github-workflows", broken_copy(WORKFLOW, tmp_path, old, new))
+@pytest.mark.parametrize("schema, path, old, new", BROKEN)
+def test_ci_file_broken_copy_fails(tmp_path, schema, path, old, new):
+    r = check_jsonschema(schema, broken_copy(path, tmp_path, old, new))
     assert r.returncode != 0, f"{old} -> {new} passed validation"
 
 
@@ -97,22 +109,6 @@ def test_github_workflow_content():
 
 
 # ---------------------------------------------------------------- GitLab CI
-
-def test_gitlab_ci_validates():
-    r = check_jsonschema("vendor.gitlab-ci", GITLAB)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-@pytest.mark.parametrize("old, new", [
-    ("  script:", "  scripts:"),                   # a typo'd key
-    ("  rules:", "  rulez:"),
-    ("      junit:", "      junitt:"),
-    ("    when: always\n  script:", "    when: sometimes\n  script:"),
-])
-def test_gitlab_ci_broken_copy_fails(tmp_path, old, new):
-    r = check_jsonschema("vendor.gitlab-ci", broken_copy(GITLAB, tmp_path, old, new))
-    assert r.returncode != 0, f"{old} -> {new} passed validation"
-
 
 def test_gitlab_ci_content():
     (job,) = load_yaml(GITLAB).values()
