@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,3 +235,25 @@ def leaked(canaries: dict, *places: Path | str) -> dict[str, list[str]]:
                 if v.encode() in data:
                     out.setdefault(k, []).append(where)
     return out
+
+
+# A real browser for the HTML reports (Debian's chromium, headless).
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "Chromium is not installed (scripts/setup.sh installs Debian's chromium)"
+    return exe
+
+
+def browse(tmp_path: Path, page: Path, shot: Path | None = None) -> tuple[str, list[str]]:
+    """The DOM Chromium built from `page`, and the console messages it logged."""
+    args = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+            "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium'}",
+            "--window-size=1280,2400"]
+    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    console = [l for l in dom.stderr.splitlines() if ":CONSOLE" in l]
+    if shot:
+        r = subprocess.run([*args, f"--screenshot={shot}", page.as_uri()],
+                           capture_output=True, text=True, timeout=120)
+        console += [l for l in r.stderr.splitlines() if ":CONSOLE" in l]
+    return dom.stdout, console

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -18,29 +17,8 @@ import pytest
 
 from orchestrator import html_report, svg_plot
 
-from helpers import build_only, orch, run_json, series
+from helpers import browse, build_only, orch, run_json, series
 from night_sample import HOSTILE, sample_history, sample_night
-
-
-def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert exe, "Chromium is not installed (scripts/setup.sh installs Debian's chromium)"
-    return exe
-
-
-def browse(tmp_path: Path, page: Path, shot: Path | None = None) -> tuple[str, list[str]]:
-    """The DOM Chromium built from `page`, and the console messages it logged."""
-    args = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-            "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium'}",
-            "--window-size=1280,2400"]
-    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True,
-                         text=True, timeout=120)
-    console = [l for l in dom.stderr.splitlines() if ":CONSOLE" in l]
-    if shot:
-        r = subprocess.run([*args, f"--screenshot={shot}", page.as_uri()],
-                           capture_output=True, text=True, timeout=120)
-        console += [l for l in r.stderr.splitlines() if ":CONSOLE" in l]
-    return dom.stdout, console
 
 
 def png_colours(path: Path) -> int:

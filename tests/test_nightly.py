@@ -23,7 +23,7 @@ import pytest
 from orchestrator import history, nightly_config
 from orchestrator.commands import nightly
 
-from helpers import IRQ_TEST, git, series
+from helpers import IRQ_TEST, browse, git, series
 from lore_mails import day, post
 from lore_server import LoreServer
 import standin_guest
@@ -150,6 +150,10 @@ def test_two_nights(world):
         assert (ndir / f).stat().st_size > 0, f
     assert not (ndir / "report-errors.txt").exists()
     assert list((ndir / "series").glob("*.html"))
+    # The night's page in a real browser: the changes, the matrix, no errors.
+    dom, console = browse(world["out"].parent, ndir / "index.html")
+    assert console == [] and "no-longer-applies" in dom and "NO-APPLY" in dom
+    assert dom.count("<svg") >= 2
     assert "REGRESSION" in (ndir / "summary.txt").read_text()
 
     # -- a rerun of night 2 runs nothing and says the same ------------------------

@@ -95,3 +95,28 @@ def test_one_night_two_series_shares_the_baseline_and_a_rerun_does_nothing(tmp_p
         assert {d: (ndir / d / "run.json").stat().st_mtime_ns for d in stamps} == stamps
         n2 = json.loads((ndir / "night.json").read_text())
         assert [c["status"] for c in n2["cells"]] == [c["status"] for c in n["cells"]]
+
+
+def test_a_debian_tree_is_its_newest_version_and_a_bump_is_reported(tmp_path):
+    """The Debian tree of a NIGHTLY.toml: the highest version the suites
+    offer (dpkg's order, asked of the archive with apt), imported once (the
+    suite's import when it is that version), and "moved" from the version
+    the history last tested."""
+    from orchestrator import discover, history, night_plan, nightly_config
+    from orchestrator.night import Night, Plan, TreeState
+    from orchestrator.progress import Progress
+    newest = discover.newest_debian_version(debsrc.DEFAULT_PACKAGE, debsrc.DEFAULT_SUITES)
+    imported = debsrc.import_tree()
+    toml = tmp_path / "nightly.toml"
+    toml.write_text('[[series]]\nmsgid = "x@y"\n[[tree]]\ndebian_source = "linux-source-7.2"\n')
+    cfg = nightly_config.load(toml)
+    cfg.series = []          # plan the tree alone
+    h = history.History(tmp_path / "h.sqlite")
+    old = TreeState("debian:linux-source-7.2", "debian", "/old", "0" * 40, "7.2.9-1~bpo13+1")
+    h.record_night(Night("2026-11-27", "s", Plan("2026-11-27", "u", ["base"], [], [old])))
+    plan = night_plan.make(cfg, "2026-11-28", h, tmp_path / "night", Progress())
+    (t,) = plan.trees
+    assert t.version == newest and t.moved_from == "7.2.9-1~bpo13+1", t
+    if newest == imported.version:
+        assert t.path == str(imported.path)      # imported once: the suite's own import
+    assert len(t.commit) == 40 and plan.problems == []
