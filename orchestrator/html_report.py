@@ -9,6 +9,7 @@ escapes its labels); the pages need no network and no JavaScript.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -33,26 +34,42 @@ def page_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80] + ".html"
 
 
-def eviction_chart(title: str, points: list[HistoryPoint]) -> str:
+def short_tests(names: set[str]) -> dict[str, str]:
+    """Legend labels for test node ids: the function name, less the prefix
+    all of them share (test_dontcache_write_irq_... and ..._task_... would
+    otherwise be cut to the same few characters)."""
+    funcs = {n: n.rsplit("::", 1)[-1] for n in names}
+    if len(set(funcs.values())) < len(funcs):     # one name in two modules: the whole id
+        funcs = dict(zip(names, names))
+    common = ""
+    if len(set(funcs.values())) > 1:
+        common = os.path.commonprefix(list(funcs.values()))
+        common = re.match(r"(.*[_/:])?", common).group(0)   # at a word's edge
+    return {n: f[len(common):] or f for n, f in funcs.items()}
+
+
+def eviction_chart(points: list[HistoryPoint], advisory: bool = False) -> str:
     """Fraction of DONTCACHE pages evicted, per test x config, over nights."""
     nights = sorted({p.night for p in points})
     xi = {night: float(i) for i, night in enumerate(nights)}
+    short = short_tests({k[8:] for p in points for k in p.figures if k.startswith("evicted:")})
     lines: dict[str, list[tuple[float, float]]] = {}
     for p in points:
         for name, v in p.figures.items():
             if name.startswith("evicted:"):
-                label = f"{name[8:].rsplit('::', 1)[-1][:22]} {p.config}"
-                lines.setdefault(label, []).append((xi[p.night], v))
-    return svg_plot.chart(f"{title[:60]}: evicted over nights",
+                lines.setdefault(f"{short[name[8:]]} {p.config}", []).append((xi[p.night], v))
+    return svg_plot.chart("DONTCACHE pages evicted, by night",
                           [svg_plot.Line(k, v) for k, v in sorted(lines.items())],
                           "night", "fraction evicted",
-                          x_names={i: n[5:] for n, i in xi.items()}, y_range=(0.0, 1.05))
+                          x_names={i: n[5:] for n, i in xi.items()}, y_range=(0.0, 1.05),
+                          note="advisory: measured under TCG" if advisory else "")
 
 
 def scale_charts(title: str, figures: dict[str, float], accel: str | None) -> list[str]:
     """Throughput and lock contention against the number of writers (one
     per device), baseline vs patched: the question the reviewers asked."""
     out = []
+    names = {"mib_per_s": "throughput", "contentions": "lock contentions"}
     for what, unit in (("mib_per_s", "MiB/s, all writers"),
                        ("contentions", "lock contentions (lock_stat)")):
         lines, ns = [], set()
@@ -63,7 +80,7 @@ def scale_charts(title: str, figures: dict[str, float], accel: str | None) -> li
                 lines.append(svg_plot.Line(side, pts, dashed=side == "baseline"))
                 ns.update(x for x, _ in pts)
         if lines:
-            out.append(svg_plot.chart(f"{title[:40]}: {what.replace('_', ' ')} vs writers",
+            out.append(svg_plot.chart(f"{title}: {names[what]} vs writers",
                                       lines, "writers (N devices)", unit,
                                       x_names={x: f"{x:.0f}" for x in ns},
                                       note="advisory: measured under TCG" if accel == "tcg"
@@ -80,9 +97,14 @@ def write_night_site(n: Night, history: dict[str, list[HistoryPoint]], out: Path
     cells = {(c.series, c.tree, c.config): c for c in n.cells}
     columns = [(t.label, c) for t in n.plan.trees for c in n.plan.configs]
     pages = {s.key: page_name(s.key) for s in n.plan.series}
-    evict = {s.key: eviction_chart(s.title, history.get(s.key, [])) for s in n.plan.series}
+    tcg = {s.key: any(c.accel == "tcg" for c in n.cells if c.series == s.key)
+           for s in n.plan.series}
+    evict = {s.key: eviction_chart(history.get(s.key, []), tcg[s.key]) for s in n.plan.series}
+    # A chart per cell: named by its config, and by its tree too when there are several.
+    where = ((lambda c: f"{c.tree} {c.config}") if len(n.plan.trees) > 1
+             else (lambda c: c.config))
     scale = {s.key: [svg for c in n.cells if c.series == s.key
-                     for svg in scale_charts(f"{c.config}", c.figures, c.accel)]
+                     for svg in scale_charts(where(c), c.figures, c.accel)]
              for s in n.plan.series}
     written = []
     index = out / "index.html"
@@ -93,16 +115,17 @@ def write_night_site(n: Night, history: dict[str, list[HistoryPoint]], out: Path
     written.append(index)
     (out / "series").mkdir(exist_ok=True)
     for s in n.plan.series:
-        written.append(_series_page(env, n, s, history.get(s.key, []), scale[s.key],
-                                    out / "series" / pages[s.key], "../" + links_base))
+        written.append(_series_page(env, n, s, history.get(s.key, []), evict[s.key],
+                                    scale[s.key], out / "series" / pages[s.key],
+                                    "../" + links_base))
     return written
 
 
-def _series_page(env, n: Night, s: SeriesRev, points: list[HistoryPoint], scale: list[str],
-                 path: Path, root: str) -> Path:
+def _series_page(env, n: Night, s: SeriesRev, points: list[HistoryPoint], eviction: str,
+                 scale: list[str], path: Path, root: str) -> Path:
     path.write_text(env.get_template("series.html.j2").render(
         title=s.title, n=n, s=s, points=points, root=root,
-        eviction_svg=eviction_chart(s.title, points), scale_svgs=scale), encoding="utf-8")
+        eviction_svg=eviction, scale_svgs=scale), encoding="utf-8")
     return path
 
 

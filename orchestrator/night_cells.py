@@ -82,7 +82,7 @@ def _durations(cell: Cell, cfg: ConfigRecord) -> None:
 def _num(v) -> float | None:
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an int of 400 digits
         return None
     return f if f == f and abs(f) != float("inf") else None
 

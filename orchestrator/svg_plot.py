@@ -14,8 +14,13 @@ from xml.sax.saxutils import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-W, H = 560, 300
-LEFT, RIGHT, TOP, BOTTOM = 60, 170, 34, 46
+W = 560                                  # wide; the plot area is PH high, the legend below it
+LEFT, RIGHT, TOP, BOTTOM, PH = 60, 20, 34, 46, 220
+H = TOP + PH + BOTTOM                    # without a legend ("no data")
+ROW, MAX_ROWS = 14, 12                   # legend rows: test names are long, so one a row
+# Beyond this a value is garbage (a guest's figure), not something to place:
+# it would stretch the axis to nothing or overflow the arithmetic.
+HUGE = 1e15
 
 
 @dataclass
@@ -40,6 +45,18 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return out
 
 
+def _fit(text: str, width: float, px_per_char: float) -> str:
+    """`text` cut to what fits `width` pixels (SVG text does not wrap: a long
+    title or legend label would run off the picture or over the plot)."""
+    room = max(4, int(width / px_per_char))
+    return text if len(text) <= room else text[:room - 1] + "\u2026"
+
+
+def _placeable(p) -> bool:
+    return (isinstance(p, (tuple, list)) and len(p) == 2 and
+            all(isinstance(c, (int, float)) and math.isfinite(c) and abs(c) < HUGE for c in p))
+
+
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3g}"
 
@@ -48,24 +65,30 @@ def chart(title: str, lines: list[Line], x_label: str, y_label: str, *,
           x_names: dict[float, str] | None = None, y_range: tuple[float, float] | None = None,
           note: str = "") -> str:
     """A line chart; x_names labels x ticks (e.g. nights) instead of numbers."""
-    pts = [p for ln in lines for p in ln.points
-           if all(isinstance(c, (int, float)) and math.isfinite(c) for c in p)]
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{W}" height="{H}" '
-            f'viewBox="0 0 {W} {H}" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">'
+    drawn = [(ln, sorted(tuple(p) for p in ln.points if _placeable(p))) for ln in lines]
+    drawn = [(ln, good) for ln, good in drawn if good]
+    rows = min(len(drawn), MAX_ROWS) + (len(drawn) > MAX_ROWS)
+    height = H + (ROW * rows + 8 if rows else 0)
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{W}" '
+            f'height="{height}" viewBox="0 0 {W} {height}" role="img" '
+            f'aria-label="{escape(title, {chr(34): "&quot;"})}">'
             f'<title>{escape(title)}</title>'
-            f'<rect width="{W}" height="{H}" fill="#fff" stroke="#ccc"/>'
+            f'<rect width="{W}" height="{height}" fill="#fff" stroke="#ccc"/>'
             f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14" '
-            f'font-weight="bold">{escape(title)}</text>')
-    if not pts:
+            f'font-weight="bold">{escape(_fit(title, W - 16, 8.5))}</text>')
+    if not drawn:
         return head + (f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" fill="#888">'
                        'no data</text></svg>')
-    xs = [p[0] for p in pts]
-    ys = [p[1] for p in pts]
+    xs = [x for _, good in drawn for x, _ in good]
+    ys = [y for _, good in drawn for _, y in good]
     x0, x1 = min(xs), max(xs)
     if x0 == x1:
         x0, x1 = x0 - 1, x1 + 1
-    y0, y1 = y_range if y_range else (min(0.0, min(ys)), max(ys) * 1.1 or 1.0)
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    # From 0 (a throughput's height is the point), with room above the top.
+    y0, y1 = y_range if y_range else (min(0.0, min(ys)), max(0.0, max(ys)) * 1.1)
+    if y1 <= y0:
+        y1 = y0 + 1
+    pw, ph = W - LEFT - RIGHT, PH
 
     def sx(x: float) -> float:
         return LEFT + (x - x0) / (x1 - x0) * pw
@@ -81,7 +104,8 @@ def chart(title: str, lines: list[Line], x_label: str, y_label: str, *,
             out.append(f'<line x1="{LEFT}" y1="{sy(t):.1f}" x2="{LEFT + pw}" y2="{sy(t):.1f}" '
                        f'stroke="#eee"/><text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" '
                        f'text-anchor="end" font-size="11">{_fmt(t)}</text>')
-    xt = sorted(x_names) if x_names else [t for t in _ticks(x0, x1, 6) if x0 <= t <= x1]
+    xt = sorted(t for t in x_names if x0 <= t <= x1) if x_names else [
+        t for t in _ticks(x0, x1, 6) if x0 <= t <= x1]
     for t in xt:
         name = x_names[t] if x_names else _fmt(t)
         out.append(f'<text x="{sx(t):.1f}" y="{TOP + ph + 16}" text-anchor="middle" '
@@ -90,23 +114,30 @@ def chart(title: str, lines: list[Line], x_label: str, y_label: str, *,
                f'font-size="12">{escape(x_label)}</text>')
     out.append(f'<text x="14" y="{TOP + ph / 2}" text-anchor="middle" font-size="12" '
                f'transform="rotate(-90 14 {TOP + ph / 2})">{escape(y_label)}</text>')
-    for i, ln in enumerate(lines):
+    for i, (ln, good) in enumerate(drawn):
         c = COLOURS[i % len(COLOURS)]
-        good = sorted(p for p in ln.points if all(math.isfinite(v) for v in p))
-        if not good:
-            continue
-        dash = ' stroke-dasharray="5,3"' if ln.dashed else ""
+        # Past the palette, dashes tell apart lines of the same colour.
+        dashed = ln.dashed != (i // len(COLOURS) % 2 == 1)
+        dash = ' stroke-dasharray="5,3"' if dashed else ""
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in good)
-        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2"{dash} '
+        # The first lines wider: one that another covers exactly (base and
+        # debug evicting alike) still shows around it.
+        width = 2 + 1.5 * max(0, min(len(drawn), 3) - 1 - i)
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="{width}"{dash} '
                    f'points="{coords}"/>')
         for x, y in good:
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}">'
                        f'<title>{escape(ln.label)}: {_fmt(y)}</title></circle>')
-        ly = TOP + 14 * i
-        out.append(f'<line x1="{W - RIGHT + 10}" y1="{ly + 6}" x2="{W - RIGHT + 28}" '
-                   f'y2="{ly + 6}" stroke="{c}" stroke-width="2"{dash}/>'
-                   f'<text x="{W - RIGHT + 32}" y="{ly + 10}" font-size="10">'
-                   f'{escape(ln.label[:28])}</text>')
+        if i < MAX_ROWS:
+            ly = H + ROW * i
+            out.append(f'<line x1="{LEFT}" y1="{ly + 6}" x2="{LEFT + 18}" y2="{ly + 6}" '
+                       f'stroke="{c}" stroke-width="2"{dash}/>'
+                       f'<text x="{LEFT + 24}" y="{ly + 10}" font-size="11">'
+                       f'<title>{escape(ln.label)}</title>'
+                       f'{escape(_fit(ln.label, pw - 24, 6.2))}</text>')
+    if len(drawn) > MAX_ROWS:
+        out.append(f'<text x="{LEFT}" y="{H + ROW * MAX_ROWS + 10}" font-size="11" '
+                   f'fill="#666">+{len(drawn) - MAX_ROWS} more</text>')
     if note:
         out.append(f'<text x="{LEFT}" y="{TOP - 6}" font-size="10" fill="#a60">'
                    f'{escape(note)}</text>')
