@@ -15,8 +15,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import svg_plot
-from .night import Cell, HistoryPoint, Night, SeriesRev
+from . import night_cells, svg_plot
+from .night import HistoryPoint, Night, SeriesRev
 from .record import RunRecord
 
 TEMPLATES = Path(__file__).resolve().parent / "data" / "templates"
@@ -129,14 +129,6 @@ def _series_page(env, n: Night, s: SeriesRev, points: list[HistoryPoint], evicti
     return path
 
 
-def _run_figures(rec: RunRecord, config: str) -> tuple[dict[str, float], str | None]:
-    from . import night_cells
-    cfg = next(c for c in rec.configs if c.name == config)
-    cell = Cell("", 0, "", "", "", config, "", "", None, "")
-    night_cells._figures(cell, cfg)
-    return cell.figures, rec.accel.mode if rec.accel else None
-
-
 def write_run_page(rec: RunRecord, run_dir: Path) -> Path:
     """run_dir/report.html for one `orch test` run, from its record."""
     run_dir = run_dir.resolve()
@@ -148,8 +140,8 @@ def write_run_page(rec: RunRecord, run_dir: Path) -> Path:
             return Path(p).as_uri() if Path(p).is_absolute() else p
     scale = {}
     for c in rec.configs:
-        figures, accel = _run_figures(rec, c.name)
-        scale[c.name] = scale_charts(c.name, figures, accel)
+        scale[c.name] = scale_charts(c.name, night_cells.figures(c),
+                                     rec.accel.mode if rec.accel else None)
     subject = (rec.series or {}).get("subject") or "run"
     path = run_dir / "report.html"
     path.write_text(_env().get_template("run.html.j2").render(

@@ -47,7 +47,7 @@ def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
         return cell
     _tests(cell, cfg)
     _durations(cell, cfg)
-    _figures(cell, cfg)
+    cell.figures = figures(cfg)
     failing = [t.name for t in cell.tests if t.patched in ("FAIL", "ERROR")]
     if status == "FAIL" and len(failing) == 1:
         cell.reproduce = reproduce(s, t, config, failing[0], lore_url)
@@ -87,9 +87,10 @@ def _num(v) -> float | None:
     return f if f == f and abs(f) != float("inf") else None
 
 
-def _figures(cell: Cell, cfg: ConfigRecord) -> None:
+def figures(cfg: ConfigRecord) -> dict[str, float]:
     """The figures a night plots and watches, from what the guest reported
     (untrusted: anything that is not a finite number is left out)."""
+    out: dict[str, float] = {}
     for t in cfg.patched.tests or []:
         p = t.properties or {}
         frac = _num(p.get("fraction_evicted"))
@@ -98,7 +99,7 @@ def _figures(cell: Cell, cfg: ConfigRecord) -> None:
             if written and left is not None:
                 frac = (written - left) / written
         if frac is not None and 0 <= frac <= 1:
-            cell.figures[f"evicted:{t.name}"] = round(frac, 4)
+            out[f"evicted:{t.name}"] = round(frac, 4)
     for side in ("baseline", "patched"):
         data = (getattr(cfg, side).guest_data or {}).get("scale.json")
         if not isinstance(data, dict) or not isinstance(data.get("summary"), list):
@@ -110,7 +111,7 @@ def _figures(cell: Cell, cfg: ConfigRecord) -> None:
             mib = row.get("mib_per_s")
             mib = _num(mib.get("mean")) if isinstance(mib, dict) else _num(mib)
             if mib is not None:
-                cell.figures[f"scale:{side}:mib_per_s:{n}"] = mib
+                out[f"scale:{side}:mib_per_s:{n}"] = mib
             lock = row.get("lock_stat")
             if isinstance(lock, dict):
                 top = lock.get("top_by_contentions")
@@ -118,4 +119,5 @@ def _figures(cell: Cell, cfg: ConfigRecord) -> None:
                     total = sum(_num(r.get("contentions", {}).get("mean")) or 0.0
                                 for r in top if isinstance(r, dict)
                                 and isinstance(r.get("contentions"), dict))
-                    cell.figures[f"scale:{side}:contentions:{n}"] = round(total, 1)
+                    out[f"scale:{side}:contentions:{n}"] = round(total, 1)
+    return out
