@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import ccache_guard, ccache_stats, compiler_warnings, kconfig, kimage, proc, sandbox
+from . import (ccache_guard, ccache_stats, compiler_warnings, kconfig, kimage, proc,
+               remote_ccache, sandbox)
 from .errors import OrchError, Exit
 from .jobserver import JobServer
 from .kconfig import KConfig
@@ -157,10 +158,12 @@ def recover_interrupted(builddir: Path) -> int:
     return removed
 
 
-def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str],
-           on_line=None) -> Callable[[list[str], Path, Path], proc.Result]:
+def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str], on_line=None,
+           remote: remote_ccache.Remote | None = None,
+           ) -> Callable[[list[str], Path, Path], proc.Result]:
     """Runs make, sandboxed, as a jobserver client (or with -jN)."""
     ccache = Path(env["CCACHE_DIR"])
+    shared_r, shared_w = remote_ccache.view_paths(remote)
 
     def make(argv: list[str], log: Path, src: Path, timeout: float = 600) -> proc.Result:
         menv = dict(env)
@@ -178,8 +181,9 @@ def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str],
             # The worktree's git metadata is not in the view (for --tree it
             # is the developer's whole repository), so setlocalversion adds
             # no "+" to the release: 7.2.13, not 7.2.13+.
-            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent),
-                                writable=(builddir, ccache), env=menv)
+            # A shared ccache: its socket (or directory) too.
+            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
+                                writable=(builddir, ccache, *shared_w), env=menv)
             return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
                                pass_fds=fds, on_line=on_line)
         return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
@@ -214,8 +218,11 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     env = build_env()
     (builddir / ".tmp").mkdir(exist_ok=True)
     env["TMPDIR"] = str(builddir / ".tmp")
+    remote = _shared_ccache(side, opts, log)
+    env.update(remote_ccache.env(remote, cache_dir()))
     try:
-        dotconfig = kconfig.configure(src, builddir, kc, log, make=_maker(builddir, opts, env))
+        dotconfig = kconfig.configure(src, builddir, kc, log,
+                                      make=_maker(builddir, opts, env, remote=remote))
     except OrchError as e:
         code = e.exit
         if code == Exit.INFRA and side == "patched":
@@ -258,7 +265,7 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
             count[0] += 1
             opts.status(f"{side} {kc.name}: {count[0]} compiled, {line.split()[-1][-40:]}")
     (builddir / MARKER).write_text(f"{os.getpid()}\n")
-    make = _maker(builddir, opts, env, on_line)
+    make = _maker(builddir, opts, env, on_line, remote)
     try:
         r = make([*kconfig.make_base(builddir), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
                  timeout=opts.timeout)
@@ -290,6 +297,22 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
                   time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
                   compiled=count[0], banner=banner.text,
                   uncached=ccache_guard.read_log(builddir, src))
+
+
+def _shared_ccache(side: str, opts: BuildOptions, log: Path) -> remote_ccache.Remote | None:
+    """The shared ccache this build gets (remote_ccache), said in its log;
+    one that is not there is skipped, not a failed build."""
+    remote = remote_ccache.for_build(side, opts.sandbox)
+    if remote is None:
+        return None
+    where = remote.socket or remote.directory
+    with open(log, "a") as f:
+        if where is not None and not where.exists():
+            f.write(f"# orch: shared ccache {remote.describe()} is not there; "
+                    "building without it\n")
+            return None
+        f.write(f"# orch: shared ccache {remote.describe()}\n")
+    return remote
 
 
 def _unlink_image(builddir: Path) -> None:
