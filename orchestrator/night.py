@@ -46,6 +46,9 @@ class TreeState:
     version: str | None = None    # Debian version, or the git ref
     moved_from: str | None = None  # last night's version/commit when it changed
     stale: str | None = None      # a failed fetch: why (tested at its last known commit)
+    # Debian trees: what a runner that lacks `path` imports (orch job).
+    package: str | None = None
+    suites: list[str] | None = None
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Plan:
     trees: list[TreeState]
     created: str = ""
     problems: list[str] = field(default_factory=list)   # what discovery could not do, one line each
+    # The guest tests every cell runs (None: the whole suite). In the plan so
+    # that a CI job, which has the plan and not NIGHTLY.toml, runs the same.
+    guest_tests: list[str] | None = None
 
 
 @dataclass

@@ -20,7 +20,8 @@ from .sanitize import clean
 
 
 def make(cfg, night: str, hist: history.History, ndir: Path, progress) -> Plan:
-    plan = Plan(night, cfg.lore_url, list(cfg.configs), [], [], created=now())
+    plan = Plan(night, cfg.lore_url, list(cfg.configs), [], [], created=now(),
+                guest_tests=cfg.guest_tests)
     sdir = ndir / "series"
     sdir.mkdir(parents=True, exist_ok=True)
     logs = ndir / "logs"
@@ -76,7 +77,8 @@ def _tree(spec, night: str, hist: history.History, plan: Plan) -> TreeState | No
             version = discover.newest_debian_version(spec.debian_source, spec.suites)
             tree = debsrc.import_tree(spec.debian_source, spec.suites, version=version)
             commit = discover.head_commit(tree.path)
-            t = TreeState(spec.label, "debian", str(tree.path), commit, tree.version)
+            t = TreeState(spec.label, "debian", str(tree.path), commit, tree.version,
+                          package=spec.debian_source, suites=list(spec.suites))
             if last and last[1] and last[1] != tree.version:
                 t.moved_from = last[1]
             return t

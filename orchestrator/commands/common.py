@@ -4,11 +4,14 @@ everywhere), the exit statuses its help ends with, and the settings."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
+import re
 import sys
 from pathlib import Path
 
 from .. import kconfig, settings
-from ..errors import Exit, OrchError
+from ..errors import BadInput, Exit, OrchError
 
 EXIT_STATUSES = """\
 exit status:
@@ -119,3 +122,32 @@ def add_modes(g, build: str, splat: str, fixed: str) -> None:
                              ("--fixed", Mode.FIXED, fixed)):
         m.add_argument(flag, dest="mode", action="store_const", const=mode, help=text)
     g.set_defaults(mode=Mode.TEST)
+
+
+def night_of(text: str | None) -> str:
+    """A --night value (YYYY-MM-DD, a real date), default today in UTC: the
+    nightly's and orch plan's."""
+    night = text or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d", night):
+        raise BadInput(f"--night wants YYYY-MM-DD, not {night!r}")
+    try:
+        dt.date.fromisoformat(night)
+    except ValueError:
+        raise BadInput(f"--night {night}: no such date")
+    return night
+
+
+def use_cache(path: Path | None) -> None:
+    """--cache of the nightly commands: through ORCH_CACHE, which every
+    `orch test` they run inside them reads."""
+    if path:
+        os.environ["ORCH_CACHE"] = str(path.expanduser().resolve())
+
+
+def night_args(args: argparse.Namespace):
+    """NIGHTLY.toml, --night and --cache of `orch nightly` and `orch plan`."""
+    from .. import nightly_config
+    cfg = nightly_config.load(args.file)
+    night = night_of(args.night)
+    use_cache(args.cache)
+    return cfg, night

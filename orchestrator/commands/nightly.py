@@ -19,7 +19,6 @@ same date follows the stored plan and runs only the cells without a result.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import sys
 from pathlib import Path
@@ -63,18 +62,7 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    from .. import nightly_config
-    cfg = nightly_config.load(args.file)
-    night = args.night or dt.datetime.now(dt.timezone.utc).date().isoformat()
-    if not re.fullmatch(r"\d{4}-\d\d-\d\d", night):
-        raise BadInput(f"--night wants YYYY-MM-DD, not {night!r}")
-    try:
-        dt.date.fromisoformat(night)
-    except ValueError:
-        raise BadInput(f"--night {night}: no such date")
-    if args.cache:
-        import os
-        os.environ["ORCH_CACHE"] = str(args.cache.expanduser().resolve())
+    cfg, night = common.night_args(args)
     out = args.out.expanduser().resolve()
     code = run_night(cfg, out, night, sandbox=args.sandbox, argv=["orch", *argv])
     ndir = out / "nights" / night
@@ -122,16 +110,24 @@ def _run(cfg, out: Path, night: str, hist: history.History, sandbox: bool,
         for t in plan.trees:
             for config in plan.configs:
                 for s in plan.series:
-                    _cell(cfg, n, ndir, s, t, config, sandbox, argv, progress)
+                    run_cell(n, ndir, s, t, config, cfg.guest_tests, sandbox, progress)
                     hist.record_night(n)
     except KeyboardInterrupt:
         n.state = "interrupted"
         n.write(ndir)
         hist.record_night(n)
         raise
-    n.changes, n.previous = _changes(n, hist)
+    return finish(n, hist, ndir, out)
+
+
+def finish(n: Night, hist: history.History, ndir: Path, out: Path,
+           extra: list[nightrec.Change] | None = None, finished: str | None = None) -> int:
+    """Compare with the history, record and report a night whose cells are
+    in: the nightly's last step, and `orch merge`'s (whose `extra` changes
+    name the jobs that did not report)."""
+    n.changes, n.previous = _changes(n, hist, extra or [])
     n.exit_code = compare.exit_status(n.cells, n.changes)
-    n.state, n.finished = "done", now()
+    n.state, n.finished = "done", finished or now()
     n.write(ndir)
     hist.record_night(n)
     _reports(n, hist, ndir, out)
@@ -142,23 +138,35 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:50] or "x"
 
 
-def _cell(cfg, n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
-          sandbox: bool, argv: list[str], progress: Progress) -> None:
+def cell_dir(s: SeriesRev, t: TreeState, config: str) -> str:
+    """A cell's run directory, relative to the night's: the same on every
+    machine, so a CI job's cells merge into one night's tree."""
+    return f"cells/{_slug(s.key.split(':', 1)[-1])}-v{s.version}--{_slug(t.label)}--{config}"
+
+
+def run_cell(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
+             guest_tests: list[str] | None, sandbox: bool, progress: Progress,
+             baseline_booted: bool = False, tree_path: Path | None = None) -> None:
+    """One cell through `orch test`, its result into n (and night.json).
+    `baseline_booted`: tonight's baseline of this tree x config was booted
+    elsewhere (a CI baseline job), so its kept results answer."""
     cid = f"{s.key}|{t.label}|{config}"
     done = n.cell(cid)
     if done is not None and done.status in history.RESULT_STATUSES:
         return   # a rerun of the night runs only what is missing
-    rel = f"cells/{_slug(s.key.split(':', 1)[-1])}-v{s.version}--{_slug(t.label)}--{config}"
+    rel = cell_dir(s, t, config)
     run_dir = ndir / rel
     # The baseline of a tree x config is booted once a night: by its first
     # cell that gets that far, whose results the later cells then reuse.
-    fresh = any(c.tree == t.label and c.config == config and "baseline" in c.boot_seconds
-                for c in n.cells if c.id != cid)
+    fresh = baseline_booted or any(
+        c.tree == t.label and c.config == config and "baseline" in c.boot_seconds
+        for c in n.cells if c.id != cid)
+    path = str(tree_path or t.path)
     opts = test_cmd.Options(
-        mbox=ndir / s.mbox, offline=True, lore_url=n.plan.lore_url, tree=Path(t.path),
-        on=t.commit, configs=[config], run_dir=run_dir, guest_tests=cfg.guest_tests,
+        mbox=ndir / s.mbox, offline=True, lore_url=n.plan.lore_url, tree=Path(path),
+        on=t.commit, configs=[config], run_dir=run_dir, guest_tests=guest_tests,
         rerun_baseline=not fresh, rerun_patched=True, sandbox=sandbox,
-        argv=["orch", "test", "--mbox", str(ndir / s.mbox), "--tree", t.path, "--on", t.commit,
+        argv=["orch", "test", "--mbox", str(ndir / s.mbox), "--tree", path, "--on", t.commit,
               "--config", config, "--run-dir", str(run_dir)])
     progress.say(f"cell {s.title[:50]} v{s.version} / {t.label} / {config}")
     try:
@@ -182,9 +190,9 @@ def _read_cell(run_dir: Path, s: SeriesRev, t: TreeState, config: str, rel: str,
     return night_cells.from_record(rec, s, t, config, rel, lore_url)
 
 
-def _changes(n: Night, hist: history.History):
+def _changes(n: Night, hist: history.History, extra: list[nightrec.Change]):
     changes = compare.tree_changes(n.plan.trees)
-    changes += [nightrec.Change("error", p, False) for p in n.plan.problems]
+    changes += [nightrec.Change("error", p, False) for p in n.plan.problems] + extra
     previous: dict[str, str] = {}
     titles = {s.key: s.title for s in n.plan.series}
     for c in n.cells:

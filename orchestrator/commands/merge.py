@@ -1,0 +1,181 @@
+"""`orch merge SHARD... --out DIR`: one night from a CI engine's shards.
+
+The shards' cells (and their run directories) go into DIR/nights/<night>/
+as if one machine had run the plan, and the night is finished as `orch
+nightly` finishes one: the same comparison with DIR/history.sqlite, the same
+rows, HTML, JUnit, KCIDB and summary.
+
+A job whose shard is missing, unreadable or failed is named in the night's
+changes, and each of its cells is an ERROR cell saying which job did not
+report: nothing is dropped. Merging is by cell id and remembers which
+shards it took (shards.json), so merging the same shard again, or the
+shards one at a time as their jobs end, gives the same night.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .. import fanout, history, night as nightrec, night_cells, record
+from ..errors import BadInput, Exit
+from ..night import Cell, Change, Night
+from ..record import now
+from . import common, nightly
+
+NAME = "merge"
+HELP = "merge a planned night's shards (orch job) into one night"
+EPILOG = """\
+exit status:
+  0    nothing new fails, and every job reported
+  1    something new fails
+  2    bad arguments: no plan, or shards of another plan
+  3    nothing new fails, but a job's shard is missing or failed (named in
+       the reports): the night is incomplete
+  5    no cell has a result"""
+SHARDS_FILE = "shards.json"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(NAME, help=HELP, description=HELP + ".",
+                       **common.parser_kwargs(EPILOG))
+    p.add_argument("shards", nargs="*", type=Path, metavar="SHARD",
+                   help="the jobs' run directories (orch job --out)")
+    p.add_argument("--out", type=Path, default=Path("orch-nightly"),
+                   help="the history and the nights' directories (default: %(default)s)")
+    p.add_argument("--plan", type=Path, metavar="PLAN_DIR",
+                   help="the plan the jobs ran (default: the one the shards carry); with it, "
+                   "a night whose every shard is lost is still reported")
+    p.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace, argv: list[str]) -> int:
+    out = args.out.expanduser().resolve()
+    code = merge(args.shards, out, args.plan)
+    summary = out / "latest" / "summary.txt"   # the night just merged (nightly.finish)
+    if summary.exists():
+        print(summary.read_text(), end="")
+    return code
+
+
+def merge(shards: list[Path], out: Path, plan_dir: Path | None = None) -> int:
+    """The library entry point: the exit status, the night in
+    out/nights/<night>/."""
+    read: dict[str, tuple[Path, fanout.JobRecord]] = {}
+    unreadable: list[str] = []
+    for d in shards:
+        try:
+            rec = fanout.read_job(d)
+        except BadInput as e:
+            unreadable.append(str(e))
+            continue
+        read[rec.job.id] = (d, rec)
+    source = plan_dir or next((d for d, _ in read.values()), None)
+    if source is None:
+        raise BadInput("no plan: give --plan PLAN_DIR, or at least one readable shard"
+                       + (f" ({unreadable[0]})" if unreadable else ""))
+    plan, jobs = fanout.read_plan_dir(source)
+    for d, rec in read.values():
+        if rec.plan_digest != jobs.plan_digest:
+            raise BadInput(f"{d} is a shard of another plan (night {rec.night}, plan "
+                           f"{rec.plan_digest}), not {jobs.plan_digest}")
+    with history.lock(out):
+        hist = history.History(out / history.FILE)
+        try:
+            return _merge(plan, jobs, source, read, unreadable, out, hist)
+        finally:
+            hist.close()
+
+
+def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[str],
+           out: Path, hist: history.History) -> int:
+    ndir = out / "nights" / plan.night
+    ndir.mkdir(parents=True, exist_ok=True)
+    if (ndir / nightrec.PLAN_FILE).exists() and \
+            fanout.plan_digest(nightrec.read_plan(ndir)) != jobs.plan_digest:
+        raise BadInput(f"{ndir} holds another plan of the night {plan.night}: merge into "
+                       "another --out")
+    fanout.copy_plan(source, ndir)
+    try:
+        n = nightrec.read(ndir) if (ndir / nightrec.FILE).exists() else None
+    except BadInput:
+        n = None
+    n = n or Night(plan.night, "", plan)
+    n.plan = plan
+    taken = _taken(ndir)
+    for job_id, (d, rec) in sorted(read.items()):
+        taken[job_id] = {"state": rec.state, "error": rec.error, "started": rec.started,
+                         "finished": rec.finished, "imported": rec.imported}
+        if rec.job.kind != "series" or not (d / nightrec.FILE).exists():
+            continue
+        try:
+            shard = nightrec.read(d)
+        except BadInput as e:
+            taken[job_id] = {**taken[job_id], "state": "failed", "error": str(e)}
+            continue
+        for c in shard.cells:
+            if c.run_dir and (d / c.run_dir).is_dir():
+                dest = ndir / c.run_dir
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(d / c.run_dir, dest, symlinks=True)
+            n.cells = [x for x in n.cells if x.id != c.id] + [c]
+    record.write_json(ndir / SHARDS_FILE, taken)
+    problems = _missing(plan, jobs, taken, n) + [
+        Change("error", f"a shard could not be read: {u}"[:300], False) for u in unreadable]
+    # Cells in the plan's order: the single-machine nightly's order.
+    order = {f"{s.key}|{t.label}|{c}": i for i, (t, c, s) in enumerate(
+        (t, c, s) for t in plan.trees for c in plan.configs for s in plan.series)}
+    n.cells.sort(key=lambda c: order.get(c.id, len(order)))
+    starts = [v["started"] for v in taken.values() if v.get("started")]
+    ends = [v["finished"] for v in taken.values() if v.get("finished")]
+    n.started = min(starts) if starts else (n.started or now())
+    code = nightly.finish(n, hist, ndir, out, extra=problems,
+                          finished=max(ends) if ends else None)
+    if code == 0 and problems:
+        code = int(Exit.INCONCLUSIVE)
+        n.exit_code = code
+        n.write(ndir)
+        hist.record_night(n)
+    if problems:
+        print(f"orch: merge: {len(problems)} job(s) did not report: "
+              + "; ".join(p.text for p in problems[:3]), file=sys.stderr)
+    return code
+
+
+def _taken(ndir: Path) -> dict:
+    try:
+        data = json.loads((ndir / SHARDS_FILE).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _missing(plan, jobs: fanout.Jobs, taken: dict, n: Night) -> list[Change]:
+    """A change for each job that did not report, and an ERROR cell for each
+    of its cells that has no result from elsewhere."""
+    problems = []
+    by_key = {s.key: s for s in plan.series}
+    trees = {t.label: t for t in plan.trees}
+    for job in jobs.jobs:
+        got = taken.get(job.id)
+        if got and got.get("state") == "done":
+            continue
+        why = (f"failed: {got.get('error') or got.get('state')}" if got
+               else "missing: no shard")
+        what = "baseline" if job.kind == "baseline" else f"{len(job.series)} series"
+        problems.append(Change("error", f"job {job.id} ({what}, {job.tree} {job.config}) "
+                               f"{why}"[:300], False, tree=job.tree, config=job.config))
+        for key in job.series:
+            s, t = by_key[key], trees[job.tree]
+            cid = f"{key}|{job.tree}|{job.config}"
+            have = n.cell(cid)
+            if have is not None and have.status in history.RESULT_STATUSES:
+                continue
+            n.cells = [x for x in n.cells if x.id != cid] + [Cell(
+                key, s.version, s.msgid, job.tree, t.commit, job.config, "ERROR",
+                f"job {job.id} {why}"[:200], None,
+                night_cells.reproduce(s, t, job.config, lore_url=plan.lore_url))]
+    return problems
