@@ -350,13 +350,83 @@ def nightly_growth(work: Path) -> dict:
     return out
 
 
+def shared_ccache(tree: Path, work: Path) -> dict:
+    """Two runners and one redis-server (issue 15): runner 1, with an empty
+    orch cache, builds the baseline (config base) and fills the shared
+    ccache as a baseline job does; runner 2, with another empty cache (so
+    its worktree and build directory are at other paths), builds the same
+    tree and config as a series job does, reading the shared ccache only.
+    Its remote hit rate is the share of its compiles the shared cache
+    answered."""
+    from orchestrator import builds, paths, remote_ccache, tree as treemod
+    from orchestrator.progress import Progress
+    work.mkdir(parents=True, exist_ok=True)
+    acl = (REPO / "examples" / "redis" / "orch-ccache.acl").read_text()
+    (work / "users.acl").write_text(acl.replace("CHANGE-ME-WRITER", "w")
+                                    .replace("CHANGE-ME-READER", "r")
+                                    + "user admin on >a ~* &* +@all\n")
+    sock = work / "redis.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                               "--unixsocketperm", "777", "--aclfile", str(work / "users.acl"),
+                               "--save", "", "--appendonly", "no", "--dir", str(work)],
+                              stdout=open(work / "redis.log", "w"), stderr=subprocess.STDOUT)
+
+    def admin(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-s", str(sock), "--user", "admin", "--pass", "a",
+                               "--no-auth-warning", *args], capture_output=True, text=True,
+                              timeout=60).stdout
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.1)
+    os.environ[remote_ccache.WRITE_ENV] = f"redis+unix://writer:w@localhost{sock}"
+    os.environ[remote_ccache.READ_ENV] = f"redis+unix://reader:r@localhost{sock}"
+    commit = base_commit(FIRST)
+    kc = kconfig.load(CONFIG)
+
+    def runner(name: str, writes: bool) -> dict:
+        os.environ["ORCH_CACHE"] = str(work / name)
+        paths.use_cache(None)
+        (remote_ccache.allow_writes if writes else remote_ccache.forbid_writes)()
+        t = treemod.open_tree(tree)
+        ws = treemod.workspace(t)
+        t0 = time.monotonic()
+        try:
+            src = builds.Source(commit, treemod.tree_id(ws.src, commit), "baseline", "baseline")
+            (k,) = builds.build_all(ws, [kc], src, work / name / "logs", builds.BuildSettings(
+                build.jobs(), True, build.BUILD_TIMEOUT), Progress()).values()
+        finally:
+            ws.lock.release()
+        seconds = round(time.monotonic() - t0, 1)
+        sh(["git", "-C", tree, "worktree", "remove", "--force", ws.src])
+        return {"seconds": seconds, "compiled": k.compiled, "ccache": k.ccache,
+                "work": str(ws.root)}
+    try:
+        one = runner("runner1", True)
+        keys = admin("DBSIZE").strip()
+        two = runner("runner2", False)
+        mem = [ln for ln in admin("INFO", "memory").splitlines()
+               if ln.startswith("used_memory_human:")]
+        assert admin("DBSIZE").strip() == keys, "runner 2 wrote to the shared cache"
+    finally:
+        server.terminate()
+        remote_ccache.allow_writes()
+        for k in (remote_ccache.WRITE_ENV, remote_ccache.READ_ENV):
+            os.environ.pop(k, None)
+    return {"runner1_cold": one, "runner2_shared": two, "redis_keys": int(keys),
+            "redis_memory": mem[0].split(":", 1)[1] if mem else None,
+            "runner2_vs_runner1": round(two["seconds"] / one["seconds"], 3),
+            "note": f"config {CONFIG}, baseline of {FIRST.name}'s base commit, both runners "
+                    "with empty orch caches on this machine, -j" + str(build.jobs())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
                     default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
-                             "bisect_steps", "bisect", "sandbox", "nightly"])
+                             "bisect_steps", "bisect", "sandbox", "nightly", "shared_ccache"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="sandbox: builds per variant (alternating)")
     ap.add_argument("--sandbox-dir", type=Path,
@@ -414,6 +484,9 @@ def main() -> int:
         save()
     if "nightly" in args.only:
         res["nightly"] = nightly_growth(scratch / "nightly")
+        save()
+    if "shared_ccache" in args.only:
+        res["shared_ccache"] = shared_ccache(tree, scratch / "shared-ccache")
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
