@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 pkgs=(qemu-system-x86 udev flex bison libelf-dev libssl-dev bc cpio ccache kmod
       gcc make git python3-venv e2fsprogs dosfstools util-linux xz-utils bubblewrap
       chromium systemd    # the tests: HTML reports in a real browser, systemd units verified
-      redis-server)       # the tests and bench: a shared ccache between two "runners"
+      redis-server        # the tests and bench: a shared ccache between two "runners"
+      dpkg-dev gpg)       # the tests: a signed file:// apt repository (Debian version bumps)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

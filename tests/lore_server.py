@@ -9,14 +9,17 @@ public-inbox endpoints b4 0.16 (via liblore) uses:
                                                   language, the part b4 and
                                                   orch nightly use): `s:`,
                                                   `f:`, `b:`, `nq:`, `dfn:`,
-                                                  `patchid:`, `d:A..B` (dates
-                                                  or N.days.ago), AND/OR/NOT,
+                                                  `patchid:`, `d:`/`dt:A..B`
+                                                  (YYYYMMDD[HHMMSS],
+                                                  YYYY-MM-DD, N.days.ago,
+                                                  yesterday), AND/OR/NOT,
                                                   parentheses
 - HEAD/GET /[all/]<msgid>/ and /[all/]<msgid>/raw  existence probes
 
 Everything else is a 404, which b4 reads as "not found". A test can change
-what is archived while it runs (`archive.add()`, `hide()`, `show()`) and
-fix the server's "now" for relative dates (`archive.now`).  The `/all` prefix is
+what is archived while it runs (`archive.add()`, `hide()`, `hide_thread()`,
+`show()`) and fix the server's "now" for relative dates (`LoreServer(dir,
+now=...)` or `archive.now`).  The `/all` prefix is
 optional because liblore retries a missing msgid against the bare origin.
 """
 
@@ -169,6 +172,14 @@ class LoreArchive:
     def show(self, *msgids: str) -> None:
         self.hidden.difference_update(msgids)
 
+    def hide_thread(self, msgid: str) -> list[str]:
+        """Hide every mail of `msgid`'s thread (a whole revision not posted
+        yet); returns their Message-IDs, for show()."""
+        root = self._thread_of[msgid]
+        ids = [m for m in self.mails if self._thread_of[m] == root]
+        self.hide(*ids)
+        return ids
+
     def visible(self) -> list[Mail]:
         return [m for m in self.mails.values() if m.msgid not in self.hidden]
 
@@ -315,25 +326,37 @@ class _Query:
                 raise ValueError(value)
             archive = self.archive
             return lambda m: archive.patch_ids().get(m.msgid) == value
-        if prefix in ("d", "rt"):
+        if prefix in ("d", "dt", "rt"):
             lo, sep, hi = value.partition("..")
             if not sep:
                 lo = hi = value
-            since, until = self._day(lo), self._day(hi)
-            return lambda m: ((since is None or m.date.date() >= since)
-                              and (until is None or m.date.date() <= until))
+            since, until = self._when(lo, end=False), self._when(hi, end=True)
+            return lambda m: ((since is None or m.date >= since)
+                              and (until is None or m.date <= until))
         raise ValueError(f"unknown prefix {prefix!r}")
 
-    def _day(self, text: str) -> date | None:
+    def _when(self, text: str, end: bool) -> datetime | None:
+        """One end of a date range, as public-inbox reads it: a day (UTC) is
+        inclusive at either end (YYYYMMDD upper ends mean 23:59:59); a
+        relative form is git's approxidate, an instant exactly N units
+        before now, not a day boundary."""
         if not text:
             return None
+        day = None
         if re.fullmatch(r"\d{8}", text):
-            return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-        if re.fullmatch(r"\d{4}-\d\d-\d\d", text):
-            return date.fromisoformat(text)
-        ago = _AGO_RE.fullmatch(text)
+            day = date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        elif re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            day = date.fromisoformat(text)
+        if day is not None:
+            start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            return start + timedelta(days=1, microseconds=-1) if end else start
+        if re.fullmatch(r"\d{14}", text):
+            return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+        ago = _AGO_RE.fullmatch({"yesterday": "1.day.ago"}.get(text, text))
         if ago:
-            now = (self.archive.now or datetime.now(timezone.utc)).date()
+            now = self.archive.now or datetime.now(timezone.utc)
+            if now.tzinfo is None:
+                now = now.replace(tzinfo=timezone.utc)
             n = int(ago.group(1)) * {"day": 1, "week": 7, "month": 30, "year": 365}[ago.group(2)]
             return now - timedelta(days=n)
         raise ValueError(f"date {text!r}")
@@ -412,8 +435,9 @@ class _Server(ThreadingHTTPServer):
 class LoreServer:
     """`with LoreServer(data_dir) as srv:` -> `srv.url`, `srv.requests`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, now: datetime | None = None) -> None:
         self.archive = LoreArchive(Path(data_dir))
+        self.archive.now = now   # "now" for relative dates; None: the real now
         self.requests: list[LoreRequest] = []
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.archive = self.archive
