@@ -108,8 +108,12 @@ def _status_text(c: Cell) -> str:
         (f" ({c.detail})" if c.detail else "")
 
 
-def exit_status(cells: list[Cell], changes: list[Change]) -> int:
-    """0: nothing new fails; 1: something does; 5: the night has no result."""
+def exit_status(cells: list[Cell], changes: list[Change], incomplete: bool = False) -> int:
+    """0: nothing new fails; 1: something does; 5: the night has no result;
+    3: nothing new fails but the night is `incomplete` (a CI job of it did
+    not report: orch merge), which must not read as a pass."""
     if not any(c.status != "ERROR" for c in cells):
         return 5
-    return 1 if any(ch.regression for ch in changes) else 0
+    if any(ch.regression for ch in changes):
+        return 1
+    return 3 if incomplete else 0

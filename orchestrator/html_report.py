@@ -18,12 +18,9 @@ import jinja2
 from . import night_cells, svg_plot
 from .night import HistoryPoint, Night, SeriesRev
 from .record import RunRecord
+from .report_common import exit_meaning
 
 TEMPLATES = Path(__file__).resolve().parent / "data" / "templates"
-MEANING = {0: "nothing new fails", 1: "something new fails", 2: "bad input",
-           5: "no result at all", None: "not finished"}
-
-
 def _env() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                               autoescape=True, undefined=jinja2.StrictUndefined,
@@ -109,7 +106,7 @@ def write_night_site(n: Night, history: dict[str, list[HistoryPoint]], out: Path
     written = []
     index = out / "index.html"
     index.write_text(env.get_template("night.html.j2").render(
-        title=f"orch nightly {n.night}", n=n, meaning=MEANING.get(n.exit_code, "?"),
+        title=f"orch nightly {n.night}", n=n, meaning=exit_meaning(n.exit_code, n.state),
         cells=cells, columns=columns, pages=pages, eviction_svgs=evict, scale_svgs=scale,
         any_tcg=any(c.accel == "tcg" for c in n.cells)), encoding="utf-8")
     written.append(index)

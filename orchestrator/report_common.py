@@ -28,6 +28,7 @@ EXIT_MEANING = {
     0: "nothing new fails",
     1: "something new fails",
     2: "bad NIGHTLY.toml",
+    3: "incomplete: a job of the night did not report",
     5: "the night produced no result",
 }
 

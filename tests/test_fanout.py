@@ -150,7 +150,12 @@ def test_a_missing_or_failed_shard_is_named_never_dropped(planned, tmp_path, mon
     lost = cells[f"change-id:{FEATURE_CID}"]
     assert lost["status"] == "ERROR" and "s-mini-base-1 missing" in lost["detail"]
     assert any(c["kind"] == "error" and "job s-mini-base-1" in c["text"] for c in n["changes"])
-    assert "s-mini-base-1" in (out / "nights" / NIGHT / "summary.txt").read_text()
+    summary = (out / "nights" / NIGHT / "summary.txt").read_text()
+    assert "s-mini-base-1" in summary
+    # The reports say what the exit status says, not "nothing new fails".
+    assert summary.splitlines()[0].endswith("incomplete: a job of the night did not report "
+                                            "(exit 3)"), summary
+    assert "(exit 3" in (out / "nights" / NIGHT / "index.html").read_text()
 
     # Its job is run again (a retried CI job) and merged later: the night
     # is complete, and the shards merged before are remembered.

@@ -204,6 +204,12 @@ def test_exit_status():
     assert compare.exit_status(ok, compare.cell_changes(_cell("NO-APPLY"), "S", None, None)) == 1
     assert compare.exit_status(ok, compare.tree_changes(
         [TreeState("t", "git", "/t", "c" * 40, stale="fetch failed")])) == 0
+    # A merged night a CI job of which did not report: never a pass, but a
+    # regression or no result at all says more.
+    assert compare.exit_status(ok, [], incomplete=True) == 3
+    assert compare.exit_status(ok, compare.cell_changes(_cell("NO-APPLY"), "S", None, None),
+                               incomplete=True) == 1
+    assert compare.exit_status([_cell("ERROR")], [], incomplete=True) == 5
 
 
 def test_orch_test_on_applies_on_exactly_that_commit(tmp_path, env, mini):

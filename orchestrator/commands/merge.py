@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .. import fanout, history, night as nightrec, night_cells, record
-from ..errors import BadInput, Exit
+from ..errors import BadInput
 from ..night import Cell, Change, Night
 from ..record import now
 from . import common, nightly
@@ -134,11 +134,6 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
     n.started = min(starts) if starts else (n.started or now())
     code = nightly.finish(n, hist, ndir, out, extra=problems,
                           finished=max(ends) if ends else None)
-    if code == 0 and problems:
-        code = int(Exit.INCONCLUSIVE)
-        n.exit_code = code
-        n.write(ndir)
-        hist.record_night(n)
     if problems:
         print(f"orch: merge: {len(problems)} job(s) did not report: "
               + "; ".join(p.text for p in problems[:3]), file=sys.stderr)

@@ -124,9 +124,9 @@ def finish(n: Night, hist: history.History, ndir: Path, out: Path,
            extra: list[nightrec.Change] | None = None, finished: str | None = None) -> int:
     """Compare with the history, record and report a night whose cells are
     in: the nightly's last step, and `orch merge`'s (whose `extra` changes
-    name the jobs that did not report)."""
+    name the jobs that did not report: the night is incomplete)."""
     n.changes, n.previous = _changes(n, hist, extra or [])
-    n.exit_code = compare.exit_status(n.cells, n.changes)
+    n.exit_code = compare.exit_status(n.cells, n.changes, incomplete=bool(extra))
     n.state, n.finished = "done", finished or now()
     n.write(ndir)
     hist.record_night(n)
