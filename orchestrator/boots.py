@@ -51,12 +51,17 @@ class BootJob:
         return f"{self.side} {self.kernel.config}"
 
 
+def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
+    """Where a boot of `kernel` with `settings` keeps its results (result_cache)."""
+    return result_cache.key(result_cache.image_digest(kernel.image), settings.tests,
+                            settings.test_timeout, settings.accel, settings.repeat, sample,
+                            settings.confined)
+
+
 def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
-    key = result_cache.key(result_cache.image_digest(k.image), settings.tests,
-                           settings.test_timeout, settings.accel, settings.repeat, job.sample,
-                           settings.confined)
+    key = results_key(k, settings, job.sample)
     g = (result_cache.load(key, job.results, job.console, k, settings.expected, settings.repeat)
          if job.reuse else None)
     if g is None:

@@ -112,7 +112,12 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.series}|{self.tree}|{self.config}"
+        return cell_id(self.series, self.tree, self.config)
+
+
+def cell_id(series: str, tree: str, config: str) -> str:
+    """A cell's identity within a night: series key, tree label, config."""
+    return f"{series}|{tree}|{config}"
 
 
 @dataclass
@@ -161,8 +166,23 @@ class Night:
     def write(self, directory: Path) -> None:
         record.write_json(directory / FILE, self.to_json())
 
-    def cell(self, cell_id: str) -> Cell | None:
-        return next((c for c in self.cells if c.id == cell_id), None)
+    def cell(self, cid: str) -> Cell | None:
+        return next((c for c in self.cells if c.id == cid), None)
+
+    def put(self, cell: Cell) -> None:
+        """The cell, in place of any earlier one with its id."""
+        self.cells = [c for c in self.cells if c.id != cell.id] + [cell]
+
+
+def read_if_any(directory: Path) -> Night | None:
+    """The night recorded in `directory`, or None when there is none or it
+    is torn (a kill while writing): its cells are then run again."""
+    if not (directory / FILE).exists():
+        return None
+    try:
+        return read(directory)
+    except record.BadInput:
+        return None
 
 
 def read(directory: Path) -> Night:

@@ -18,9 +18,9 @@ The build sandbox has no network, so the server is reached through a Unix
 socket bound into the view (`redis+unix:` URLs), or a directory (`file:`).
 A TCP URL works only with --no-sandbox.
 
-base_dir is the orch cache, so paths in compile commands are hashed relative
-to it: two runners with different cache directories (or checkouts) still
-hit each other's entries.
+build.build_env() sets ccache's base_dir to the orch cache, so paths in
+compile commands are hashed relative to it: two runners with different cache
+directories (or checkouts) still hit each other's entries.
 """
 
 from __future__ import annotations
@@ -109,17 +109,6 @@ def for_build(side: str, sandbox: bool = True,
     if env.get(READ_ENV):
         return parse(env[READ_ENV], False, sandbox)
     return None
-
-
-def env(remote: Remote | None, base_dir: Path) -> dict[str, str]:
-    """ccache settings for a build. base_dir always (a local cache restored
-    into another path by a CI engine hits too); NOHASHDIR so that the build
-    directory's absolute path is not hashed (it only matters for debug info,
-    whose comp_dir then names the first runner's path)."""
-    out = {"CCACHE_BASEDIR": str(base_dir), "CCACHE_NOHASHDIR": "1"}
-    if remote is not None:
-        out["CCACHE_REMOTE_STORAGE"] = remote.storage()
-    return out
 
 
 def view_paths(remote: Remote | None) -> tuple[tuple[Path, ...], tuple[Path, ...]]:

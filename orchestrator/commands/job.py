@@ -173,24 +173,18 @@ def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
                                  reuse=False), settings, vm.BOOT_TIMEOUT)
     progress.say(f"baseline {t.label} {config}: {b.judged.status}"
                  + (f" ({b.judged.reason})" if b.judged.reason else ""))
-    rkey = result_cache.key(result_cache.image_digest(k.image), settings.tests,
-                            settings.test_timeout, settings.accel, settings.repeat, 0,
-                            settings.confined)
     if not result_cache.keepable(b.guest):
         raise OrchError(f"baseline {t.label} {config} did not boot to a result: "
                         f"{b.judged.reason or b.judged.status}", Exit.INFRA)
-    rec.exported = cache_transfer.export([("kernels", k.key), ("results", rkey)],
+    rec.exported = cache_transfer.export([("kernels", k.key),
+                                          ("results", boots.results_key(k, settings))],
                                          out / fanout.EXPORT)
     rec.write(out)
 
 
 def _series(plan: Plan, job: fanout.Job, t: TreeState, path: Path, out: Path, sandbox: bool,
             progress: Progress) -> None:
-    try:
-        n = nightrec.read(out) if (out / nightrec.FILE).exists() else None
-    except BadInput:
-        n = None
-    n = n or Night(plan.night, now(), plan)
+    n = nightrec.read_if_any(out) or Night(plan.night, now(), plan)
     n.write(out)
     by_key = {s.key: s for s in plan.series}
     for key in job.series:

@@ -99,11 +99,7 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
         raise BadInput(f"{ndir} holds another plan of the night {plan.night}: merge into "
                        "another --out")
     fanout.copy_plan(source, ndir)
-    try:
-        n = nightrec.read(ndir) if (ndir / nightrec.FILE).exists() else None
-    except BadInput:
-        n = None
-    n = n or Night(plan.night, "", plan)
+    n = nightrec.read_if_any(ndir) or Night(plan.night, "", plan)
     n.plan = plan
     taken = _taken(ndir)
     for job_id, (d, rec) in sorted(read.items()):
@@ -121,12 +117,12 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
                 dest = ndir / c.run_dir
                 shutil.rmtree(dest, ignore_errors=True)
                 shutil.copytree(d / c.run_dir, dest, symlinks=True)
-            n.cells = [x for x in n.cells if x.id != c.id] + [c]
+            n.put(c)
     record.write_json(ndir / SHARDS_FILE, taken)
     problems = _missing(plan, jobs, taken, n) + [
         Change("error", f"a shard could not be read: {u}"[:300], False) for u in unreadable]
     # Cells in the plan's order: the single-machine nightly's order.
-    order = {f"{s.key}|{t.label}|{c}": i for i, (t, c, s) in enumerate(
+    order = {nightrec.cell_id(s.key, t.label, c): i for i, (t, c, s) in enumerate(
         (t, c, s) for t in plan.trees for c in plan.configs for s in plan.series)}
     n.cells.sort(key=lambda c: order.get(c.id, len(order)))
     starts = [v["started"] for v in taken.values() if v.get("started")]
@@ -165,12 +161,11 @@ def _missing(plan, jobs: fanout.Jobs, taken: dict, n: Night) -> list[Change]:
                                f"{why}"[:300], False, tree=job.tree, config=job.config))
         for key in job.series:
             s, t = by_key[key], trees[job.tree]
-            cid = f"{key}|{job.tree}|{job.config}"
-            have = n.cell(cid)
+            have = n.cell(nightrec.cell_id(key, job.tree, job.config))
             if have is not None and have.status in history.RESULT_STATUSES:
                 continue
-            n.cells = [x for x in n.cells if x.id != cid] + [Cell(
+            n.put(Cell(
                 key, s.version, s.msgid, job.tree, t.commit, job.config, "ERROR",
                 f"job {job.id} {why}"[:200], None,
-                night_cells.reproduce(s, t, job.config, lore_url=plan.lore_url))]
+                night_cells.reproduce(s, t, job.config, lore_url=plan.lore_url)))
     return problems

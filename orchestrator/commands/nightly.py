@@ -96,12 +96,7 @@ def _run(cfg, out: Path, night: str, hist: history.History, sandbox: bool,
         from .. import night_plan
         plan = night_plan.make(cfg, night, hist, ndir, progress)
         nightrec.write_plan(ndir, plan)
-    try:
-        n = nightrec.read(ndir) if (ndir / nightrec.FILE).exists() else None
-    except BadInput:
-        n = None   # a torn night.json: its cells are run again
-    if n is None:
-        n = Night(night, now(), plan)
+    n = nightrec.read_if_any(ndir) or Night(night, now(), plan)
     n.plan, n.state, n.exit_code, n.finished = plan, "running", None, None
     n.write(ndir)
     progress.say(f"night {night}: {len(plan.series)} series x {len(plan.trees)} trees x "
@@ -150,7 +145,7 @@ def run_cell(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
     """One cell through `orch test`, its result into n (and night.json).
     `baseline_booted`: tonight's baseline of this tree x config was booted
     elsewhere (a CI baseline job), so its kept results answer."""
-    cid = f"{s.key}|{t.label}|{config}"
+    cid = nightrec.cell_id(s.key, t.label, config)
     done = n.cell(cid)
     if done is not None and done.status in history.RESULT_STATUSES:
         return   # a rerun of the night runs only what is missing
@@ -174,7 +169,7 @@ def run_cell(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
     except OrchError:
         pass          # its run.json says what happened; the night goes on
     cell = _read_cell(run_dir, s, t, config, rel, n.plan.lore_url)
-    n.cells = [c for c in n.cells if c.id != cid] + [cell]
+    n.put(cell)
     n.write(ndir)
     progress.say(f"  {cell.status} {cell.detail[:100]}")
 
