@@ -24,14 +24,28 @@ Home directories, /root, /run, /var, /mnt, /opt, other checkouts and the
 rest of /etc are not there. A path the step needs that lies inside one of
 them (the default cache is ~/.cache/orch) is bound alone: its parents
 appear as empty directories, their other contents do not.
+
+And the step runs without privileges, also when orch runs as root (CI
+does): bwrap started by root makes no user namespace, so without more the
+step would keep root's capabilities in the host's namespace (open any file
+by handle, mount, load modules, make device nodes through QEMU's 9p). The
+sandbox's first process is orch's own data/sandbox-init.sh: it mounts the
+copy-on-write layers of a series' build (buildlayer.py), then becomes
+SANDBOX_UID with no capabilities at all (setpriv) before anything of the
+step runs. What the step writes on the host is then owned by that id, so the
+directories it may write are given to it (own()/adopt()). Run by another
+user, bwrap makes a user namespace itself and the step has no capabilities
+either.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
+import grp
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -57,6 +71,21 @@ ETC = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.c
 ENV_ALLOW = ("LANG", "LANGUAGE", "LC_*", "TZ")
 # HOME points into the private /tmp: tools that want a home find an empty one.
 HOME = "/tmp"
+# Who a sandboxed step is when orch runs as root: nobody, an id that owns
+# nothing on the host and is in /etc/passwd (tools that look their user up
+# find one).
+SANDBOX_UID = SANDBOX_GID = 65534
+INIT = Path(__file__).resolve().parent / "data" / "sandbox-init.sh"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A copy-on-write layer: `target` shows `lower`, writes land in `upper`
+    (`work` is overlayfs' scratch; both on one filesystem)."""
+    lower: Path
+    upper: Path
+    work: Path
+    target: Path
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,38 @@ class View:
     path: tuple[str, ...] = ()            # PATH entries before the system ones
     dirs: tuple[str, ...] = ()            # empty directories to create (mount points)
     hidden: tuple[str, ...] = ()          # system directories shown empty (an empty tmpfs)
+    overlays: tuple[Overlay, ...] = ()    # copy-on-write layers (a series' build)
+    remove: tuple[Path, ...] = ()         # removed (through the layers) before the step runs
+
+
+def as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def own(path: Path) -> None:
+    """Make `path` (which orch just created) the sandboxed step's, so it can
+    write there when orch runs as root; nothing to do otherwise."""
+    if as_root():
+        os.lchown(path, SANDBOX_UID, SANDBOX_GID)
+
+
+def adopt(path: Path) -> None:
+    """Give a directory the step may write to the sandbox's id, with
+    everything in it, once: a directory an older orch (or a root step) left
+    is root's. Links are changed themselves, never followed."""
+    if not as_root():
+        return
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if st.st_uid == SANDBOX_UID and st.st_gid == SANDBOX_GID:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, name), SANDBOX_UID, SANDBOX_GID)
+    os.lchown(path, SANDBOX_UID, SANDBOX_GID)
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,6 +169,51 @@ def _system_args() -> list[str]:
     return out
 
 
+def _parents(paths) -> list[str]:
+    """Every ancestor directory of the bound paths, outermost first: bwrap
+    makes missing ones mode 0700 (root's), which an unprivileged step could
+    not pass through; made here with --dir they are 0755 and empty."""
+    out: dict[str, None] = {}
+    for p in paths:
+        for a in reversed(Path(p).parents):
+            if str(a) not in ("/", "/tmp"):
+                out[str(a)] = None
+    return list(out)
+
+
+def _init_args(view: View) -> list[str]:
+    """data/sandbox-init.sh's options for this view (see its header)."""
+    out = [str(INIT)]
+    for o in view.overlays:
+        for p in (o.lower, o.upper, o.work, o.target):
+            if any(c in str(p) for c in ",:\\"):
+                raise OrchError(f"cannot make a copy-on-write layer at {p}: overlayfs "
+                                "takes no ',', ':' or '\\' in its paths", Exit.INFRA)
+        out += ["--overlay", str(o.lower), str(o.upper), str(o.work), str(o.target)]
+    for p in view.remove:
+        out += ["--rm", str(p)]
+    if as_root():
+        groups = ",".join(str(g) for g in _device_groups(view)) or "-"
+        out += ["--user", str(SANDBOX_UID), str(SANDBOX_GID), groups, "--caps"]
+    elif view.overlays:
+        out += ["--caps"]
+    return [*out, "--"]
+
+
+def _device_groups(view: View) -> list[int]:
+    """The groups that open the view's devices (kvm for /dev/kvm): the
+    unprivileged step keeps only those."""
+    gids = []
+    for d in view.devices:
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if st.st_gid != 0 and st.st_mode & 0o060:
+            gids.append(st.st_gid)
+    return sorted(set(gids))
+
+
 def _in_view(entry: str, view: View) -> bool:
     if not entry.startswith("/"):
         return False
@@ -139,9 +245,17 @@ def wrap(argv: Sequence[str], view: View, cwd: Path) -> list[str]:
     # path the step needs under the host's /tmp (a CI clone, a test's
     # directory) is bound over it and stays visible.
     out = [shutil.which("bwrap") or "bwrap", *_system_args(),
-           "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", "/var/tmp",
+           "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp",
+           "--perms", "1777", "--dir", "/var/tmp",
            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid",
            "--die-with-parent", "--new-session"]
+    if view.overlays and not as_root():
+        # Mounting the layers needs capabilities: in a user namespace of its
+        # own, as its root; sandbox-init drops them all before the step.
+        out += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "ALL"]
+    for d in _parents([*view.readable, *view.writable, *view.devices, INIT,
+                       *(x for o in view.overlays for x in (o.lower, o.upper, o.target))]):
+        out += ["--dir", d]
     for d in view.dirs:
         out += ["--dir", d]
     for d in view.hidden:
@@ -154,11 +268,20 @@ def wrap(argv: Sequence[str], view: View, cwd: Path) -> list[str]:
             out += ["--ro-bind", str(p), str(p)]
     for p in dict.fromkeys(view.writable):
         out += ["--bind", str(p), str(p)]
-    out += ["--chdir", str(cwd), "--", *map(str, argv)]
+    for o in view.overlays:
+        # The layer's lower side read-only, its upper and work directories
+        # (one bind: overlayfs wants them on one mount) writable, and the
+        # target, where the step sees the merged tree.
+        out += ["--ro-bind", str(o.lower), str(o.lower), "--bind", str(o.upper.parent),
+                str(o.upper.parent), "--dir", str(o.target)]
+    out += ["--ro-bind", str(INIT), str(INIT)]
+    out += ["--chdir", str(cwd), "--", "/bin/sh", *_init_args(view), *map(str, argv)]
     return out
 
 
 def run(argv: Sequence[str], view: View, cwd: Path, **kw) -> proc.Result:
     """proc.run of argv in `view`, with bwrap itself (and so everything in
     the sandbox) started with the clean environment alone."""
+    for p in view.writable:
+        adopt(p)
     return proc.run(wrap(argv, view, cwd), cwd=cwd, env=clean_env(view), inherit_env=False, **kw)
