@@ -66,8 +66,12 @@ class Stepper:
     """Steps in one workspace for one config."""
 
     def __init__(self, ws: tree.Workspace, kc: kconfig.KConfig, settings: StepSettings,
-                 run_dir: Path, progress: Progress):
-        self.ws, self.kc, self.settings = ws, kc, settings
+                 run_dir: Path, progress: Progress, trusted: str | None = None):
+        # `trusted`: the range's older end (a series' base, or the --good
+        # commit you name), built like a baseline in the trusted build
+        # directory; every other commit is built in this bisect's
+        # copy-on-write layer over it (buildtree), which its steps share.
+        self.ws, self.kc, self.settings, self.trusted = ws, kc, settings, trusted
         self.dir, self.logs, self.progress = run_dir, run_dir / "logs", progress
         self.accel: str | None = None
 
@@ -77,13 +81,16 @@ class Stepper:
         s = self.settings
         self.ws.lock.acquire(LOCK_WAIT, self.progress.say)
         try:
+            side = "baseline" if commit == self.trusted else "patched"
             ks = builds.build_all(self.ws, [self.kc], builds.Source(
-                commit, tree.tree_id(self.ws.src, commit), "patched", label), self.logs,
+                commit, tree.tree_id(self.ws.src, commit), side, label), self.logs,
                 builds.BuildSettings(s.jobs, s.sandbox, build.BUILD_TIMEOUT), self.progress)
         except OrchError as e:
             if e.exit == Exit.BAD_INPUT:      # Kconfig dropped an option the config asks for
                 return Build.UNSATISFIABLE, None, 0.0, log
-            if e.exit == Exit.PATCHED_BUILD:  # the compiler or the link failed
+            if e.exit == Exit.PATCHED_BUILD or side == "baseline":
+                # The compiler or the link failed (the trusted end's build
+                # says INFRA for that: it is a baseline's build).
                 return Build.FAILED, None, 0.0, log
             raise
         finally:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import (ccache_guard, ccache_stats, compiler_warnings, kconfig, kimage, proc,
-               remote_ccache, sandbox)
+from . import (buildtree, ccache_guard, ccache_stats, compiler_warnings, kconfig, kimage,
+               proc, remote_ccache, sandbox)
 from .errors import OrchError, Exit
 from .jobserver import JobServer
 from .kconfig import KConfig
@@ -29,11 +29,21 @@ from .models import Kernel
 from .paths import cache_dir
 
 BUILD_TIMEOUT = 3 * 3600
-IMAGE = Path("arch/x86/boot/bzImage")
-# Present while make runs in a build directory: if a build is killed, the
-# next one finds it and removes what the killed build may have half-written.
-MARKER = ".orch-building"
-KEEP = {".config", ".orch-kconfig", MARKER, compiler_warnings.SNAPSHOT}
+IMAGE = "arch/x86/boot/bzImage"
+# What orch reads back from a build directory, each with its cap.
+MAX_IMAGE = 512 << 20
+MAX_VMLINUX = buildtree.MAX_READ
+MAX_LOG = 64 << 20
+# Written by the build itself (ccache, orch's compiler wrapper), so read
+# back as untrusted; removed in the view before each build.
+STATSLOG = ".orch-ccache-stats.log"
+# ccache reads $CCACHE_DIR/ccache.conf unless CCACHE_CONFIGPATH names
+# another file: a series could otherwise set prefix_command there for every
+# later build. This one is orch's, read-only in every view.
+CCACHE_CONF = Path(__file__).resolve().parent / "data" / "ccache.conf"
+# Kernel cache entries say who built them: a baseline lookup takes only a
+# baseline build's kernel, never one a series' build made from the same tree.
+ORIGIN_BASELINE, ORIGIN_SERIES = "baseline", "series"
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,7 +73,8 @@ def build_env() -> dict[str, str]:
     # NOHASHDIR keeps the build directory's absolute path out of the hash (it
     # matters only for debug info, whose comp_dir then names the first
     # machine's path).
-    return {"CCACHE_DIR": str(ccache), "CCACHE_DEPEND": "1", "CCACHE_INODECACHE": "1",
+    return {"CCACHE_DIR": str(ccache), "CCACHE_CONFIGPATH": str(CCACHE_CONF),
+            "CCACHE_DEPEND": "1", "CCACHE_INODECACHE": "1",
             "CCACHE_BASEDIR": str(cache_dir()), "CCACHE_NOHASHDIR": "1",
             "KBUILD_BUILD_USER": "orch", "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
 
@@ -89,11 +100,12 @@ def _complete_record(entry: Path) -> bool:
     return bool(rec and rec.get("complete"))
 
 
-def cache_entry_state(key: str) -> tuple[str, str]:
+def cache_entry_state(key: str, baseline: bool = False) -> tuple[str, str]:
     """(state, why): absent, ok, old (kept by an orch without warning
-    records: build it once more), corrupt (truncated or half-copied) or
-    stale (its payload is another build's kernel); corrupt and stale entries
-    are removed, rebuilt, never booted."""
+    records: build it once more), corrupt (truncated or half-copied),
+    stale (its payload is another build's kernel), or, for a `baseline`
+    lookup, series (built by a series' build: a baseline builds its own);
+    corrupt and stale entries are removed, rebuilt, never booted."""
     d = cache_dir() / "kernels" / key
     if not d.exists():
         return "absent", ""
@@ -113,48 +125,71 @@ def cache_entry_state(key: str) -> tuple[str, str]:
             shutil.rmtree(d, ignore_errors=True)
             return "stale", str(e)
         (d / "banner").write_text(banner.text + "\n")
+    if baseline and origin(key) != ORIGIN_BASELINE:
+        return "series", "was built by a series' build, not a baseline build"
     return "ok", ""
 
 
-def _store(key: str, builddir: Path, warnings: dict | None, banner: kimage.Banner) -> Path:
+def origin(key: str) -> str:
+    try:
+        return (cache_dir() / "kernels" / key / "origin").read_text().strip()
+    except OSError:
+        return ORIGIN_SERIES      # kept by an orch that did not say: not a baseline's
+
+
+def _stage(key: str, bd: buildtree.BuildDir, dotconfig: Path, log: Path) -> Path:
+    """Copy what the kernel cache keeps out of the build directory, as
+    untrusted files (no links, capped), into a private directory. The image
+    must be there; System.map is kept when it is a plain file."""
     root = cache_dir() / "kernels"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for src, name in ((IMAGE, "bzImage"), (Path(".config"), "config"),
-                      (Path("System.map"), "System.map")):
-        if (builddir / src).exists():
-            shutil.copy2(builddir / src, tmp / name)
+    try:
+        if not bd.copy_out(IMAGE, tmp / "bzImage", MAX_IMAGE):
+            raise kimage.ImageError(f"the build left no {IMAGE}")
+        shutil.copyfile(dotconfig, tmp / "config")
+        _untrusted_copy(bd, "System.map", tmp / "System.map", log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _store(key: str, tmp: Path, warnings: dict | None, banner: kimage.Banner,
+           origin_: str) -> Path:
     if warnings is not None:
         (tmp / "warnings.json").write_text(json.dumps(warnings))
     (tmp / "banner").write_text(banner.text + "\n")
+    (tmp / "origin").write_text(origin_ + "\n")
     # The checksum goes last: an entry without it is incomplete.
     (tmp / "sha256").write_text(hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
-    dest = root / key
+    dest = cache_dir() / "kernels" / key
     shutil.rmtree(dest, ignore_errors=True)
     os.rename(tmp, dest)
     return dest
 
 
-def recover_interrupted(builddir: Path) -> int:
-    """Remove what a killed build left: every file written after it started.
+def recover_interrupted(bd: buildtree.BuildDir) -> int:
+    """Remove what a killed build left in the trusted directory: every file
+    written after it started.
 
     make deletes a target whose recipe fails, but not one whose writer was
     SIGKILLed; such a truncated object is newer than its source, so make
-    would link it. Removing all files newer than the marker is exact and
-    cheap (ccache gives them back).
+    would link it. Removing all files newer than the marker (in orch's
+    notes) is exact and cheap (ccache gives them back). Links are removed
+    themselves, never followed. (A layer with a killed build is thrown
+    away whole: buildtree.current.)
     """
-    marker = builddir / MARKER
+    marker = bd.meta / "building"
     if not marker.exists():
         return 0
     since = marker.stat().st_mtime
     removed = 0
-    for dirpath, dirnames, filenames in os.walk(builddir):
+    for dirpath, dirnames, filenames in os.walk(bd.path):
         for name in filenames:
             f = Path(dirpath) / name
-            if f.parent == builddir and name in KEEP:
-                continue
             try:
                 if f.lstat().st_mtime >= since:
                     f.unlink()
@@ -165,7 +200,7 @@ def recover_interrupted(builddir: Path) -> int:
     return removed
 
 
-def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str], on_line=None,
+def _maker(bd: buildtree.BuildDir, opts: BuildOptions, env: dict[str, str], on_line=None,
            remote: remote_ccache.Remote | None = None,
            ) -> Callable[[list[str], Path, Path], proc.Result]:
     """Runs make, sandboxed, as a jobserver client (or with -jN)."""
@@ -180,64 +215,89 @@ def _maker(builddir: Path, opts: BuildOptions, env: dict[str, str], on_line=None
             fds = opts.jobserver.fds
         else:
             argv = [*argv, f"-j{jobs()}"]
+        remove = tuple(bd.path / r for r in bd.take_removals())
         if opts.sandbox:
-            # The worktree, orch's compiler wrapper (its directory: an orch
-            # cloned under /tmp is otherwise hidden by the private /tmp), the
-            # build directory and ccache; nothing else of the host, and of
-            # the environment only what orch sets (menv) and the locale.
+            # The worktree, orch's data directory (the compiler wrapper and
+            # ccache.conf; its own bind: an orch cloned under /tmp is
+            # otherwise hidden by the private /tmp), the build directory and
+            # ccache: a baseline's writable, a series' as its copy-on-write
+            # layer over them; nothing else of the host, and of the
+            # environment only what orch sets (menv) and the locale.
             # The worktree's git metadata is not in the view (for --tree it
             # is the developer's whole repository), so setlocalversion adds
             # no "+" to the release: 7.2.13, not 7.2.13+.
             # A shared ccache: its socket (or directory) too.
-            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
-                                writable=(builddir, ccache, *shared_w), env=menv)
+            if bd.layer is not None:
+                view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
+                                    writable=tuple(shared_w), env=menv,
+                                    overlays=bd.layer.overlays(bd.path, ccache), remove=remove)
+            else:
+                view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
+                                    writable=(bd.path, ccache, *shared_w), env=menv,
+                                    remove=remove)
             return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
                                pass_fds=fds, on_line=on_line)
+        for f in remove:
+            f.unlink(missing_ok=True)
         return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
                         pass_fds=fds, on_line=on_line)
     return make
 
 
-def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
+def _prepare(bd: buildtree.BuildDir, log: Path) -> None:
+    """The trusted directory: rebuilt once when it has no (complete) warning
+    record, and cleaned of an interrupted build."""
+    snap = compiler_warnings.load(bd.meta / "warnings.json")
+    if bd.trusted and bd.exists("vmlinux") and not (snap and snap.get("complete")):
+        # Built by an orch that kept no (complete) warning record: without
+        # one the warning diff cannot be complete; rebuild once (from ccache).
+        buildtree.remove_tree(bd.path)
+        bd.set_state(tree=None)
+        with open(log, "a") as f:
+            f.write("# orch: build directory had no warning record; rebuilt once\n")
+    bd.path.mkdir(parents=True, exist_ok=True)
+    sandbox.own(bd.path)
+    if bd.trusted:
+        removed = recover_interrupted(bd)
+        if removed:
+            with open(log, "a") as f:
+                f.write(f"# orch: the last build here was interrupted; removed the {removed} "
+                        "files it wrote\n")
+    bd.mkdir(".tmp")
+
+
+def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: str, log: Path,
           side: str, opts: BuildOptions | None = None) -> Kernel:
     """Build (or find cached) the kernel of `src` at tree `tree_id`.
 
-    Raises OrchError with INFRA for the baseline, PATCHED_BUILD for the
-    patched side: a broken baseline is not the series' fault.
+    `builddir`: a baseline builds in the trusted directory, a series in a
+    layer over it (buildtree; builds.build_all chooses). Raises OrchError
+    with INFRA for the baseline, PATCHED_BUILD for the patched side: a
+    broken baseline is not the series' fault.
     """
     opts = opts or BuildOptions()
+    bd = builddir if isinstance(builddir, buildtree.BuildDir) else \
+        buildtree.BuildDir(builddir, builddir.with_name(builddir.name + ".orch-meta"))
+    bd.meta.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     t0 = time.monotonic()
-    snap = compiler_warnings.load(builddir / compiler_warnings.SNAPSHOT)
-    if (builddir / "vmlinux").exists() and not (snap and snap.get("complete")):
-        # Built by an orch that kept no (complete) warning record: without
-        # one the warning diff cannot be complete; rebuild once (from ccache).
-        shutil.rmtree(builddir)
-        with open(log, "a") as f:
-            f.write("# orch: build directory had no warning record; rebuilt once\n")
-    builddir.mkdir(parents=True, exist_ok=True)
-    removed = recover_interrupted(builddir)
-    if removed:
-        with open(log, "a") as f:
-            f.write(f"# orch: the last build here was interrupted; removed the {removed} "
-                    "files it wrote\n")
+    _prepare(bd, log)
     env = build_env()
-    (builddir / ".tmp").mkdir(exist_ok=True)
-    env["TMPDIR"] = str(builddir / ".tmp")
+    env["TMPDIR"] = str(bd.path / ".tmp")
     remote = _shared_ccache(side, opts, log)
     if remote is not None:
         env["CCACHE_REMOTE_STORAGE"] = remote.storage()
     try:
-        dotconfig = kconfig.configure(src, builddir, kc, log,
-                                      make=_maker(builddir, opts, env, remote=remote))
+        dotconfig = kconfig.configure(src, bd, kc, log,
+                                      make=_maker(bd, opts, env, remote=remote))
     except OrchError as e:
         code = e.exit
         if code == Exit.INFRA and side == "patched":
             code = Exit.PATCHED_BUILD  # the series broke Kconfig
         raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
     key = cache_key(tree_id, dotconfig)
-    state, why = cache_entry_state(key)
+    state, why = cache_entry_state(key, baseline=bd.trusted)
     if state == "ok":
         hit = cache_dir() / "kernels" / key
         with open(log, "a") as f:
@@ -252,14 +312,13 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
     if state == "stale":
         # The stale object may still sit in this directory: relinking from
         # vmlinux regenerates everything downstream of it (piggy.S included).
-        _unlink_image(builddir)
+        bd.discard(["vmlinux", IMAGE])
 
-    full = not (builddir / "vmlinux").exists()
-    statslog = builddir / ".orch-ccache-stats.log"
-    statslog.unlink(missing_ok=True)
-    env["CCACHE_STATSLOG"] = str(statslog)
-    (builddir / ccache_guard.LOG).unlink(missing_ok=True)
-    env["ORCH_UNCACHED_LOG"] = str(builddir / ccache_guard.LOG)
+    full = not bd.exists("vmlinux")
+    must_rebuild = _changed_objects(src, bd, tree_id)
+    bd.discard([STATSLOG, ccache_guard.LOG, *must_rebuild])
+    env["CCACHE_STATSLOG"] = str(bd.path / STATSLOG)
+    env["ORCH_UNCACHED_LOG"] = str(bd.path / ccache_guard.LOG)
     risky = ccache_guard.headers_with_directives(src, tree_id)
     if risky:
         env["CCACHE_DISABLE"] = "1"
@@ -272,39 +331,132 @@ def build(src: Path, builddir: Path, kc: KConfig, tree_id: str, log: Path,
         if line.startswith("  CC ") or line.startswith("  AS "):
             count[0] += 1
             opts.status(f"{side} {kc.name}: {count[0]} compiled, {line.split()[-1][-40:]}")
-    (builddir / MARKER).write_text(f"{os.getpid()}\n")
-    make = _maker(builddir, opts, env, on_line, remote)
+    (bd.meta / "building").write_text(f"{os.getpid()}\n")
+    bd.set_state(tree=None)      # until it is built: the directory is in between
+    make = _maker(bd, opts, env, on_line, remote)
+    started = time.time()
     try:
-        r = make([*kconfig.make_base(builddir), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
+        r = make([*kconfig.make_base(bd.path), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
                  timeout=opts.timeout)
     finally:
         opts.status(None)
     if not r.timed_out:
         # make removed the target of any failed recipe itself.
-        (builddir / MARKER).unlink(missing_ok=True)
-    stats = ccache_stats.read(statslog)
-    if statslog.exists():
-        shutil.copy2(statslog, log.with_suffix(".ccache-stats"))
-    if not r.ok or not (builddir / IMAGE).exists():
+        (bd.meta / "building").unlink(missing_ok=True)
+    copied = log.with_suffix(".ccache-stats")
+    copied.unlink(missing_ok=True)
+    _untrusted_copy(bd, STATSLOG, copied, log)
+    stats = ccache_stats.read(copied)
+    if not r.ok or not bd.exists(IMAGE):
         what = f"timed out after {opts.timeout:.0f}s" if r.timed_out else "failed"
         raise OrchError(f"{side} build of config {kc.name} {what}: "
                         f"{first_error(log)} (see {log})",
                         Exit.INFRA if side == "baseline" else Exit.PATCHED_BUILD)
+    _check_rebuilt(bd, must_rebuild, started, kc.name, side)
+    tmp = None
     try:
-        banner = kimage.verify(builddir / IMAGE, builddir / "vmlinux")
-    except (kimage.ImageError, OSError) as e:
-        _unlink_image(builddir)
+        tmp = _stage(key, bd, dotconfig, log)
+        vmlinux = bd.read("vmlinux", MAX_VMLINUX)
+        if vmlinux is None:
+            raise kimage.ImageError("the build left no vmlinux")
+        banner = kimage.banner_in(vmlinux, "vmlinux")
+        del vmlinux
+        inside = kimage.image_banner(tmp / "bzImage")
+        if inside != banner:
+            raise kimage.ImageError(f"the bzImage holds {inside.short()!r} but the build made "
+                                    f"{banner.short()!r}: a stale object was linked")
+    except (kimage.ImageError, buildtree.UnsafeFile, OSError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        bd.discard(["vmlinux", IMAGE])    # the next build relinks
         raise OrchError(f"{side} build of config {kc.name} is not the kernel it built: {e}; "
                         "not cached, not booted (run again: it relinks)", Exit.INFRA)
     with open(log, "a") as f:
         f.write(f"# orch: the bzImage holds the kernel just built: {banner.text}\n")
-    built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, builddir)
-    snapshot = compiler_warnings.update(builddir, built, full)
-    stored = _store(key, builddir, snapshot, banner)
+    built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, bd.path)
+    snapshot = compiler_warnings.update(bd.meta / "warnings.json", built, full)
+    stored = _store(key, tmp, snapshot, banner,
+                    ORIGIN_BASELINE if bd.trusted else ORIGIN_SERIES)
+    if bd.trusted:
+        bd.set_state(tree=tree_id, generation=int(bd.state().get("generation", 0)) + 1)
+    else:
+        bd.set_state(tree=tree_id)
+    uncached = _untrusted_copy(bd, ccache_guard.LOG, log.with_suffix(".uncached"), log)
     return Kernel(kc.name, stored / "bzImage", stored / "config", False,
                   time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
                   compiled=count[0], banner=banner.text,
-                  uncached=ccache_guard.read_log(builddir, src))
+                  uncached=ccache_guard.read_log(uncached, bd.path, src) if uncached else [])
+
+
+def _untrusted_copy(bd: buildtree.BuildDir, rel: str, dest: Path, log: Path) -> Path | None:
+    """Copy a file the build wrote (ccache's stats log, the wrapper's log)
+    next to the build log, as untrusted: a link or a FIFO there is said in
+    the log and left alone."""
+    try:
+        return dest if bd.copy_out(rel, dest, MAX_LOG) else None
+    except buildtree.UnsafeFile as e:
+        with open(log, "a") as f:
+            f.write(f"# orch: not read: {e}\n")
+        return None
+
+
+SOURCES = (".c", ".S")
+
+
+def _changed_objects(src: Path, bd: buildtree.BuildDir, tree_id: str) -> list[str]:
+    """The objects of the C and assembler sources that changed since this
+    build directory was last built, where it has one: a series' build must
+    compile each of them again. Removed before the build (so no trick can
+    keep or re-date the old object) and checked after it (_check_rebuilt).
+    A baseline's directory is trusted: nothing to check."""
+    if bd.trusted:
+        return []
+    before = bd.state().get("tree")
+    if not before or before == tree_id:
+        return []
+    r = proc.run(["git", "-C", str(src), "diff", "--name-only", "--no-renames", "--diff-filter=MT", before,
+                  tree_id], timeout=300)
+    if not r.ok:
+        return []
+    out = []
+    for name in r.output.splitlines():
+        name = name.strip()
+        if name.endswith(SOURCES) and ".." not in name.split("/"):
+            obj = name.rsplit(".", 1)[0] + ".o"
+            try:
+                if bd.exists(obj):
+                    out.append(obj)
+            except buildtree.UnsafeFile:
+                out.append(obj)
+    return out
+
+
+def _check_rebuilt(bd: buildtree.BuildDir, objects: list[str], started: float, config: str,
+                   side: str) -> None:
+    """Each object in `objects` was written by this build: a regular,
+    non-empty file in the layer, made and dated within the build. Its
+    source changed, so a kernel without it compiled anew would be tested
+    without the change (a PASS for code that never ran)."""
+    now = time.time()
+    for obj in objects:
+        try:
+            st = bd.in_upper(obj)
+        except buildtree.UnsafeFile as e:
+            st, why = None, str(e)
+        else:
+            why = "it is missing"
+        if st is not None:
+            if st.st_size == 0:
+                why = "it is empty"
+            elif not (started - 2 <= st.st_mtime <= now + 2):
+                why = "it is dated outside the build (re-dated)"
+            elif st.st_ctime < started - 2:
+                why = "it is older than the build"
+            else:
+                continue
+        raise OrchError(f"{side} build of config {config} did not compile its changed source "
+                        f"into {obj}: {why}; the kernel would not hold the change, so it is "
+                        "not booted", Exit.PATCHED_BUILD)
 
 
 def _shared_ccache(side: str, opts: BuildOptions, log: Path) -> remote_ccache.Remote | None:
@@ -321,12 +473,6 @@ def _shared_ccache(side: str, opts: BuildOptions, log: Path) -> remote_ccache.Re
             return None
         f.write(f"# orch: shared ccache {remote.describe()}\n")
     return remote
-
-
-def _unlink_image(builddir: Path) -> None:
-    """Make the next build relink: vmlinux and everything made from it."""
-    for f in ("vmlinux", str(IMAGE)):
-        (builddir / f).unlink(missing_ok=True)
 
 
 _ERR = re.compile(r"(: error: |: fatal error: |^make(\[\d+\])?: \*\*\*|No space left on device)")

@@ -62,7 +62,8 @@ def build_all(ws: tree.Workspace, kcs: list[kconfig.KConfig], src: Source, logs:
             opts = build.BuildOptions(
                 sandbox=settings.sandbox, jobserver=js, timeout=settings.timeout,
                 status=lambda text: progress.status(f"build {c.name}", text))
-            return build.build(ws.src, ws.build_dir(c.name), c, src.tree_id,
+            return build.build(ws.src, ws.build_tree(c.name, src.side == "baseline"), c,
+                               src.tree_id,
                                log_path(logs, c.name, src.label), src.side, opts)
         pool = ThreadPoolExecutor(max_workers=len(kcs))
         try:

@@ -68,10 +68,12 @@ def headers_with_directives(src: Path, tree_id: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def read_log(builddir: Path, src: Path) -> list[str]:
-    """The sources this build compiled without ccache, relative where possible."""
+def read_log(log: Path, builddir: Path, src: Path) -> list[str]:
+    """The sources this build compiled without ccache, relative where possible
+    (`log`: orch's copy of the wrapper's log, taken out of the build
+    directory as an untrusted file)."""
     try:
-        lines = (builddir / LOG).read_text(errors="replace").splitlines()
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return []
     out = set()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .junit import clean
 
-SNAPSHOT = ".orch-warnings.json"
 _STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]{1,11})\s+(\S+)\s*$")   # "  CC      mm/filemap.o"
 # gcc quotes with ‘’ in a UTF-8 locale and ccache replays what it stored:
 # compare messages with plain quotes whatever locale produced them.
@@ -82,13 +81,14 @@ def load(path: Path) -> dict | None:
         return None
 
 
-def update(builddir: Path, built: dict[str, list[str]], full_build: bool) -> dict:
-    """Fold this build's units into the build directory's snapshot."""
-    old = load(builddir / SNAPSHOT)
+def update(snapshot: Path, built: dict[str, list[str]], full_build: bool) -> dict:
+    """Fold this build's units into the build directory's snapshot (kept in
+    orch's notes on it, buildtree.BuildDir.meta, outside the build's view)."""
+    old = load(snapshot)
     snap = {"complete": full_build or bool(old and old.get("complete")),
             "units": dict(old["units"]) if old else {}}
     snap["units"].update(built)
-    (builddir / SNAPSHOT).write_text(json.dumps(snap))
+    snapshot.write_text(json.dumps(snap))
     return snap
 
 

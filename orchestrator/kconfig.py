@@ -97,6 +97,9 @@ def defined_symbols(src: Path) -> set[str]:
             if len(line.split()) >= 2}
 
 
+MAX_CONFIG = 16 << 20   # a .config is a few hundred KiB
+
+
 def make_base(builddir: Path) -> list[str]:
     return ["make", f"O={builddir}", "ARCH=x86_64"]
 
@@ -105,30 +108,41 @@ def _plain_make(argv: list[str], log: Path, src: Path) -> proc.Result:
     return proc.run(argv, cwd=src, log=log, timeout=600, append=True)
 
 
-def configure(src: Path, builddir: Path, kc: KConfig, log: Path,
+def configure(src: Path, builddir, kc: KConfig, log: Path,
               make=_plain_make) -> Path:
-    """Write builddir/.config for kc; keep an existing one if it is kc's.
+    """Write the build directory's .config for kc; keep an existing one if it is kc's.
+    Returns orch's copy of the final .config (outside the build directory).
 
-    `make(argv, log, src)` runs each make: the builder passes its sandbox,
-    since Kconfig runs host programs compiled from the (patched) tree.
+    `builddir` is a buildtree.BuildDir (or a plain directory). `make(argv,
+    log, src)` runs each make: the builder passes its sandbox, since Kconfig
+    runs host programs compiled from the (patched) tree; what they leave in
+    the build directory is read as untrusted (buildtree).
 
     Regenerating an unchanged .config would still rewrite it and cost a
-    needless syncconfig; the stamp keeps the patched build incremental.
+    needless syncconfig; the stamp (in orch's notes, not in the build
+    directory) keeps the patched build incremental.
     """
-    builddir.mkdir(parents=True, exist_ok=True)
-    dotconfig = builddir / ".config"
-    stamp = builddir / ".orch-kconfig"
-    if not (dotconfig.exists() and stamp.exists() and stamp.read_text() == kc.digest):
-        r = make([*make_base(builddir), kc.start], log, src)
+    from . import buildtree
+    bd = builddir if isinstance(builddir, buildtree.BuildDir) else \
+        buildtree.BuildDir(builddir, builddir.with_name(builddir.name + ".orch-meta"))
+    bd.path.mkdir(parents=True, exist_ok=True)
+    try:
+        if not (bd.exists(".config") and bd.state().get("kconfig") == kc.digest):
+            r = make([*make_base(bd.path), kc.start], log, src)
+            if not r.ok:
+                raise OrchError(f"make {kc.start} failed (see {log})", Exit.INFRA)
+            started = bd.read(".config", MAX_CONFIG) or b""
+            bd.write(".config", started + f"\n# orch fragment {kc.name}\n{kc.fragment}\n".encode())
+            bd.set_state(kconfig=None)
+        # Always: the source (a patch) may have changed Kconfig files.
+        r = make([*make_base(bd.path), "olddefconfig"], log, src)
         if not r.ok:
-            raise OrchError(f"make {kc.start} failed (see {log})", Exit.INFRA)
-        with open(dotconfig, "a") as f:
-            f.write(f"\n# orch fragment {kc.name}\n{kc.fragment}\n")
-        stamp.unlink(missing_ok=True)
-    # Always: the source (a patch) may have changed Kconfig files.
-    r = make([*make_base(builddir), "olddefconfig"], log, src)
-    if not r.ok:
-        raise OrchError(f"make olddefconfig failed (see {log})", Exit.INFRA)
+            raise OrchError(f"make olddefconfig failed (see {log})", Exit.INFRA)
+        final = bd.read(".config", MAX_CONFIG)
+    except buildtree.UnsafeFile as e:
+        raise OrchError(f"the build left a .config orch will not read: {e}", Exit.INFRA)
+    if final is None:
+        raise OrchError(f"make olddefconfig wrote no .config (see {log})", Exit.INFRA)
     # A symbol this tree does not define at all (renamed, say PROC_SYSCTL
     # -> SYSCTL in 7.3) is noted, not fatal: fragments serve several trees.
     known = defined_symbols(src)
@@ -137,9 +151,11 @@ def configure(src: Path, builddir: Path, kc: KConfig, log: Path,
         with open(log, "a") as f:
             f.write(f"# orch: not defined in this tree, ignored: {' '.join(unknown)}\n")
     wanted = {k: v for k, v in kc.wanted.items() if k in known}
-    lost = dropped(wanted, parse(dotconfig.read_text()))
+    lost = dropped(wanted, parse(final.decode(errors="replace")))
     if lost:
         raise BadInput(f"config {kc.name}: options did not survive olddefconfig: "
                        + ", ".join(lost))
-    stamp.write_text(kc.digest)
-    return dotconfig
+    bd.set_state(kconfig=kc.digest)
+    copy = bd.meta / "config"
+    copy.write_bytes(final)
+    return copy

@@ -9,6 +9,7 @@ writes into their .git.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import mailbox
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import git
 
-from . import debsrc, hermetic
+from . import buildtree, debsrc, hermetic
 from .errors import BadInput, OrchError, Exit
 from .models import Base, Series
 from .paths import cache_dir
@@ -54,9 +55,32 @@ class Workspace:
     root: Path        # cache/work/<name>
     src: Path         # orch's worktree
     lock: "WorkspaceLock"
+    # A series' builds work in a copy-on-write layer per config over the
+    # trusted build directory (buildtree), kept while this object is in use:
+    # a series' each-patch steps and a bisect's steps build on in it.
+    layers: dict = field(default_factory=dict)
 
     def build_dir(self, config: str) -> Path:
         return self.root / "build" / config
+
+    def build_tree(self, config: str, trusted: bool) -> "buildtree.BuildDir":
+        """Where a build of `config` works: the trusted directory (a
+        baseline), or this run's layer over it (a series)."""
+        base = buildtree.trusted(self.root, self.build_dir(config), config)
+        if trusted:
+            return base
+        name = f"{self.root.name}-{config}"
+        layer = self.layers.get(config)
+        layer = buildtree.new_layer(base, name) if layer is None else \
+            buildtree.current(layer, base, name)
+        self.layers[config] = layer
+        return layer
+
+    def close(self) -> None:
+        """Throw this run's layers away (the kernels are in the cache)."""
+        for layer in self.layers.values():
+            buildtree.drop(layer)
+        self.layers.clear()
 
 
 @dataclass
@@ -246,7 +270,10 @@ def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -
     if not src.exists():
         repo.git.worktree("prune")
         repo.git.worktree("add", "--detach", str(src), "HEAD")
-    return Workspace(root, src, lock)
+    buildtree.sweep()
+    ws = Workspace(root, src, lock)
+    atexit.register(ws.close)
+    return ws
 
 
 def checkout(src: Path, commit: str) -> None:

@@ -50,6 +50,29 @@ def orch(env, cwd, *args, timeout=300):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+# `orch` with the stand-in guest running the selected guest tests for real
+# (tests/standin_guest.py, harness=True): a real sandboxed build of a series
+# on the stand-in tree and the real guest harness in the guest's view.
+ORCH_STANDIN = """\
+import sys
+sys.path[:0] = [{tests!r}, {repo!r}]
+import standin_guest
+standin_guest.install_globally(harness={harness!r})
+from orchestrator import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def orch_standin(tmp_path: Path, env: dict, *args, timeout=600,
+                 harness: bool = True) -> subprocess.CompletedProcess:
+    """`orch ARGS` with the stand-in guest; harness=False: the stand-in
+    reports what the kernel's ORCH-GUEST marks say (standin_guest.py)."""
+    script = tmp_path / f"orch_standin_{harness}.py"
+    script.write_text(ORCH_STANDIN.format(tests=str(TESTS_DIR), repo=str(REPO), harness=harness))
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def orch_real(tmp_path, *args, timeout=3600):
     """`orch test --offline-mode ARGS` in tmp_path, in this environment with
     this checkout's orch: how the real-kernel tests run it (their kernels

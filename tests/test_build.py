@@ -20,7 +20,7 @@ from orchestrator.commands import test as test_cmd
 from orchestrator.errors import Exit, OrchError
 from orchestrator.progress import Progress
 
-from helpers import (FIXED, build_only, one_error_line, processes_mentioning, run_json, series,
+from helpers import (FIXED, build_only, git, one_error_line, processes_mentioning, run_json, series,
                      sigterm_when)
 
 
@@ -134,7 +134,13 @@ def test_corrupt_cached_kernel_is_rebuilt_not_booted(env, tmp_path, mini):
 
 
 def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_path, mini):
-    mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
+    """A killed baseline build leaves half-written files in the trusted
+    build directory: the next build removes them (orch's marker is in its
+    notes beside the directory, not in it)."""
+    (mini / "SLOW").write_text("1\n")
+    git(mini, "add", "SLOW")
+    git(mini, "commit", "-q", "-m", "mini: a slow link")
+    mbox = series(mini, tmp_path, "s", [("mini: add mini_new", {"new.c": FIXED})])
     rd = tmp_path / "run"
     cache = env["ORCH_CACHE"]
     # make's output is synced per target, so watch for the long step itself.
@@ -147,17 +153,40 @@ def test_sigterm_during_build_stops_make_and_the_next_build_recovers(env, tmp_pa
     assert processes_mentioning(cache) == []       # bwrap, make, the recipe's shell: gone
     rec = run_json(rd)
     assert rec["state"] == "interrupted"
-    assert rec["configs"][0]["baseline"]["build"]["status"] == "ok"  # kept
-    builddir = next((Path(env["ORCH_CACHE"]) / "work").glob("tree-*/build/base"))
-    assert (builddir / ".orch-building").exists()
+    ws = next((Path(cache) / "work").glob("tree-*"))
+    builddir, marker = ws / "build" / "base", ws / "meta" / "base" / "building"
+    assert marker.exists() and not (builddir / ".orch-building").exists()
     # A half-written object from the killed build: newer than the marker.
     (builddir / "main.o").write_bytes(b"trunc")
-    fast = series(mini, tmp_path, "t", [("mini: add mini_new", {"new.c": FIXED})])
-    r, rd2 = build_only(env, tmp_path, mini, fast, rd_name="run2")
+    (mini / "SLOW").unlink()
+    git(mini, "commit", "-q", "-am", "mini: no slow link")
+    r, rd2 = build_only(env, tmp_path, mini, mbox, rd_name="run2")
     assert r.returncode == 0, r.stderr
     assert "last build here was interrupted" in (rd2 / "logs" / "build-base-baseline.log").read_text()
     assert (builddir / "main.o").read_bytes() != b"trunc"
-    assert not (builddir / ".orch-building").exists()
+    assert not marker.exists()
+
+
+def test_sigterm_during_a_series_build_leaves_the_trusted_directory_alone(env, tmp_path, mini):
+    """A series' build works in a layer: killed, the layer is thrown away and
+    the trusted directory is as the baseline left it."""
+    mbox = series(mini, tmp_path, "s", [("mini: slow step", {"SLOW": "1\n"})])
+    cache = env["ORCH_CACHE"]
+    code, err = sigterm_when(["--build-only", "--mbox", str(mbox), "--tree", str(mini),
+                              "--run-dir", str(tmp_path / "run")], tmp_path, env,
+                             lambda: any("sleep 120" in x for x in processes_mentioning(cache)),
+                             within=60)
+    assert code == 130, err
+    time.sleep(0.5)
+    assert processes_mentioning(cache) == []
+    ws = next((Path(cache) / "work").glob("tree-*"))
+    assert not (ws / "meta" / "base" / "building").exists()
+    assert list((Path(cache) / "layers").iterdir()) == []     # thrown away at exit
+    vmlinux = (ws / "build" / "base" / "vmlinux").read_bytes()
+    fast = series(mini, tmp_path, "t", [("mini: add mini_new", {"new.c": FIXED})])
+    r, rd2 = build_only(env, tmp_path, mini, fast, rd_name="run2")
+    assert r.returncode == 0, r.stderr
+    assert (ws / "build" / "base" / "vmlinux").read_bytes() == vmlinux   # the baseline's, still
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI is root)")

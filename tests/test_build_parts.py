@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 
-from orchestrator import (build, ccache_guard, ccache_stats, compiler_warnings, junit, proc,
+from orchestrator import (build, buildtree, ccache_guard, ccache_stats, compiler_warnings, junit, proc,
                           vm)
 from orchestrator.jobserver import JobServer
 from orchestrator.models import Kernel
@@ -25,7 +25,8 @@ def test_compiler_wrapper_is_reachable_in_the_sandbox_from_under_tmp(tmp_path, m
     guard.chmod(0o755)
     monkeypatch.setattr(ccache_guard, "GUARD", guard)
     (tmp_path / "b").mkdir()
-    make = build._maker(tmp_path / "b", build.BuildOptions(), build.build_env())
+    make = build._maker(buildtree.BuildDir(tmp_path / "b", tmp_path / "meta"), build.BuildOptions(),
+                        build.build_env())
     r = make([*ccache_guard.cc().split(), "--version"], tmp_path / "log", tmp_path / "b")
     assert r.ok, r.output
     assert "gcc" in (tmp_path / "log").read_text()
@@ -87,7 +88,7 @@ def test_warning_parser_and_diff(tmp_path):
     assert units["vmlinux.o"][0].startswith("vmlinux.o: objtool: f+0x1")
     base = {"complete": True, "units": {"mm/filemap.o": [], "fs/buffer.o": units["fs/buffer.o"],
                                         "vmlinux.o": []}}
-    patched = compiler_warnings.update(builddir, units, full_build=True)
+    patched = compiler_warnings.update(builddir / "warnings.json", units, full_build=True)
     d = compiler_warnings.diff(base, patched)
     assert d["added"] == ["mm/filemap.c: unused variable 'x' [-Wunused-variable]",
                           units["vmlinux.o"][0]]

@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 
 import standin_guest
-from helpers import CANARY_DIR, REPO, TESTS_DIR, leaked, run_json, series
-from orchestrator import proc, sandbox, vm
+from helpers import CANARY_DIR, REPO, leaked, orch_standin, run_json, series
+from orchestrator import buildtree, proc, sandbox, vm
 from orchestrator.models import Kernel
 
 
@@ -102,7 +101,8 @@ def test_a_build_runs_with_only_what_orch_sets(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "ORCH-CANARY-make")
     monkeypatch.setenv("CCACHE_PREFIX", "evil")
     (tmp_path / "b").mkdir()
-    make = build._maker(tmp_path / "b", build.BuildOptions(), build.build_env())
+    make = build._maker(buildtree.BuildDir(tmp_path / "b", tmp_path / "meta"), build.BuildOptions(),
+                        build.build_env())
     # The maker adds -jN: it becomes $1 of the shell, not an argument of env.
     r = make(["sh", "-c", "env", "sh"], tmp_path / "log", tmp_path / "b")
     assert r.ok, r.output
@@ -166,15 +166,6 @@ def test_the_guest_view_runs_the_suite_and_shows_no_secret(tmp_path, canaries):
 # The canary series on the stand-in tree, through `orch test` end to end:
 # a real sandboxed build of the series' probe and the real guest harness
 # (the stand-in guest with harness=True) in the guest's view.
-ORCH_STANDIN = """\
-import sys
-sys.path[:0] = [{tests!r}, {repo!r}]
-import standin_guest
-standin_guest.install_globally(harness=True)
-from orchestrator import cli
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
 
 def _canary_series(mini: Path, tmp_path: Path) -> Path:
     make = (mini / "Makefile").read_text()
@@ -185,12 +176,9 @@ def _canary_series(mini: Path, tmp_path: Path) -> Path:
 
 
 def _orch_test(tmp_path, env, mbox, mini, probe, rd, *extra):
-    script = tmp_path / "orch_standin.py"
-    script.write_text(ORCH_STANDIN.format(tests=str(TESTS_DIR), repo=str(REPO)))
-    return subprocess.run([sys.executable, str(script), "test", "--offline-mode", "--mbox",
-                           str(mbox), "--tree", str(mini), "--config", "base",
-                           "--guest-test", str(probe), "--run-dir", str(rd), *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return orch_standin(tmp_path, env, "test", "--offline-mode", "--mbox", str(mbox), "--tree",
+                        str(mini), "--config", "base", "--guest-test", str(probe),
+                        "--run-dir", str(rd), *extra)
 
 
 def test_canary_series_leaks_nothing_from_orch_test(tmp_path, mini, canaries):

@@ -234,7 +234,7 @@ class Bisect:
         settings = StepSettings(opts.mode, opts.jobs, opts.sandbox,
                                 BootSettings(opts.guest_tests, expected, opts.test_timeout,
                                              opts.repeat), opts.guest_timeout, opts.rerun)
-        self.stepper = Stepper(ws, kc, settings, self.run.dir, self.run.progress)
+        self.stepper = Stepper(ws, kc, settings, self.run.dir, self.run.progress, trusted=old)
         self.say(f"bisect {opts.mode.value}: {n} commit(s) between {short(old)} and "
                  f"{short(new)}, at most {rec.bisect.max_steps} step(s); config {kc.name}"
                  + (f", tests: {' '.join(opts.guest_tests)}" if opts.guest_tests else ""))
