@@ -244,7 +244,11 @@ def wrap(argv: Sequence[str], view: View, cwd: Path) -> list[str]:
     # Order matters: later mounts go on top. The private /tmp first, so a
     # path the step needs under the host's /tmp (a CI clone, a test's
     # directory) is bound over it and stays visible.
-    out = [shutil.which("bwrap") or "bwrap", *_system_args(),
+    # /etc and /etc/ssl first, 0755: bwrap would make them 0700 for the
+    # files of ETC bound in them, and the step (nobody) could not reach its
+    # awk, ld.so.cache or passwd.
+    etc = [a for d in _parents(f for f in ETC if os.path.lexists(f)) for a in ("--dir", d)]
+    out = [shutil.which("bwrap") or "bwrap", *etc, *_system_args(),
            "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp",
            "--perms", "1777", "--dir", "/var/tmp",
            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid",
