@@ -297,7 +297,7 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
             code = Exit.PATCHED_BUILD  # the series broke Kconfig
         raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
     key = cache_key(tree_id, dotconfig)
-    state, why = cache_entry_state(key, baseline=bd.trusted)
+    state, why = cache_entry_state(key, baseline=side == "baseline")
     if state == "ok":
         hit = cache_dir() / "kernels" / key
         with open(log, "a") as f:
@@ -376,7 +376,7 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
     built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, bd.path)
     snapshot = compiler_warnings.update(bd.meta / "warnings.json", built, full)
     stored = _store(key, tmp, snapshot, banner,
-                    ORIGIN_BASELINE if bd.trusted else ORIGIN_SERIES)
+                    ORIGIN_BASELINE if side == "baseline" else ORIGIN_SERIES)
     if bd.trusted:
         bd.set_state(tree=tree_id, generation=int(bd.state().get("generation", 0)) + 1)
     else:

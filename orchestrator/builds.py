@@ -62,8 +62,10 @@ def build_all(ws: tree.Workspace, kcs: list[kconfig.KConfig], src: Source, logs:
             opts = build.BuildOptions(
                 sandbox=settings.sandbox, jobserver=js, timeout=settings.timeout,
                 status=lambda text: progress.status(f"build {c.name}", text))
-            return build.build(ws.src, ws.build_tree(c.name, src.side == "baseline"), c,
-                               src.tree_id,
+            # --no-sandbox (your own code): no layer either, the trusted
+            # directory as before (a layer is mounted inside the sandbox).
+            trusted = src.side == "baseline" or not settings.sandbox
+            return build.build(ws.src, ws.build_tree(c.name, trusted), c, src.tree_id,
                                log_path(logs, c.name, src.label), src.side, opts)
         pool = ThreadPoolExecutor(max_workers=len(kcs))
         try:
