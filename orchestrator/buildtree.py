@@ -131,11 +131,7 @@ class BuildDir:
         return _read_fd(found[1], rel, cap)
 
     def exists(self, rel: str) -> bool:
-        found = self.find(rel)
-        if found is None:
-            return False
-        os.close(found[1])
-        return True
+        return self.stat(rel) is not None
 
     def copy_out(self, rel: str, dest: Path, cap: int = MAX_READ) -> bool:
         """Copy rel (a regular file) to dest, orch's own path; False if absent."""
@@ -146,26 +142,14 @@ class BuildDir:
         return True
 
     def stat(self, rel: str) -> os.stat_result | None:
-        found = self.find(rel)
-        if found is None:
-            return None
-        try:
-            return os.fstat(found[1])
-        finally:
-            os.close(found[1])
+        return _fstat_closed(self.find(rel))
 
     def in_upper(self, rel: str) -> os.stat_result | None:
         """rel as this layer's build wrote it (a regular file in the upper
         directory), else None."""
         if self.layer is None:
             return self.stat(rel)
-        found = _open_beneath(self.layer.upper, _parts(rel))
-        if found is None:
-            return None
-        try:
-            return os.fstat(found[1])
-        finally:
-            os.close(found[1])
+        return _fstat_closed(_open_beneath(self.layer.upper, _parts(rel)))
 
     # -- writing orch's inputs into it -------------------------------------
 
@@ -199,6 +183,15 @@ class BuildDir:
     def mkdir(self, rel: str) -> None:
         base = self.layer.upper if self.layer is not None else self.path
         os.close(_mkdirs_beneath(base, _parts(rel)))
+
+
+def _fstat_closed(found: tuple[Path, int] | None) -> os.stat_result | None:
+    if found is None:
+        return None
+    try:
+        return os.fstat(found[1])
+    finally:
+        os.close(found[1])
 
 
 def _parts(rel: str) -> list[str]:
