@@ -30,7 +30,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import night as nightrec, record
+from . import night as nightrec, record, untrusted, untrusted_tree
 from .errors import BadInput
 from .night import Plan
 
@@ -86,7 +86,7 @@ class JobRecord:
 
 def read_job(directory: Path) -> JobRecord:
     try:
-        return record._load(JobRecord, json.loads((directory / JOB_FILE).read_text()))
+        return record._load(JobRecord, nightrec.read_json(directory / JOB_FILE))
     except (OSError, ValueError) as e:
         raise BadInput(f"{directory}: no readable {JOB_FILE} ({e})")
     except (TypeError, KeyError, AttributeError) as e:
@@ -135,7 +135,7 @@ def read_plan_dir(directory: Path) -> tuple[Plan, Jobs]:
     """A plan directory (orch plan's --out, or a shard: both carry it)."""
     try:
         plan = nightrec.read_plan(directory)
-        jobs = record._load(Jobs, json.loads((directory / JOBS_FILE).read_text()))
+        jobs = record._load(Jobs, nightrec.read_json(directory / JOBS_FILE))
     except (OSError, ValueError) as e:
         raise BadInput(f"{directory} is not an orch plan directory: {e}")
     except (TypeError, KeyError, AttributeError) as e:
@@ -146,10 +146,24 @@ def read_plan_dir(directory: Path) -> tuple[Plan, Jobs]:
     return plan, jobs
 
 
-def copy_plan(src: Path, dest: Path) -> None:
-    """What a shard carries of its plan: plan.json, jobs.json, the mboxes."""
+def copy_plan(src: Path, dest: Path) -> list[str]:
+    """What a shard carries of its plan: plan.json, jobs.json, the mboxes.
+    From a shard (an artifact) only regular files are taken, never a link's
+    target; returns what was left out, one line each."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (nightrec.PLAN_FILE, JOBS_FILE):
-        shutil.copy2(src / name, dest / name)
-    if (src / "series").is_dir():
-        shutil.copytree(src / "series", dest / "series", dirs_exist_ok=True)
+    if src.resolve() == dest.resolve():
+        return []
+    try:
+        for name in (nightrec.PLAN_FILE, JOBS_FILE):
+            data = untrusted.read_capped(src / name, nightrec.MAX_RECORD)
+            (dest / name).unlink(missing_ok=True)
+            (dest / name).write_bytes(data)
+    except untrusted.UntrustedError as e:
+        raise BadInput(f"{src} is not an orch plan directory: {e}")
+    if not (src / "series").is_dir() or (src / "series").is_symlink():
+        return []
+    shutil.rmtree(dest / "series", ignore_errors=True)
+    try:
+        return untrusted_tree.copy(src, ("series",), dest / "series", untrusted_tree.RUN_DIR)
+    except untrusted.UntrustedError as e:
+        return [str(e)]

@@ -95,3 +95,6 @@ class GuestRun:
     results: Path | None = None    # the directory the guest wrote its results into
     timed_out: bool = False        # killed at the guest timeout
     vng_rc: int = 0                # virtme-ng's exit status
+    # What orch removed from the results directory after the boot (not
+    # regular files, over the quota) or made plain (setuid bits), one line each.
+    removed: list[str] = field(default_factory=list)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import record
+from . import record, untrusted
 
 SCHEMA_VERSION = "1.0"
 FILE = "night.json"
@@ -185,10 +185,26 @@ def read_if_any(directory: Path) -> Night | None:
         return None
 
 
-def read(directory: Path) -> Night:
+# A night's or a plan's JSON, read back (from a shard too: an artifact)
+# as a regular file, not a link, at most this long.
+MAX_RECORD = 256 << 20
+
+
+def read_json(path: Path, limit: int = MAX_RECORD):
+    """JSON orch wrote, read back from a directory an artifact may have
+    replaced: ValueError for a link, a FIFO or a file over `limit`, as for
+    bad JSON."""
     import json
     try:
-        data = json.loads((directory / FILE).read_text())
+        data = untrusted.read_capped(path, limit)
+    except untrusted.UntrustedError as e:
+        raise ValueError(str(e))
+    return json.loads(data)
+
+
+def read(directory: Path) -> Night:
+    try:
+        data = read_json(directory / FILE)
         return Night.from_json(data)
     except (OSError, ValueError) as e:
         raise record.BadInput(f"cannot read {directory / FILE}: {e}")
@@ -197,8 +213,7 @@ def read(directory: Path) -> Night:
 
 
 def read_plan(directory: Path) -> Plan:
-    import json
-    return record._load(Plan, json.loads((directory / PLAN_FILE).read_text()))
+    return record._load(Plan, read_json(directory / PLAN_FILE))
 
 
 def write_plan(directory: Path, plan: Plan) -> None:

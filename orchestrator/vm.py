@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import guest_results, kimage, paths, proc, sandbox, selection, splats, untrusted
+from . import (guest_results, kimage, paths, proc, sandbox, selection, splats, untrusted,
+               untrusted_tree)
 from .models import GuestRun, Kernel
 from .sanitize import clean
 
@@ -220,9 +221,9 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
 
     In the view: the system directories, the interpreter and packages of
     orch's environment (the guest runs pytest from them), orch's package
-    (its pytest plugin), guest_tests/ and any selected test file's
-    directory, the kernel image, and the results directory and scratch
-    disk, writable. GUEST_MOUNT_POINTS are empty directories for the
+    (its pytest plugin), guest_tests/ and each selected test file alone
+    (selected_files()), the kernel image, and the results directory and
+    scratch disk, writable. GUEST_MOUNT_POINTS are empty directories for the
     guest's own mounts: virtme-ng's init panics without /run, and without
     /sys the guest has no sysfs, so no configfs and no null_blk (every
     null_blk test SKIPs: the first cold CI run of this view showed it)."""
@@ -237,11 +238,30 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
         venv = vng.resolve().parent.parent
         readable.append(venv if (venv / "pyvenv.cfg").exists() else vng)
     for t in tests or ():
-        f = (root / t.split("::")[0]).resolve()
-        readable.append(f if f.is_dir() else f.parent)
+        readable += selected_files(root, t)
     return sandbox.View(readable=tuple(readable), writable=(results, *writable),
                         devices=(Path("/dev/kvm"),), path=(str(Path(sys.executable).parent),),
                         dirs=GUEST_MOUNT_POINTS, hidden=GUEST_HIDDEN)
+
+
+def selected_files(root: Path, test: str) -> list[Path]:
+    """What the guest is shown for one --guest-test selection: the file
+    itself, never its directory (a test kept in $HOME would show the guest
+    $HOME/.ssh), and the conftest.py files pytest loads for it (its
+    directory's and those above, but not above the data root, the
+    confcutdir: selection.pytest_base_args), which the host's collection
+    ran too. A directory the user selected is shown whole: they named it."""
+    root = root.resolve()
+    f = (root / test.split("::")[0]).resolve()
+    if f.is_relative_to(root / selection.GUEST_TESTS):
+        return []   # shown already
+    if f.is_dir():
+        return [f]
+    found = [f]
+    for d in f.parents:
+        if d not in root.parents and (d / "conftest.py").is_file():
+            found.append(d / "conftest.py")
+    return found
 
 
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
@@ -325,7 +345,9 @@ def outcome(results: Path, console: Path, expected: list[str], repeat: int = 1, 
             timed_out: str | bool = False, vng_rc: int = 0) -> GuestRun:
     """What the guest reported (JUnit, else its console marks), and whether
     its run can be judged: a timeout, a crash or no JUnit file is an error,
-    with the tests that did finish kept."""
+    with the tests that did finish kept. The results directory is first left
+    with regular files and directories only (clean_results)."""
+    removed = clean_results(results)
     rep = guest_results.read(results, console_text(console), expected, repeat)
     harness_log = results / "harness.log"
     g = GuestRun(rep.junit is not None, "", 0, console, rep.junit, rep.tests,
@@ -344,7 +366,35 @@ def outcome(results: Path, console: Path, expected: list[str], repeat: int = 1, 
                    else rep.junit_error)
     if not g.ok and rep.died_in:
         g.error += f" (during {rep.died_in})"
+    g.removed = removed
+    g.error = with_removed(g.error, removed)
     return g
+
+
+# orch's own files in the results directory: counted first against its
+# quota, so that what else a guest writes cannot push them out.
+RESULT_FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log", "harness.sh")
+
+
+def clean_results(results: Path) -> list[str]:
+    """After every boot, before orch reads a byte of it: the guest (the
+    kernel under test, root, over 9p) may have left links to the host's
+    secrets, FIFOs, device nodes, setuid files or huge files there, and the
+    directory is kept, cached, exported and published. Only regular files
+    and directories within untrusted_tree.RESULTS stay; what went is said
+    (GuestRun.removed, and in its error)."""
+    return untrusted_tree.clean(results, untrusted_tree.RESULTS, first=RESULT_FILES)
+
+
+def with_removed(error: str, removed: list[str], shown: int = 10) -> str:
+    """A boot's error, with what was removed from its results said after it
+    (the first `shown` entries)."""
+    if not removed:
+        return error
+    note = ("the guest's results directory held what is not a plain file, or over its "
+            "quota (removed, or its mode made plain): " + "; ".join(removed[:shown])
+            + ("; ..." if len(removed) > shown else ""))
+    return clean(f"{error}; {note}" if error else note, 300 * (shown + 1))
 
 
 CONSOLE_HEAD = 1 << 20   # the banner is among the kernel's first lines
@@ -376,7 +426,9 @@ def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
         elif reported.strip() != built:
             wrong = f"its /proc/version says {clean(reported.strip(), 600)!r}"
     if wrong:
-        g.ok, g.error = False, f"booted kernel is not the one built ({built!r}): {wrong}"
+        g.ok = False
+        g.error = with_removed(f"booted kernel is not the one built ({built!r}): {wrong}",
+                               g.removed)
         g.infra = True
     return g
 

@@ -35,7 +35,7 @@ import re
 import time
 from pathlib import Path
 
-from orchestrator import kimage, paths, proc, sandbox, selection, vm
+from orchestrator import kimage, paths, proc, sandbox, selection, untrusted, vm
 from orchestrator.models import GuestRun
 
 BOOTS: list[str] = []
@@ -76,9 +76,11 @@ def _harness(kernel, results: Path, tests, repeat: int, confined: bool) -> list[
                         timeout=120)
     else:
         r = proc.run(argv, cwd=paths.data_root(), timeout=120)
-    lines = marks.read_text().splitlines() if marks.exists() else []
+    # The guest wrote the results directory: its files may be links.
+    lines = (untrusted.read_text(marks, 16 << 20) or "").splitlines()
     marks.unlink(missing_ok=True)
     # The host's kernel ran the tests; the stand-in reports the built one.
+    (results / "proc-version").unlink(missing_ok=True)
     (results / "proc-version").write_text(kernel.banner + "\n")
     return lines + r.output.splitlines()
 

@@ -20,8 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import fanout, history, night as nightrec, night_cells, record
+from .. import fanout, history, night as nightrec, night_cells, record, untrusted_tree
 from ..errors import BadInput
+from ..sanitize import clean
+from ..untrusted import UntrustedError
 from ..night import Cell, Change, Night
 from ..record import now
 from . import common, nightly
@@ -67,6 +69,9 @@ def merge(shards: list[Path], out: Path, plan_dir: Path | None = None) -> int:
     read: dict[str, tuple[Path, fanout.JobRecord]] = {}
     unreadable: list[str] = []
     for d in shards:
+        if d.is_symlink():   # an artifact that is a link leads anywhere
+            unreadable.append(f"{d}: a symbolic link, not followed")
+            continue
         try:
             rec = fanout.read_job(d)
         except BadInput as e:
@@ -98,7 +103,8 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
             fanout.plan_digest(nightrec.read_plan(ndir)) != jobs.plan_digest:
         raise BadInput(f"{ndir} holds another plan of the night {plan.night}: merge into "
                        "another --out")
-    fanout.copy_plan(source, ndir)
+    for line in fanout.copy_plan(source, ndir):
+        _say(f"{source.name}: series: left out: {line}")
     n = nightrec.read_if_any(ndir) or Night(plan.night, "", plan)
     n.plan = plan
     taken = _taken(ndir)
@@ -113,10 +119,8 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
             taken[job_id] = {**taken[job_id], "state": "failed", "error": str(e)}
             continue
         for c in shard.cells:
-            if c.run_dir and (d / c.run_dir).is_dir():
-                dest = ndir / c.run_dir
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(d / c.run_dir, dest, symlinks=True)
+            if c.run_dir:
+                _take_run_dir(d, c, ndir)
             n.put(c)
     record.write_json(ndir / SHARDS_FILE, taken)
     problems = _missing(plan, jobs, taken, n) + [
@@ -134,6 +138,47 @@ def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[s
         print(f"orch: merge: {len(problems)} job(s) did not report: "
               + "; ".join(p.text for p in problems[:3]), file=sys.stderr)
     return code
+
+
+def _take_run_dir(shard: Path, c: Cell, ndir: Path) -> None:
+    """The cell's run directory, from the shard into the night: its
+    directories and regular files only, within untrusted_tree.RUN_DIR (a
+    guest or a tampered artifact may have left links to the host's secrets,
+    FIFOs, devices there). A run_dir that is not a plain path inside the
+    shard (absolute, "..", a link on the way) is not followed, and the cell
+    keeps no run directory. What is left out is said on stderr."""
+    try:
+        parts = untrusted_tree.plain_parts(c.run_dir)
+        dest = ndir.joinpath(*parts)
+        _remove(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        left_out = untrusted_tree.copy(shard, parts, dest, untrusted_tree.RUN_DIR)
+    except FileNotFoundError:
+        return   # the job left none: the cell says why
+    except (UntrustedError, OSError) as e:
+        _say(f"{shard.name}: cell {c.id}: its run directory is not taken: {_why(e)}")
+        c.run_dir = None
+        return
+    if left_out:
+        _say(f"{shard.name}: {c.run_dir}: {len(left_out)} entries left out: "
+             + "; ".join(left_out[:5]) + ("; ..." if len(left_out) > 5 else ""))
+
+
+def _remove(path: Path) -> None:
+    """A run directory merged before, replaced; a link there is removed,
+    never followed."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _why(e: Exception) -> str:
+    return str(e) if isinstance(e, UntrustedError) else (e.strerror or str(e))
+
+
+def _say(line: str) -> None:
+    print(clean(f"orch: merge: {line}", 1000), file=sys.stderr)
 
 
 def _taken(ndir: Path) -> dict:

@@ -238,6 +238,7 @@ def _test(run: Run) -> int:
         kernels = _apply_and_build(run, ws, series, base, kcs)
     finally:
         ws.lock.release()
+        ws.close()      # the series' build layers: its kernels are in the cache
     if opts.build_only:
         return run.finish(Exit.OK, "BUILT")
 
@@ -400,6 +401,8 @@ def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str
         if b.guest.cached:
             run.say(f"{side} config {name}: results of an earlier boot of this kernel with "
                     "this suite (--rerun boots it again)")
+        if b.guest.removed:
+            run.say(f"{side} config {name}: " + vm.with_removed("", b.guest.removed, 50))
         counts: dict[str, int] = {}
         for tr in b.judged.tests.values():
             counts[tr.status.value] = counts.get(tr.status.value, 0) + 1
