@@ -12,24 +12,55 @@ Layout (Documentation/arch/x86/boot.rst): setup_sects at 0x1f1, "HdrS" at
 0x202, kernel_version (a pointer, +0x200) at 0x20e, payload_offset and
 payload_length at 0x248 and 0x24c, relative to the protected-mode code,
 which starts after the (setup_sects + 1) setup sectors.
+
+The image comes from a build of untrusted code, so its payload may be a
+decompression bomb: every decoder is streamed, its output searched for the
+banner chunk by chunk (never held whole) and cut off past MAX_PAYLOAD; an
+external decoder (zstd, lz4, lzop) is killed there.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
+import errno
 import lzma
+import os
 import re
+import select
 import shutil
+import stat
 import struct
 import subprocess
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Iterable, Iterator
 
-# A decompressed kernel is tens of MiB; a payload that grows past this is
-# not a kernel (or is a decompression bomb from an untrusted tree).
-MAX_PAYLOAD = 1 << 30
+from . import untrusted
+
+# A decompressed x86-64 kernel (vmlinux.bin plus relocations) is 5-15 MiB
+# for orch's configs (tinyconfig-based) and 60-100 MiB for a distribution's;
+# 256 MiB leaves that a 2.5x margin. A payload that grows past it is not a
+# kernel but a decompression bomb: it is refused. The cap bounds time (a
+# zstd bomb reaches it in a fraction of a second), not memory: the banner
+# search holds one CHUNK at a time, whatever the cap.
+MAX_PAYLOAD = 256 << 20
 MAX_IMAGE = 512 << 20
+MAX_VMLINUX = 4 << 30       # read in chunks: a vmlinux with debug info is up to ~1 GiB
+CHUNK = 1 << 20
+# The kernel's xz is made with a 128 MiB dictionary (scripts/xz_wrap.sh in
+# 7.2: the in-kernel decoder needs none, liblzma allocates it whole: a real
+# 7.2.13 payload needs just over 128 MiB, measured); lzma -9 needs 64 MiB. A
+# header asking for more is refused. zstd's command line refuses windows
+# over the same (--memory); lz4 and lzo use fixed small blocks.
+DECODER_MEMORY = 256 << 20
+TOOL_TIMEOUT = 120
+# Longer than any match of _BANNER (14 + 1 + 500 + 2 bytes): a banner split
+# between two chunks is whole in the second window.
+_OVERLAP = 1024
 # linux_banner: "Linux version RELEASE (USER@HOST) (COMPILER) UTS_VERSION\n\0"
 _BANNER = re.compile(rb"Linux version (\d[\x20-\x7e]{0,500})\n\x00")
 _PARTS = re.compile(r"^Linux version (\S+) \((\S+)\) \((.*)\) (#\d+ .*)$")
@@ -66,19 +97,33 @@ def banner_in(data: bytes, what: str) -> Banner:
     temporary UTS_VERSION that has no build number ("# SMP ..."); the
     linker takes init/version-timestamp.o's real one, and only that one has
     "#N". The placeholder is left aside."""
-    found = {m.group(0)[:-2].decode("ascii") for m in _BANNER.finditer(data)}
-    real = {b for b in found if _PARTS.match(b)}
+    return _banner_in_chunks([data], what)
+
+
+def _banner_in_chunks(chunks: Iterable[bytes], what: str) -> Banner:
+    """banner_in over data that comes in pieces: each piece is searched with
+    the end of the one before, so memory is one piece, not the whole. (A
+    banner found twice in the overlap is one banner: they are kept by text.)"""
+    real: set[str] = set()
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk if tail else chunk
+        for m in _BANNER.finditer(window):
+            text = m.group(0)[:-2].decode("ascii")
+            if _PARTS.match(text):
+                real.add(text)
+        if len(real) > 1:
+            raise ImageError(f"{len(real)} different kernel banners in {what}")
+        tail = window[-_OVERLAP:]
     if not real:
         raise ImageError(f"no kernel banner in {what}")
-    if len(real) > 1:
-        raise ImageError(f"{len(real)} different kernel banners in {what}")
     return Banner.parse(real.pop())
 
 
 @dataclass(frozen=True)
 class Header:
-    version: str      # the setup header's kernel_version string
-    payload: bytes    # compressed
+    version: str         # the setup header's kernel_version string
+    payload: memoryview  # compressed: a view into the image, not a copy of it
 
 
 def read_header(image: bytes) -> Header:
@@ -98,54 +143,174 @@ def read_header(image: bytes) -> Header:
     begin = (setup_sects + 1) * 512 + off
     if length == 0 or begin + length > len(image):
         raise ImageError("payload lies outside the image")
-    return Header(version, image[begin:begin + length])
+    return Header(version, memoryview(image)[begin:begin + length])
 
 
-def _external(argv: list[str], data: bytes, name: str) -> bytes:
+def decompress(payload: bytes | memoryview) -> bytes:
+    """The whole decompressed payload (for tests and tools: orch itself
+    searches it as it comes, payload_chunks); at most MAX_PAYLOAD bytes."""
+    with contextlib.closing(payload_chunks(payload)) as chunks:
+        return b"".join(chunks)
+
+
+def payload_chunks(payload: bytes | memoryview) -> Iterator[bytes]:
+    """The decompressed payload, CHUNK by CHUNK. The kernel appends its
+    uncompressed size after the stream: every decoder here stops at the end
+    of the first stream and ignores the rest. A stream that does not end
+    (truncated) or grows past MAX_PAYLOAD is refused, its decoder stopped."""
+    source = _decoder(payload)
+    got = 0
+    try:
+        for chunk in source:
+            got += len(chunk)
+            if got > MAX_PAYLOAD:
+                raise ImageError("the payload decompresses to more than "
+                                 f"{MAX_PAYLOAD >> 20} MiB: not a kernel (a decompression bomb?)")
+            yield chunk
+    except lzma.LZMAError as e:
+        if "Memory usage limit" in str(e):
+            raise ImageError(f"the payload's decoder asks for more than {DECODER_MEMORY >> 20} "
+                             "MiB of memory: not a kernel") from None
+        raise ImageError(f"the payload does not decompress: {e}") from None
+    except (zlib.error, OSError, EOFError) as e:
+        raise ImageError(f"the payload does not decompress: {e}") from None
+    finally:
+        source.close()     # an external decoder is killed, not left writing
+
+
+def _decoder(payload: bytes | memoryview) -> Iterator[bytes]:
+    magic = bytes(payload[:6])
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return _stdlib(lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=DECODER_MEMORY), payload)
+    if magic.startswith(b"\x1f\x8b"):
+        return _gzip(payload)
+    if magic.startswith(b"BZh"):
+        return _stdlib(bz2.BZ2Decompressor(), payload)
+    if magic.startswith(b"\x5d\x00\x00"):
+        return _stdlib(lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=DECODER_MEMORY),
+                       payload)
+    if magic.startswith(b"\x28\xb5\x2f\xfd"):
+        return _tool(["zstd", "-dcq", f"--memory={DECODER_MEMORY >> 20}MB"], payload, "zstd")
+    if magic.startswith(b"\x02\x21\x4c\x18"):
+        return _tool(["lz4", "-dcq"], payload, "lz4")
+    if magic.startswith(b"\x89LZO"):
+        return _tool(["lzop", "-dcq"], payload, "lzo")
+    raise ImageError(f"unknown payload compression (magic {magic[:4].hex()})")
+
+
+_TRUNCATED = "the payload does not decompress: its stream is truncated"
+
+
+def _stdlib(d: lzma.LZMADecompressor | bz2.BZ2Decompressor,
+            payload: bytes | memoryview) -> Iterator[bytes]:
+    """lzma and bz2 keep the input they have not used: after the first
+    call, each call gives at most CHUNK more output until the stream ends
+    (eof) or the input runs out (needs_input: truncated)."""
+    out = d.decompress(payload, CHUNK)
+    while True:
+        yield out
+        if d.eof or d.needs_input:
+            break
+        out = d.decompress(b"", CHUNK)
+    if not d.eof:
+        raise ImageError(_TRUNCATED)
+
+
+def _gzip(payload: bytes | memoryview) -> Iterator[bytes]:
+    """zlib hands back the input it has not used (unconsumed_tail)."""
+    d = zlib.decompressobj(wbits=31)
+    data: bytes | memoryview = payload
+    while not d.eof:
+        out = d.decompress(data, CHUNK)
+        if not out and len(d.unconsumed_tail) == len(data):
+            break          # no output and no input used: the input ran out
+        data = d.unconsumed_tail
+        yield out
+    if not d.eof:
+        raise ImageError(_TRUNCATED)
+
+
+def _tool(argv: list[str], payload: bytes | memoryview, name: str) -> Iterator[bytes]:
+    """A decompressor's stdout, read as it comes. The payload goes to its
+    stdin from a thread (a tool writing while we write would otherwise
+    deadlock both); closing the generator, past the cap or on an error,
+    kills the tool."""
     if not shutil.which(argv[0]):
         raise ImageError(f"cannot check a {name}-compressed kernel: {argv[0]} is not installed")
-    r = subprocess.run(argv, input=data, capture_output=True, timeout=120)
-    if not r.stdout:
-        raise ImageError(f"{argv[0]} could not decompress the payload")
-    return r.stdout[:MAX_PAYLOAD]
-
-
-def decompress(payload: bytes) -> bytes:
-    """The kernel appends its uncompressed size after the stream: every
-    decoder here stops at the end of the first stream and ignores the rest.
-    A stream that does not end (truncated, or past MAX_PAYLOAD) is refused."""
-    if payload.startswith(b"\xfd7zXZ\x00"):
-        d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-    elif payload.startswith(b"\x1f\x8b"):
-        d = zlib.decompressobj(wbits=31)
-    elif payload.startswith(b"BZh"):
-        d = bz2.BZ2Decompressor()
-    elif payload.startswith(b"\x5d\x00\x00"):
-        d = lzma.LZMADecompressor(lzma.FORMAT_ALONE)
-    elif payload.startswith(b"\x28\xb5\x2f\xfd"):
-        return _external(["zstd", "-dcq"], payload, "zstd")
-    elif payload.startswith(b"\x02\x21\x4c\x18"):
-        return _external(["lz4", "-dcq"], payload, "lz4")
-    elif payload.startswith(b"\x89LZO"):
-        return _external(["lzop", "-dcq"], payload, "lzo")
-    else:
-        raise ImageError(f"unknown payload compression (magic {payload[:4].hex()})")
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    assert p.stdin is not None and p.stdout is not None
+    feeder = threading.Thread(target=_feed, args=(p.stdin, payload), daemon=True)
+    feeder.start()
     try:
-        out = d.decompress(payload, MAX_PAYLOAD)
-    except (lzma.LZMAError, zlib.error, OSError, EOFError) as e:
-        raise ImageError(f"the payload does not decompress: {e}") from None
-    if not d.eof:
-        raise ImageError("the payload does not decompress: its stream is truncated "
-                         f"or larger than {MAX_PAYLOAD >> 20} MiB")
-    return out
+        got = 0
+        for chunk in _read_until_eof(p.stdout, time.monotonic() + TOOL_TIMEOUT, argv[0]):
+            got += len(chunk)
+            yield chunk
+        if not got:
+            raise ImageError(f"{argv[0]} could not decompress the payload")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        feeder.join()
+        p.stdout.close()
+
+
+def _feed(pipe: IO[bytes], data: bytes | memoryview) -> None:
+    try:
+        with pipe:
+            pipe.write(data)
+    except OSError:      # the tool stopped reading: it ended, failed or was killed
+        pass
+
+
+def _read_until_eof(pipe: IO[bytes], deadline: float, tool: str) -> Iterator[bytes]:
+    fd = pipe.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ImageError(f"{tool} took over {TOOL_TIMEOUT}s on the payload")
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _file_chunks(path: Path, limit: int) -> Iterator[bytes]:
+    """A file a build wrote, CHUNK by CHUNK: not through a link, regular
+    files only (never a FIFO or /dev/zero), at most `limit` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ImageError(f"{path.name} cannot be opened"
+                         + (" (a symbolic link, not followed)" if e.errno == errno.ELOOP else
+                            f": {e.strerror}")) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"{path.name} is not a regular file")
+        got = 0
+        while chunk := os.read(fd, CHUNK):
+            got += len(chunk)
+            if got > limit:
+                raise ImageError(f"{path.name} is larger than {limit >> 20} MiB")
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _read_image(image: Path) -> bytes:
+    try:
+        return untrusted.read_capped(image, MAX_IMAGE)
+    except untrusted.UntrustedError as e:
+        raise ImageError(f"{image.parent}: {e}") from None
 
 
 def image_banner(image: Path) -> Banner:
     """The banner inside the image's payload, checked against its header."""
-    if image.stat().st_size > MAX_IMAGE:
-        raise ImageError(f"{image} is larger than {MAX_IMAGE >> 20} MiB")
-    hdr = read_header(image.read_bytes())
-    inside = banner_in(decompress(hdr.payload), "the bzImage payload")
+    hdr = read_header(_read_image(image))
+    with contextlib.closing(payload_chunks(hdr.payload)) as chunks:
+        inside = _banner_in_chunks(chunks, "the bzImage payload")
     m = _HEADER.match(hdr.version)
     if not m or (m.group(1), m.group(2), m.group(3)) != \
             (inside.release, inside.builder, inside.version):
@@ -156,7 +321,8 @@ def image_banner(image: Path) -> Banner:
 
 def verify(image: Path, vmlinux: Path) -> Banner:
     """The image holds the kernel this build linked (vmlinux's banner)."""
-    built = banner_in(vmlinux.read_bytes(), str(vmlinux))
+    with contextlib.closing(_file_chunks(vmlinux, MAX_VMLINUX)) as chunks:
+        built = _banner_in_chunks(chunks, str(vmlinux))
     inside = image_banner(image)
     if inside != built:
         raise ImageError(f"the bzImage holds {inside.short()!r} but the build made "

@@ -6,7 +6,9 @@ night's guest tests (always tonight: kept results of an earlier boot do not
 answer) and exports the kernel and its results into SHARD/export/. It may
 write the shared ccache.
 
-A series job imports its baseline's export (--import), then runs each of its
+A series job imports its baseline's export (--import DIR, that baseline job's
+shard: only DIR/export/manifest.json, only the entries the shard's
+job.json says it exported; cache_transfer.import_shard), then runs each of its
 series' cells exactly as `orch nightly` does, into SHARD/night.json and
 SHARD/cells/. None of its builds writes the shared ccache. When the import
 is missing or fails its checksums, the cell builds and boots the baseline
@@ -50,8 +52,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="SHARD",
                    help="this job's run directory (what the engine uploads)")
     p.add_argument("--import", dest="imports", type=Path, action="append", default=[],
-                   metavar="DIR", help="a baseline job's shard (or any directory holding "
-                   "exports) to take kernels and kept results from; repeatable")
+                   metavar="DIR", help="this series job's baseline job's shard (its --out): "
+                   "the kernel and kept results it exported (SHARD/export/) are imported, "
+                   "nothing else; repeatable")
     p.add_argument("--tree", dest="trees", action="append", default=[], metavar="LABEL=PATH",
                    help="where this runner has a git tree of the plan (default: the path "
                    "the plan names)")
@@ -99,10 +102,7 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
             _baseline(plan, t, path, job.config, out, rec, sandbox, progress)
         else:
             remote_ccache.forbid_writes()
-            for d in cache_transfer.find_exports(list(imports or [])):
-                rec.imported += cache_transfer.import_dir(d)
-            if imports and not rec.imported:
-                rec.imported.append("no export found under " + ", ".join(map(str, imports)))
+            rec.imported = _import(imports or [], job, jobs.plan_digest)
             rec.write(out)
             for line in rec.imported:
                 progress.say(f"import {line}")
@@ -124,6 +124,18 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
     rec.state, rec.finished = "done", now()
     rec.write(out)
     return int(Exit.OK)
+
+
+def _import(shards: list[Path], job: fanout.Job, plan_digest: str) -> list[str]:
+    """The planned baseline's export, from each shard given: only the one
+    the series job needs (its job.json says so) is taken, only from
+    SHARD/export/manifest.json, only the entries that job exported
+    (cache_transfer.import_shard)."""
+    planned = cache_transfer.Planned(job.needs or "", job.tree, job.config, plan_digest)
+    lines: list[str] = []
+    for shard in shards:
+        lines += cache_transfer.import_shard(shard, planned)
+    return lines
 
 
 def _tree_here(t: TreeState, given: Path | None, logs: Path) -> Path:
