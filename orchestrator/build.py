@@ -32,7 +32,7 @@ BUILD_TIMEOUT = 3 * 3600
 IMAGE = "arch/x86/boot/bzImage"
 # What orch reads back from a build directory, each with its cap.
 MAX_IMAGE = 512 << 20
-MAX_VMLINUX = buildtree.MAX_READ
+MAX_VMLINUX = kimage.MAX_VMLINUX     # searched as it is read, never held
 MAX_LOG = 64 << 20
 # Written by the build itself (ccache, orch's compiler wrapper), so read
 # back as untrusted; removed in the view before each build.
@@ -356,11 +356,10 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
     tmp = None
     try:
         tmp = _stage(key, bd, dotconfig, log)
-        vmlinux = bd.read("vmlinux", MAX_VMLINUX)
+        vmlinux = bd.chunks("vmlinux", MAX_VMLINUX)
         if vmlinux is None:
             raise kimage.ImageError("the build left no vmlinux")
-        banner = kimage.banner_in(vmlinux, "vmlinux")
-        del vmlinux
+        banner = kimage.banner_in_chunks(vmlinux, "vmlinux")
         inside = kimage.image_banner(tmp / "bzImage")
         if inside != banner:
             raise kimage.ImageError(f"the bzImage holds {inside.short()!r} but the build made "

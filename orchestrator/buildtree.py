@@ -130,6 +130,14 @@ class BuildDir:
             return None
         return _read_fd(found[1], rel, cap)
 
+    def chunks(self, rel: str, cap: int = MAX_READ, size: int = 1 << 20):
+        """rel's bytes piece by piece (a vmlinux is searched, not held):
+        None when there is no such file, UnsafeFile as read()."""
+        found = self.find(rel)
+        if found is None:
+            return None
+        return _chunks_fd(found[1], rel, cap, size)
+
     def exists(self, rel: str) -> bool:
         return self.stat(rel) is not None
 
@@ -319,6 +327,21 @@ def _read_fd(fd: int, rel: str, cap: int) -> bytes:
             if total > cap:
                 raise UnsafeFile(f"{rel} is larger than {cap} bytes")
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _chunks_fd(fd: int, rel: str, cap: int, size: int):
+    try:
+        total = 0
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > cap:
+                raise UnsafeFile(f"{rel} is larger than {cap} bytes")
+            yield chunk
     finally:
         os.close(fd)
 

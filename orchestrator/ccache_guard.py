@@ -23,11 +23,12 @@ import functools
 import re
 from pathlib import Path
 
-from . import proc
+from . import proc, untrusted
 
 GUARD = Path(__file__).resolve().parent / "data" / "ccache-guard.sh"
 LOG = ".orch-uncached.log"   # in the build directory: the compiles that bypassed ccache
 _DIRECTIVE = re.compile(r"\.(incbin|include)(\s|\\|\")")
+MAX_HEADER = 16 << 20
 _COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 
 
@@ -59,9 +60,10 @@ def headers_with_directives(src: Path, tree_id: str) -> tuple[str, ...]:
         rel = rel.strip()
         if not rel or not _compiled_for(rel):
             continue
-        try:
-            text = (src / rel).read_text(errors="replace")
-        except OSError:
+        # A tracked file of the series' tree: a link (to /dev/zero, say) is
+        # not followed, a huge one not read whole.
+        text = untrusted.read_text(src / rel, MAX_HEADER)
+        if text is None:
             continue
         if _DIRECTIVE.search(_COMMENT.sub("", text)):
             found.append(rel)

@@ -97,10 +97,10 @@ def banner_in(data: bytes, what: str) -> Banner:
     temporary UTS_VERSION that has no build number ("# SMP ..."); the
     linker takes init/version-timestamp.o's real one, and only that one has
     "#N". The placeholder is left aside."""
-    return _banner_in_chunks([data], what)
+    return banner_in_chunks([data], what)
 
 
-def _banner_in_chunks(chunks: Iterable[bytes], what: str) -> Banner:
+def banner_in_chunks(chunks: Iterable[bytes], what: str) -> Banner:
     """banner_in over data that comes in pieces: each piece is searched with
     the end of the one before, so memory is one piece, not the whole. (A
     banner found twice in the overlap is one banner: they are kept by text.)"""
@@ -310,7 +310,7 @@ def image_banner(image: Path) -> Banner:
     """The banner inside the image's payload, checked against its header."""
     hdr = read_header(_read_image(image))
     with contextlib.closing(payload_chunks(hdr.payload)) as chunks:
-        inside = _banner_in_chunks(chunks, "the bzImage payload")
+        inside = banner_in_chunks(chunks, "the bzImage payload")
     m = _HEADER.match(hdr.version)
     if not m or (m.group(1), m.group(2), m.group(3)) != \
             (inside.release, inside.builder, inside.version):
@@ -322,7 +322,7 @@ def image_banner(image: Path) -> Banner:
 def verify(image: Path, vmlinux: Path) -> Banner:
     """The image holds the kernel this build linked (vmlinux's banner)."""
     with contextlib.closing(_file_chunks(vmlinux, MAX_VMLINUX)) as chunks:
-        built = _banner_in_chunks(chunks, str(vmlinux))
+        built = banner_in_chunks(chunks, str(vmlinux))
     inside = image_banner(image)
     if inside != built:
         raise ImageError(f"the bzImage holds {inside.short()!r} but the build made "

@@ -51,6 +51,26 @@ def read_capped(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def read_head(path: Path, limit: int) -> bytes:
+    """The first `limit` bytes of a regular file (not a link), however long it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise UntrustedError(f"{path.name} cannot be opened: {e.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UntrustedError(f"{path.name} is not a regular file")
+        data = b""
+        while len(data) < limit:
+            chunk = os.read(fd, limit - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
 def read_text(path: Path, limit: int) -> str | None:
     """A small text file, or None when it is missing or not acceptable."""
     try:
