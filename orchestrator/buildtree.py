@@ -411,15 +411,17 @@ def drop(bd: BuildDir) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """rmtree that also gets through overlayfs' work directories (mode 000)."""
-    def again(func, p, _exc):
+    """rmtree that also gets through overlayfs' work directories (mode 000,
+    which only root passes): on an error the directory is made ours and
+    removed again. Links are removed, never followed."""
+    def again(_func, p, _exc):
         try:
             os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700, follow_symlinks=False)
-        except OSError:
-            pass
-        try:
-            func(p)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onerror=again)
+            else:
+                os.unlink(p)
         except OSError:
             pass
     shutil.rmtree(path, onerror=again)
