@@ -21,6 +21,11 @@ One run measures, side by side:
                 selection, each night with its own history in orch's own cache: how a
                 night's time grows per series (one baseline boot a night, then per
                 series its build and one boot)
+  layer         the port's patched build (config base) in a throwaway copy-on-write
+                layer over the baseline's build directory and ccache (issue 25) against
+                the same build in that directory itself (before issue 25): the same
+                baseline state restored before each build, ccache read-only (so no round
+                serves the next), rounds alternating ABBA
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -221,7 +226,7 @@ def sandbox_build(tree: Path, work: Path, rounds: int) -> dict:
     compiler wrapper and a warm ccache of its own (the first, unmeasured
     build warms it). ccache hits make each compile short, so any cost of
     the view per process would show most here. Rounds alternate ABBA."""
-    from orchestrator import ccache_guard, sandbox
+    from orchestrator import buildtree, ccache_guard, sandbox
     src, log = work / "src", work / "sandbox-build.log"
     work.mkdir(parents=True, exist_ok=True)
     sh(["git", "-C", tree, "worktree", "add", "--detach", src, base_commit(FIRST)], log=log)
@@ -241,10 +246,10 @@ def sandbox_build(tree: Path, work: Path, rounds: int) -> dict:
         shutil.rmtree(bld, ignore_errors=True)
         bld.mkdir()
         menv = {**env, "TMPDIR": "/tmp"}
-        make = build._maker(bld, build.BuildOptions(), menv)   # orch's own sandboxed make
+        make = build._maker(buildtree.BuildDir(bld, work / f"meta-{variant}-{n}"),
+                            build.BuildOptions(), menv)   # orch's own sandboxed make
         if not cfg.exists():
-            kconfig.configure(src, bld, kc, log, make=make)
-            shutil.copy2(bld / ".config", cfg)
+            shutil.copy2(kconfig.configure(src, bld, kc, log, make=make), cfg)
         else:
             shutil.copy2(cfg, bld / ".config")
         argv = [*kconfig.make_base(bld), f"CC={ccache_guard.cc()}", "bzImage"]
@@ -420,13 +425,99 @@ def shared_ccache(tree: Path, work: Path) -> dict:
                     "with empty orch caches on this machine, -j" + str(build.jobs())}
 
 
+def layer_build(tree: Path, work: Path, rounds: int) -> dict:
+    """The port's patched build in a layer against the same build in the
+    trusted directory, from the same baseline state each time (see the
+    module's docstring). The baseline is orch's own (orch test builds it
+    first: a cold cache pays for it once)."""
+    from orchestrator import buildtree, tree as treemod
+    work.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
+                        "--mbox", str(FIRST), "--config", CONFIG, "--build-only", "--tree",
+                        str(tree), "--run-dir", str(work / "setup")], cwd=REPO,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"bench: layer: orch test failed: {r.stderr[-500:]}")
+    t = treemod.open_tree(tree)
+    ws = treemod.workspace(t)
+    try:
+        base = base_commit(FIRST)
+        head = subprocess.run(["git", "-C", ws.src, "rev-parse", "refs/orch/last-patched"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        kc = kconfig.load(CONFIG)
+        trusted = ws.build_tree(CONFIG, True)
+        saved = work / "saved"
+        shutil.rmtree(saved, ignore_errors=True)
+        saved.mkdir()
+        sh(["cp", "-a", trusted.path, saved / "build"])
+        sh(["cp", "-a", trusted.meta, saved / "meta"])
+        env = build.build_env
+
+        def one(variant: str, mode: str, n: int | None) -> float:
+            # Read-only ccache ("hits": the series' objects come from it, so
+            # the build is mostly the layer's file operations, its worst
+            # case) or none ("compiles": a series' first build).
+            extra = {"CCACHE_READONLY": "1"} if mode == "hits" else {"CCACHE_DISABLE": "1"}
+            build.build_env = lambda: {**env(), **extra}
+            for d in ("build", "meta"):
+                dest = trusted.path if d == "build" else trusted.meta
+                shutil.rmtree(dest)
+                sh(["cp", "-a", saved / d, dest])
+            treemod.checkout(ws.src, base)
+            treemod.checkout(ws.src, head)   # the series' files dated now, as after git am
+            tid = treemod.tree_id(ws.src, head)
+            bd = ws.build_tree(CONFIG, False) if variant == "layer" else trusted
+            log = work / f"build-{mode}-{variant}-{n}.log"
+            t0 = time.monotonic()
+            k = build.build(ws.src, bd, kc, tid, log, "patched")
+            seconds = time.monotonic() - t0
+            shutil.rmtree(k.image.parent)    # not cached: the next round builds too
+            ws.close()
+            if k.cached:
+                sys.exit(f"bench: layer: {variant} found a cached kernel (see {log})")
+            return round(seconds, 1)
+        # Unmeasured: drops the patched kernel an earlier run kept, and warms
+        # the page cache and ccache for both variants alike.
+        key = subprocess.run([sys.executable, "-c", "import json,sys; print(json.load(open("
+                              "sys.argv[1]))['configs'][0]['patched']['build']['key'])",
+                              str(work / "setup" / "run.json")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        shutil.rmtree(build.cache_dir() / "kernels" / key, ignore_errors=True)
+        one("direct", "hits", None)
+        order = [v for _ in range(rounds) for v in ("direct", "layer", "layer", "direct")]
+        order = order[:2 * rounds]
+        figures = {}
+        for mode in ("hits", "compiles"):
+            times: dict[str, list[float]] = {"direct": [], "layer": []}
+            for n, v in enumerate(order, 1):
+                times[v].append(one(v, mode, n))
+            mean = {v: sum(x) / len(x) for v, x in times.items()}
+            figures[mode] = {"seconds": times,
+                             "mean_seconds": {v: round(m, 1) for v, m in mean.items()},
+                             "layer_vs_direct": round(mean["layer"] / mean["direct"], 4)}
+        build.build_env = env
+        for d in ("build", "meta"):          # leave orch's cache as it was
+            dest = trusted.path if d == "build" else trusted.meta
+            shutil.rmtree(dest)
+            sh(["cp", "-a", saved / d, dest])
+        shutil.rmtree(saved, ignore_errors=True)
+        treemod.checkout(ws.src, base)
+    finally:
+        ws.lock.release()
+    return {**figures,
+            "note": "the port's patched build (olddefconfig + bzImage, config base) from the "
+                    "baseline's build directory restored each time; hits: ccache read-only "
+                    "(the series' objects in it), compiles: ccache off; -j" + str(build.jobs())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--only", nargs="*",
                     default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
-                             "bisect_steps", "bisect", "sandbox", "nightly", "shared_ccache"])
+                             "bisect_steps", "bisect", "sandbox", "nightly", "shared_ccache",
+                             "layer"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="sandbox: builds per variant (alternating)")
     ap.add_argument("--sandbox-dir", type=Path,
@@ -487,6 +578,9 @@ def main() -> int:
         save()
     if "shared_ccache" in args.only:
         res["shared_ccache"] = shared_ccache(tree, scratch / "shared-ccache")
+        save()
+    if "layer" in args.only:
+        res["layer"] = layer_build(tree, scratch / "layer", args.rounds)
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)
