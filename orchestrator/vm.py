@@ -273,6 +273,17 @@ def selected_files(root: Path, test: str) -> list[Path]:
     return found
 
 
+def guest_append(append: list[str], confined: bool) -> list[str]:
+    """The kernel command line. Confined by a root orch, vng and QEMU run as
+    nobody, and virtme-ng's init then hides the guest's /root under a fresh
+    home (as for any user's boot); but the view's /root holds only what orch
+    bound there (a pyenv interpreter under /root/.pyenv) and the guest must
+    see it: virtme_root_user=1 is what vng itself passes when run by root."""
+    if confined and sandbox.as_root():
+        return [*append, "virtme_root_user=1"]
+    return list(append)
+
+
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
@@ -302,7 +313,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
              f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
     argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
             "--cpus", str(cpus), "--memory", memory,
-            "--rwdir", str(results), "--append", " ".join(append),
+            "--rwdir", str(results), "--append", " ".join(guest_append(append, confined)),
             "--exec", f"sh {shlex.quote(str(script))}"]
     if not kvm:
         argv.insert(1, "--disable-kvm")
