@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import sandbox
+from . import sandbox, untrusted
 from .paths import cache_dir
 
 MAX_READ = 1 << 30          # vmlinux of a debug config is a few hundred MiB
@@ -332,18 +332,7 @@ def _read_fd(fd: int, rel: str, cap: int) -> bytes:
 
 
 def _chunks_fd(fd: int, rel: str, cap: int, size: int):
-    try:
-        total = 0
-        while True:
-            chunk = os.read(fd, size)
-            if not chunk:
-                return
-            total += len(chunk)
-            if total > cap:
-                raise UnsafeFile(f"{rel} is larger than {cap} bytes")
-            yield chunk
-    finally:
-        os.close(fd)
+    return untrusted.fd_chunks(fd, cap, size, lambda: UnsafeFile(f"{rel} is larger than {cap} bytes"))
 
 
 def _mkdirs_beneath(root: Path, parts: list[str]) -> int:

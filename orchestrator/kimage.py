@@ -286,17 +286,11 @@ def _file_chunks(path: Path, limit: int) -> Iterator[bytes]:
         raise ImageError(f"{path.name} cannot be opened"
                          + (" (a symbolic link, not followed)" if e.errno == errno.ELOOP else
                             f": {e.strerror}")) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError(f"{path.name} is not a regular file")
-        got = 0
-        while chunk := os.read(fd, CHUNK):
-            got += len(chunk)
-            if got > limit:
-                raise ImageError(f"{path.name} is larger than {limit >> 20} MiB")
-            yield chunk
-    finally:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
+        raise ImageError(f"{path.name} is not a regular file")
+    yield from untrusted.fd_chunks(
+        fd, limit, CHUNK, lambda: ImageError(f"{path.name} is larger than {limit >> 20} MiB"))
 
 
 def _read_image(image: Path) -> bytes:

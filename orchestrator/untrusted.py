@@ -51,6 +51,20 @@ def read_capped(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def fd_chunks(fd: int, limit: int, size: int, too_big):
+    """An open file's bytes piece by piece, closing it at the end; past
+    `limit` bytes raises too_big() (the caller's own error)."""
+    try:
+        total = 0
+        while chunk := os.read(fd, size):
+            total += len(chunk)
+            if total > limit:
+                raise too_big()
+            yield chunk
+    finally:
+        os.close(fd)
+
+
 def read_head(path: Path, limit: int) -> bytes:
     """The first `limit` bytes of a regular file (not a link), however long it is."""
     try:
