@@ -18,7 +18,6 @@ import email
 import email.policy
 import email.utils
 import functools
-import gzip
 import hashlib
 import re
 import shutil
@@ -26,6 +25,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +105,7 @@ def search(query: str, lore_url: str, timeout: float = intake.B4_TIMEOUT) -> lis
     req = urllib.request.Request(url, data=b"x=m", method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            data = r.read()
+            data = r.read(MAX_SEARCH + 1)
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return []   # public-inbox: nothing matched
@@ -113,11 +113,30 @@ def search(query: str, lore_url: str, timeout: float = intake.B4_TIMEOUT) -> lis
     except (urllib.error.URLError, OSError) as e:
         raise OrchError(f"lore unreachable at {lore_url}: {getattr(e, 'reason', e)}",
                         Exit.INFRA)
-    try:
-        data = gzip.decompress(data)
-    except OSError:
-        pass   # a server that sent it plain
+    if len(data) > MAX_SEARCH:
+        raise OrchError(f"lore search at {lore_url} answered more than {MAX_SEARCH >> 20} MiB",
+                        Exit.INFRA)
+    if data.startswith(b"\x1f\x8b"):
+        data = _gunzip(data, lore_url)
     return _series_of(_split_mboxrd(data))
+
+
+# A search's answer (whole threads of the matching series, gzip'd mboxrd):
+# a few MiB for a busy query; a server that sends more, or a stream that
+# inflates past it (a bomb), is refused, not held in memory.
+MAX_SEARCH = 64 << 20
+
+
+def _gunzip(data: bytes, lore_url: str) -> bytes:
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_SEARCH + 1)
+    except zlib.error as e:
+        raise OrchError(f"lore search at {lore_url} sent a broken gzip stream: {e}", Exit.INFRA)
+    if len(out) > MAX_SEARCH:
+        raise OrchError(f"lore search at {lore_url} answered more than {MAX_SEARCH >> 20} MiB "
+                        "once decompressed", Exit.INFRA)
+    return out
 
 
 def _split_mboxrd(data: bytes) -> list[email.message.Message]:

@@ -390,3 +390,44 @@ def test_each_debian_version_is_a_tree_of_its_own(tmp_path, debian, monkeypatch)
     assert debsrc.import_tree(PKG, ("sid",), cache=cache).path == first.path
     with pytest.raises(AssertionError, match="downloaded again"):   # control: a new one is
         debsrc.import_tree(PKG, ("sid",), cache=cache, version="7.2.15-1")
+
+
+def test_a_search_answer_that_inflates_without_end_is_refused():
+    """A lore (or a mirror) whose search answers with a gzip bomb: refused
+    in one error once past the cap, never inflated whole (the old code
+    held all of it). The control: the same server's small answer is read."""
+    import gzip
+    import http.server
+    import threading
+    import zlib
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join([c.compress(b"\0" * (1 << 20)) for _ in range(discover.MAX_SEARCH >> 19)]
+                    + [c.flush()])
+    assert len(bomb) < 1 << 20
+    small = gzip.compress(b"From x\nSubject: [PATCH] a\nMessage-ID: <a@b>\n\nbody\n")
+    answer = {"body": bomb}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(answer["body"])))
+            self.end_headers()
+            self.wfile.write(answer["body"])
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        with pytest.raises(OrchError) as e:
+            discover.search("s:anything", url)
+        assert e.value.exit == Exit.INFRA
+        assert "more than 64 MiB once decompressed" in str(e.value)
+        answer["body"] = small
+        (found,) = discover.search("s:anything", url)      # read: its one patch
+        assert found.msgid == "a@b"
+    finally:
+        srv.shutdown()
