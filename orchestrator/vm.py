@@ -56,9 +56,27 @@ def probe_kvm(image: Path | None = None) -> tuple[bool, str]:
     exits) within a second or two. The kernel probe's answer is kept for
     the host's boot (its boot id), so later runs do not pay for it."""
     ok, why = _probe_firmware()
+    if ok:
+        ok, why = _kvm_for_the_sandbox()
     if not ok or image is None:
         return ok, why
     return _probe_kernel(str(image))
+
+
+def _kvm_for_the_sandbox() -> tuple[bool, str]:
+    """A root orch's QEMU runs as nobody with /dev/kvm's group
+    (sandbox._device_groups): a /dev/kvm that only root may open (mode 0600,
+    seen on a container host without udev's rules) is no KVM for it."""
+    if not (sandbox.as_root() and sandbox.probe()[0]):
+        return True, "KVM works"
+    try:
+        mode = os.stat("/dev/kvm").st_mode
+    except OSError:
+        return False, "no /dev/kvm"
+    if mode & 0o066:
+        return True, "KVM works"
+    return False, ("/dev/kvm is root's alone (mode 0600) and the sandboxed QEMU runs as nobody: "
+                   "give it a group (udev's kvm group, mode 0660) to use KVM; using TCG")
 
 
 @functools.lru_cache(maxsize=None)

@@ -235,3 +235,23 @@ def test_boots_skip_virtiofs_when_the_host_has_no_usable_virtiofsd(tmp_path, mon
         else:
             assert why and str(d) in why
     vm.virtiofs_unusable.cache_clear()
+
+
+def test_a_dev_kvm_only_root_may_open_is_no_kvm_for_the_sandboxed_qemu(monkeypatch):
+    """Seen on a host whose /dev/kvm is crw------- root: the firmware probe
+    (run by root) works, the guest's QEMU (nobody) could not open it."""
+    import stat as st
+    real = os.stat
+
+    def fake(path, *a, **kw):
+        if str(path) == "/dev/kvm":
+            return os.stat_result((st.S_IFCHR | mode[0], 0, 0, 1, 0, 0, 0, 0, 0, 0))
+        return real(path, *a, **kw)
+    mode = [0o600]
+    monkeypatch.setattr(vm.os, "stat", fake)
+    monkeypatch.setattr(vm, "_probe_firmware", lambda: (True, "KVM works"))
+    monkeypatch.setattr(sandbox, "as_root", lambda: True)
+    ok, why = vm.probe_kvm()
+    assert not ok and "root's alone" in why
+    mode[0] = 0o660
+    assert vm.probe_kvm() == (True, "KVM works")
