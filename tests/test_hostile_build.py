@@ -3,7 +3,7 @@ end (real sandboxed builds, the real guest harness in the guest's view), as
 root when the suite runs as root (CI does). One test per way a series' build
 reached the host or a later trusted build (issue 25, items 1-5); each was
 seen succeeding on the orch before the build layers and the unprivileged
-sandbox (tests/README.md says how to run them against another checkout).
+sandbox (b6f4c69: this file, run in a `git archive` of that commit).
 
 The series change the stand-in's Makefile: its `$(shell ...)` runs when make
 reads it (the configure and build steps), its recipes at the end of the
