@@ -227,14 +227,11 @@ def _maker(bd: buildtree.BuildDir, opts: BuildOptions, env: dict[str, str], on_l
             # is the developer's whole repository), so setlocalversion adds
             # no "+" to the release: 7.2.13, not 7.2.13+.
             # A shared ccache: its socket (or directory) too.
-            if bd.layer is not None:
-                view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
-                                    writable=tuple(shared_w), env=menv,
-                                    overlays=bd.layer.overlays(bd.path, ccache), remove=remove)
-            else:
-                view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
-                                    writable=(bd.path, ccache, *shared_w), env=menv,
-                                    remove=remove)
+            layer = bd.layer is not None
+            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
+                                writable=(*(() if layer else (bd.path, ccache)), *shared_w),
+                                env=menv, remove=remove,
+                                overlays=bd.layer.overlays(bd.path, ccache) if layer else ())
             return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
                                pass_fds=fds, on_line=on_line)
         for f in remove:
@@ -276,8 +273,7 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
     broken baseline is not the series' fault.
     """
     opts = opts or BuildOptions()
-    bd = builddir if isinstance(builddir, buildtree.BuildDir) else \
-        buildtree.BuildDir(builddir, builddir.with_name(builddir.name + ".orch-meta"))
+    bd = buildtree.BuildDir.of(builddir)
     bd.meta.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -359,11 +355,7 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
         vmlinux = bd.chunks("vmlinux", MAX_VMLINUX)
         if vmlinux is None:
             raise kimage.ImageError("the build left no vmlinux")
-        banner = kimage.banner_in_chunks(vmlinux, "vmlinux")
-        inside = kimage.image_banner(tmp / "bzImage")
-        if inside != banner:
-            raise kimage.ImageError(f"the bzImage holds {inside.short()!r} but the build made "
-                                    f"{banner.short()!r}: a stale object was linked")
+        banner = kimage.verify(tmp / "bzImage", vmlinux)
     except (kimage.ImageError, buildtree.UnsafeFile, OSError) as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -78,6 +78,14 @@ class BuildDir:
     meta: Path
     layer: Layer | None = None
 
+    @classmethod
+    def of(cls, builddir: "Path | BuildDir") -> "BuildDir":
+        """A BuildDir as given, or a plain directory's (its notes beside it,
+        in DIR.orch-meta): what a caller outside a workspace passes."""
+        if isinstance(builddir, BuildDir):
+            return builddir
+        return cls(builddir, builddir.with_name(builddir.name + ".orch-meta"))
+
     @property
     def trusted(self) -> bool:
         return self.layer is None
@@ -112,14 +120,12 @@ class BuildDir:
 
     # -- reading what the build left ---------------------------------------
 
-    def find(self, rel: str) -> tuple[Path, int] | None:
-        """(the directory holding rel's file, an open fd of that file) as
-        the build saw it, or None when it has none there. The caller closes
-        the fd."""
+    def find(self, rel: str) -> int | None:
+        """An open fd of rel's file as the build saw it, or None when it has
+        none there. The caller closes it."""
         parts = _parts(rel)
         if self.layer is not None:
-            found = _open_in_layer(self.layer.upper, self.path, parts)
-            return found
+            return _open_in_layer(self.layer.upper, self.path, parts)
         return _open_beneath(self.path, parts)
 
     def read(self, rel: str, cap: int = MAX_READ) -> bytes | None:
@@ -128,7 +134,7 @@ class BuildDir:
         found = self.find(rel)
         if found is None:
             return None
-        return _read_fd(found[1], rel, cap)
+        return _read_fd(found, rel, cap)
 
     def chunks(self, rel: str, cap: int = MAX_READ, size: int = 1 << 20):
         """rel's bytes piece by piece (a vmlinux is searched, not held):
@@ -136,7 +142,7 @@ class BuildDir:
         found = self.find(rel)
         if found is None:
             return None
-        return _chunks_fd(found[1], rel, cap, size)
+        return _chunks_fd(found, rel, cap, size)
 
     def exists(self, rel: str) -> bool:
         return self.stat(rel) is not None
@@ -193,13 +199,13 @@ class BuildDir:
         os.close(_mkdirs_beneath(base, _parts(rel)))
 
 
-def _fstat_closed(found: tuple[Path, int] | None) -> os.stat_result | None:
+def _fstat_closed(found: int | None) -> os.stat_result | None:
     if found is None:
         return None
     try:
-        return os.fstat(found[1])
+        return os.fstat(found)
     finally:
-        os.close(found[1])
+        os.close(found)
 
 
 def _parts(rel: str) -> list[str]:
@@ -243,7 +249,7 @@ def _open_file(name: str, dir_fd: int) -> int | None:
     return fd
 
 
-def _open_beneath(root: Path, parts: list[str]) -> tuple[Path, int] | None:
+def _open_beneath(root: Path, parts: list[str]) -> int | None:
     fd = _open_dir(str(root), None)
     if fd is None:
         return None
@@ -255,7 +261,7 @@ def _open_beneath(root: Path, parts: list[str]) -> tuple[Path, int] | None:
             if fd is None:
                 return None
         f = _open_file(parts[-1], fd)
-        return None if f is None else (root, f)
+        return f
     finally:
         if fd is not None:
             os.close(fd)
@@ -275,7 +281,7 @@ def _opaque(fd: int) -> bool:
     return False
 
 
-def _open_in_layer(upper: Path, lower: Path, parts: list[str]) -> tuple[Path, int] | None:
+def _open_in_layer(upper: Path, lower: Path, parts: list[str]) -> int | None:
     """overlayfs' lookup, done by hand on the unmounted layer: each name in
     the upper directory first; a whiteout ends the search (deleted); an
     opaque directory hides the lower side from there down."""
@@ -296,7 +302,7 @@ def _open_in_layer(upper: Path, lower: Path, parts: list[str]) -> tuple[Path, in
                 return None
             if last:
                 f = _open_file(p, fd)
-                return None if f is None else (upper, f)
+                return f
             if not stat.S_ISDIR(st.st_mode):
                 return None          # a file or link where the build saw one: no lower
             nxt = _open_dir(p, fd)

@@ -123,8 +123,7 @@ def configure(src: Path, builddir, kc: KConfig, log: Path,
     directory) keeps the patched build incremental.
     """
     from . import buildtree
-    bd = builddir if isinstance(builddir, buildtree.BuildDir) else \
-        buildtree.BuildDir(builddir, builddir.with_name(builddir.name + ".orch-meta"))
+    bd = buildtree.BuildDir.of(builddir)
     bd.path.mkdir(parents=True, exist_ok=True)
     try:
         if not (bd.exists(".config") and bd.state().get("kconfig") == kc.digest):

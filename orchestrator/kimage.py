@@ -313,10 +313,14 @@ def image_banner(image: Path) -> Banner:
     return inside
 
 
-def verify(image: Path, vmlinux: Path) -> Banner:
-    """The image holds the kernel this build linked (vmlinux's banner)."""
-    with contextlib.closing(_file_chunks(vmlinux, MAX_VMLINUX)) as chunks:
-        built = banner_in_chunks(chunks, str(vmlinux))
+def verify(image: Path, vmlinux: Path | Iterable[bytes]) -> Banner:
+    """The image holds the kernel this build linked (vmlinux's banner).
+    `vmlinux`: its path, or its bytes as they are read (buildtree.BuildDir.chunks)."""
+    if isinstance(vmlinux, Path):
+        with contextlib.closing(_file_chunks(vmlinux, MAX_VMLINUX)) as chunks:
+            built = banner_in_chunks(chunks, str(vmlinux))
+    else:
+        built = banner_in_chunks(vmlinux, "vmlinux")
     inside = image_banner(image)
     if inside != built:
         raise ImageError(f"the bzImage holds {inside.short()!r} but the build made "
