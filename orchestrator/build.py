@@ -253,7 +253,7 @@ def _prepare(bd: buildtree.BuildDir, log: Path) -> None:
         with open(log, "a") as f:
             f.write("# orch: build directory had no warning record; rebuilt once\n")
     bd.path.mkdir(parents=True, exist_ok=True)
-    sandbox.own(bd.path)
+    sandbox.adopt(bd.path)
     if bd.trusted:
         removed = recover_interrupted(bd)
         if removed:

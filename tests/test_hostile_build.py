@@ -260,3 +260,46 @@ def test_a_series_that_keeps_its_change_from_being_compiled_is_an_error(tmp_path
     honest = series(mini, tmp_path, "honest-fail", [("mini: fail", {"main.c": bad})])
     r = _run(tmp_path, env, honest, mini, tmp_path / "run2", harness=False)
     assert r.returncode == 1, r.stderr
+
+
+@needs_root
+def test_a_cache_left_as_root_still_takes_a_series_compiles(tmp_path, mini, env):
+    """A runner's cache holds root's ccache directories under a top that an
+    orch of today already gave the sandbox (an older orch, or a --no-sandbox
+    run, wrote there since). The series compiles as nobody in a layer over
+    it: orch must hand every entry to the sandbox's id, not only the top
+    (CI failed exactly so: "ccache: error: Failed to create temporary
+    file ... Permission denied")."""
+    first = series(mini, tmp_path, "first", [("mini: add mini_new", {"new.c": FIXED})])
+    r = _run(tmp_path, env, first, mini, tmp_path / "run", "--build-only")
+    assert r.returncode == 0, r.stderr
+    ccache = Path(env["ORCH_CACHE"]) / "ccache"
+    assert os.lstat(ccache).st_uid == 65534
+    for dirpath, dirnames, filenames in os.walk(ccache):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), 0, 0)
+    other = "int mini_other(void)\n{\n\treturn 2;\n}\n"
+    second = series(mini, tmp_path, "second", [("mini: add mini_other", {"other.c": other})])
+    rd = tmp_path / "run2"
+    r = _run(tmp_path, env, second, mini, rd, "--build-only")
+    assert r.returncode == 0, r.stderr
+    assert "Permission denied" not in (rd / "logs" / "build-base-patched.log").read_text()
+    assert all(os.lstat(os.path.join(d, n)).st_uid == 65534
+               for d, dn, fn in os.walk(ccache) for n in dn + fn)
+
+
+@needs_root
+def test_adopting_a_directory_never_follows_a_link_out_of_it(tmp_path):
+    """A step's directory may hold a link to /etc: the walk chowns the link
+    itself, never what it points to."""
+    from orchestrator import sandbox
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "f").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("root's")
+    os.symlink(outside, tmp_path / "d" / "sub" / "link")
+    sandbox.adopt(tmp_path / "d")
+    assert os.lstat(tmp_path / "d" / "sub" / "f").st_uid == 65534
+    assert os.lstat(tmp_path / "d" / "sub" / "link").st_uid == 65534
+    assert os.lstat(outside).st_uid == 0 and os.lstat(outside / "secret").st_uid == 0
