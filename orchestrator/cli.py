@@ -9,9 +9,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, commands
-from .commands import check, common
-from .errors import Exit, OrchError
+from orchestrator import __version__, commands
+from orchestrator.commands import check, common
+from orchestrator.core.errors import Exit, OrchError
 
 
 def parser() -> common.Parser:

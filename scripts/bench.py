@@ -50,8 +50,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator import build, debsrc, kconfig, proc, vm  # noqa: E402
-from orchestrator.models import Kernel  # noqa: E402
+from orchestrator.core import proc
+from orchestrator.core.models import Kernel
+from orchestrator.guest import vm
+from orchestrator.kernel import build, kconfig
+from orchestrator.source import debsrc
 
 FIRST = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
 SECOND = REPO / "patches" / "blk-dontcache-v2-port-7.2.13.mbox"
@@ -148,7 +151,8 @@ def bisect_steps(work: Path) -> dict:
     """Steps taken against the bound, for several N and break positions."""
     sys.path.insert(0, str(REPO / "tests"))
     import standin_guest  # noqa: E402
-    from orchestrator import cli  # noqa: E402
+
+    from orchestrator import cli
     standin_guest.install_globally()
     os.environ["ORCH_CACHE"] = str(work / "cache")
     out = []
@@ -226,7 +230,8 @@ def sandbox_build(tree: Path, work: Path, rounds: int) -> dict:
     compiler wrapper and a warm ccache of its own (the first, unmeasured
     build warms it). ccache hits make each compile short, so any cost of
     the view per process would show most here. Rounds alternate ABBA."""
-    from orchestrator import buildtree, ccache_guard, sandbox
+    from orchestrator.core import sandbox
+    from orchestrator.kernel import buildtree, ccache_guard
     src, log = work / "src", work / "sandbox-build.log"
     work.mkdir(parents=True, exist_ok=True)
     sh(["git", "-C", tree, "worktree", "add", "--detach", src, base_commit(FIRST)], log=log)
@@ -287,7 +292,7 @@ def sandbox_exec(work: Path, rounds: int = 5) -> dict:
     """What the view costs per process, without a build's noise: 300
     compiles that ccache serves and 3000 execs of /bin/true, in the view and
     in the old sandbox, alternating; the fastest of each."""
-    from orchestrator import sandbox
+    from orchestrator.core import sandbox
     work.mkdir(parents=True, exist_ok=True)
     (work / "a.c").write_text("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
                               "int f(int x) { return 2 * x; }\n")
@@ -363,8 +368,11 @@ def shared_ccache(tree: Path, work: Path) -> dict:
     tree and config as a series job does, reading the shared ccache only.
     Its remote hit rate is the share of its compiles the shared cache
     answered."""
-    from orchestrator import builds, paths, remote_ccache, tree as treemod
-    from orchestrator.progress import Progress
+    from orchestrator.core import paths
+    from orchestrator.core.progress import Progress
+    from orchestrator.kernel import remote_ccache
+    from orchestrator.run import builds
+    from orchestrator.source import tree as treemod
     work.mkdir(parents=True, exist_ok=True)
     acl = (REPO / "examples" / "redis" / "orch-ccache.acl").read_text()
     (work / "users.acl").write_text(acl.replace("CHANGE-ME-WRITER", "w")
@@ -430,7 +438,7 @@ def layer_build(tree: Path, work: Path, rounds: int) -> dict:
     trusted directory, from the same baseline state each time (see the
     module's docstring). The baseline is orch's own (orch test builds it
     first: a cold cache pays for it once)."""
-    from orchestrator import buildtree, tree as treemod
+    from orchestrator.source import tree as treemod
     work.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "test", "--offline-mode",
                         "--mbox", str(FIRST), "--config", CONFIG, "--build-only", "--tree",

@@ -1,12 +1,21 @@
-"""A representative night (orchestrator.night.Night) for testing the reports
+"""A representative night (orchestrator.nightly.night.Night) for testing the reports
 without running anything: two series (one with hostile text in every
 untrusted field), two configs, every kind of cell status, changes, figures
 and a history of three nights."""
 
 from __future__ import annotations
 
-from orchestrator.night import (Cell, Change, HistoryPoint, Night, Plan, SeriesRev, Splat,
-                                TestCell, TreeState)
+from orchestrator.nightly.night import (
+    Cell,
+    Change,
+    HistoryPoint,
+    Night,
+    Plan,
+    SeriesRev,
+    Splat,
+    TestCell,
+    TreeState,
+)
 
 HOSTILE = '<script>console.error("pwned")</script><img src=x onerror=alert(1)> & "q"'
 

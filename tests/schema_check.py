@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from orchestrator.record import SCHEMA_FILE, SCHEMA_VERSION
+from orchestrator.run.record import SCHEMA_FILE, SCHEMA_VERSION
 
 _seen: dict[Path, int] = {}
 

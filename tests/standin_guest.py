@@ -35,8 +35,10 @@ import re
 import time
 from pathlib import Path
 
-from orchestrator import kimage, paths, proc, sandbox, selection, untrusted, vm
-from orchestrator.models import GuestRun
+from orchestrator.core import paths, proc, sandbox, untrusted
+from orchestrator.core.models import GuestRun
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import kimage
 
 BOOTS: list[str] = []
 HARNESS = {"on": False}   # run the selected tests for real (install(harness=True))

@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import standin_guest
+from helpers import IRQ_TEST, REPO, TASK_TEST, git, run_json
 
 from orchestrator import cli
-from orchestrator.bisect_rules import Mode
+from orchestrator.bisect.judge import Mode
 from orchestrator.commands import bisect as bisect_cmd
-
-from helpers import IRQ_TEST, REPO, TASK_TEST, git, run_json
-import standin_guest
 
 TESTS = [IRQ_TEST, TASK_TEST]
 
@@ -266,8 +265,8 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, mini, env, args, message):
 
 def test_interrupted_bisect_resumes_from_its_log(tmp_path, mini, boots, monkeypatch):
     ids = history(mini, plain(6) + [("mini: break", {"bad.c": guest("FAIL")})] + plain(9)[6:])
-    from orchestrator import bisect_step
-    real = bisect_step.Stepper.step
+    from orchestrator.bisect import stepping
+    real = stepping.Stepper.step
     calls = []
 
     def interrupt_on_the_second_step(self, commit, *a, **kw):
@@ -275,12 +274,12 @@ def test_interrupted_bisect_resumes_from_its_log(tmp_path, mini, boots, monkeypa
         if len(calls) == 4:   # good end, bad end, step 1, then step 2
             raise KeyboardInterrupt
         return real(self, commit, *a, **kw)
-    monkeypatch.setattr(bisect_step.Stepper, "step", interrupt_on_the_second_step)
+    monkeypatch.setattr(stepping.Stepper, "step", interrupt_on_the_second_step)
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
                     *sel_args())
     assert code == 130 and rec["state"] == "interrupted"
     assert len(steps(rec)) == 1
-    monkeypatch.setattr(bisect_step.Stepper, "step", real)
+    monkeypatch.setattr(stepping.Stepper, "step", real)
     booted = len(boots)
     code = cli.main(["bisect", "--resume", str(tmp_path / "run")])
     rec = run_json(tmp_path / "run")

@@ -23,11 +23,10 @@ import subprocess
 import sys
 
 import pytest
-
-from orchestrator import debsrc
-from orchestrator.paths import cache_dir
-
 from helpers import IRQ_TEST, REPO, SHORT_SELECTION, bisect_stack, run_json, stack_git
+
+from orchestrator.core.paths import cache_dir
+from orchestrator.source import debsrc
 
 pytestmark = pytest.mark.slow
 

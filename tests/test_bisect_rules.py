@@ -1,4 +1,4 @@
-"""The bisect step table (orchestrator/bisect_rules.py) on sides judged by
+"""The bisect step table (orchestrator/bisect/judge.py) on sides judged by
 the real verdict code: each row of the table, and each mode."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import splats, verdict
-from orchestrator.bisect_rules import Build, Mode, classify
-from orchestrator.models import GuestRun, Status, TestResult
+from orchestrator.bisect.judge import Build, Mode, classify
+from orchestrator.core.models import GuestRun, Status, TestResult
+from orchestrator.guest import splats
+from orchestrator.run import verdict
 
 S = Status
 EXP = ["guest_tests/t.py::a", "guest_tests/t.py::b"]

@@ -14,15 +14,21 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import (
+    FIXED,
+    build_only,
+    git,
+    one_error_line,
+    processes_mentioning,
+    run_json,
+    series,
+    sigterm_when,
+)
 
-from orchestrator import vm
 from orchestrator.commands import test as test_cmd
-from orchestrator.errors import Exit, OrchError
-from orchestrator.progress import Progress
-
-from helpers import (FIXED, build_only, git, one_error_line, processes_mentioning, run_json, series,
-                     sigterm_when)
-
+from orchestrator.core.errors import Exit, OrchError
+from orchestrator.core.progress import Progress
+from orchestrator.guest import vm
 
 # Compiled at every link, as in Kbuild: the banner (init/version.o, new
 # each build) and the compressed kernel (piggy.o, which never uses ccache).

@@ -9,11 +9,18 @@ import os
 import subprocess
 import time
 
-from orchestrator import (build, buildtree, ccache_guard, ccache_stats, compiler_warnings, junit, proc,
-                          vm)
-from orchestrator.jobserver import JobServer
-from orchestrator.models import Kernel
-from orchestrator.progress import Progress
+from orchestrator.core import proc
+from orchestrator.core.jobserver import JobServer
+from orchestrator.core.models import Kernel
+from orchestrator.core.progress import Progress
+from orchestrator.guest import junit, vm
+from orchestrator.kernel import (
+    build,
+    buildtree,
+    ccache_guard,
+    ccache_stats,
+    compiler_warnings,
+)
 
 
 def test_compiler_wrapper_is_reachable_in_the_sandbox_from_under_tmp(tmp_path, monkeypatch):

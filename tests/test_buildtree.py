@@ -1,15 +1,15 @@
 """orch's reading of a build directory from outside the sandbox
-(orchestrator/buildtree.py): the layer as the build saw it, checked against
+(orchestrator/kernel/buildtree.py): the layer as the build saw it, checked against
 the kernel's own overlayfs, and nothing followed."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from orchestrator import buildtree, sandbox
+from orchestrator.core import sandbox
+from orchestrator.kernel import buildtree
 
 # What a build does to a layer over `lower`: replace, delete, make anew,
 # replace a directory with a fresh one (overlayfs makes it opaque), and

@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXED, MINI, build_only, git, one_error_line, run_json, series
-from orchestrator import build, ccache_guard, kimage, vm
-from orchestrator.models import GuestRun, Kernel
+
+from orchestrator.core.models import GuestRun, Kernel
+from orchestrator.guest import vm
+from orchestrator.kernel import build, ccache_guard, kimage
 
 PIGGY = "arch/x86/boot/compressed/piggy.S"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from orchestrator import cli, nightly_config
+from orchestrator import cli
+from orchestrator.nightly import config_file
 
 REPO = Path(__file__).resolve().parent.parent
 EX = REPO / "examples"
@@ -211,8 +212,8 @@ def test_systemd_unit_content():
 def test_nightly_toml_has_every_key():
     data = tomllib.loads(NIGHTLY.read_text())
     # Every key `orch nightly` reads, so the example documents them all.
-    assert set(data) == set(nightly_config.TOP)
-    for table, keys in nightly_config.TABLES.items():
+    assert set(data) == set(config_file.TOP)
+    for table, keys in config_file.TABLES.items():
         seen = {k for t in data[table] for k in t}
         assert seen == set(keys), table
     assert data["configs"] == ["base", "debug"]
@@ -224,6 +225,6 @@ def test_nightly_toml_has_every_key():
 def test_nightly_toml_loads(monkeypatch):
     """orch's own reader takes the example as it is (exit 2 otherwise)."""
     monkeypatch.setenv("HOME", "/nonexistent-home")   # "~/linux" need not exist
-    cfg = nightly_config.load(NIGHTLY)
+    cfg = config_file.load(NIGHTLY)
     assert cfg.configs == ["base", "debug"] and len(cfg.trees) == 2
     assert cfg.series and cfg.queries

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, V3_COVER, git, one_error_line, orch, run_json
 from lore_server import LORE_DATA_DIR
 

@@ -16,9 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from helpers import (PATCHES, REPO, assert_booted_as_built, orch_real, processes_mentioning,
-                     run_json, sigterm_when)
+from helpers import (
+    PATCHES,
+    REPO,
+    assert_booted_as_built,
+    orch_real,
+    processes_mentioning,
+    run_json,
+    sigterm_when,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXED, MINI, REPO, one_error_line, series
-from orchestrator import kimage
+
+from orchestrator.kernel import kimage
 
 BANNER = (b"Linux version 7.2.13 (orch@orch) (gcc (Debian 12.2.0) 12.2.0) "
           b"#3 SMP Thu Nov 27 23:38:06 UTC 2026\n\0")
@@ -38,7 +38,7 @@ RSS_LIMIT = 96 << 20         # the child's peak, its decoder's included (~30 MiB
 CHECK = """\
 import sys
 from pathlib import Path
-from orchestrator import kimage
+from orchestrator.kernel import kimage
 try:
     print("banner:", kimage.image_banner(Path(sys.argv[1])).text)
 except kimage.ImageError as e:

@@ -1,4 +1,4 @@
-"""The nightly's discovery (orchestrator/discover.py): the real b4 against the
+"""The nightly's discovery (orchestrator/nightly/discover.py): the real b4 against the
 loopback lore (tests/lore_server.py), real git repositories, and real apt
 against a small signed file:// repository (tests/fake_apt.py). Fast: no
 kernel is downloaded, built or booted.
@@ -17,14 +17,15 @@ from datetime import datetime, timezone
 from urllib.parse import quote_plus
 
 import pytest
-
 from fake_apt import make_repo
 from helpers import V3_COVER, git, series
 from lore_mails import day, post
 from lore_server import LORE_DATA_DIR, LoreServer
-from orchestrator import debsrc, discover
-from orchestrator.errors import Exit, OrchError
-from orchestrator.night import SeriesRev
+
+from orchestrator.core.errors import Exit, OrchError
+from orchestrator.nightly import discover
+from orchestrator.nightly.night import SeriesRev
+from orchestrator.source import debsrc
 
 V1_PATCH = "20260218-blk-dontcache-v1-1-fad6675ef71f@columbia.edu"   # no cover letter
 V2_COVER = "20260225-blk-dontcache-v2-0-70e7ac4f7108@columbia.edu"

@@ -15,12 +15,15 @@ import sqlite3
 import time
 
 import pytest
-
-from orchestrator import cache_transfer, fanout, history, nightly_config
-from orchestrator.commands import job as job_cmd, merge as merge_cmd, nightly, plan as plan_cmd
-
-from test_nightly import FEATURE_CID, COUNTER_CID, world  # noqa: F401 (the fixture)
 from lore_mails import day
+from test_nightly import COUNTER_CID, FEATURE_CID, world  # noqa: F401 (the fixture)
+
+from orchestrator.commands import job as job_cmd
+from orchestrator.commands import merge as merge_cmd
+from orchestrator.commands import nightly
+from orchestrator.commands import plan as plan_cmd
+from orchestrator.fanout import cache_transfer, jobfiles
+from orchestrator.nightly import config_file, history
 
 NIGHT = "2026-11-27"
 # What a night's cell is, whichever machine ran it (not how long it took,
@@ -66,10 +69,10 @@ def planned(world, tmp_path):
     """Tonight's plan, cut into one baseline job and two series jobs: v3 of
     "mini: feature" (it fails its test) and "mini: counter" (it passes)."""
     world["srv"].archive.now = day(NIGHT)
-    cfg = nightly_config.load(world["toml"])
+    cfg = config_file.load(world["toml"])
     pdir = tmp_path / "plan"
     plan_cmd.write(cfg, pdir, NIGHT, "github", group_size=1)
-    plan, jobs = fanout.read_plan_dir(pdir)
+    plan, jobs = jobfiles.read_plan_dir(pdir)
     assert [(s.key, s.version) for s in plan.series] == [
         (f"change-id:{FEATURE_CID}", 3), (f"change-id:{COUNTER_CID}", 1)]
     assert [(j.id, j.kind, j.needs) for j in jobs.jobs] == [
@@ -87,7 +90,7 @@ def test_shards_merge_into_the_night_one_machine_runs(planned, tmp_path, monkeyp
     shards = tmp_path / "shards"
     _runner(monkeypatch, tmp_path, "runner1")
     assert job_cmd.run_job(pdir, "b-mini-base", shards / "b-mini-base") == 0
-    base = fanout.read_job(shards / "b-mini-base")
+    base = jobfiles.read_job(shards / "b-mini-base")
     assert base.state == "done" and sorted(e.split("/")[0] for e in base.exported) == \
         ["kernels", "results"]
     assert job_cmd.run_job(pdir, "s-mini-base-1", shards / "s-mini-base-1",
@@ -95,7 +98,7 @@ def test_shards_merge_into_the_night_one_machine_runs(planned, tmp_path, monkeyp
     _runner(monkeypatch, tmp_path, "runner2")      # empty: only what it imports
     assert job_cmd.run_job(pdir, "s-mini-base-2", shards / "s-mini-base-2",
                            [shards / "b-mini-base"]) == 0
-    r2 = fanout.read_job(shards / "s-mini-base-2")
+    r2 = jobfiles.read_job(shards / "s-mini-base-2")
     assert sorted(line.split(":")[-1].strip() for line in r2.imported) == \
         ["imported", "imported"], r2.imported
     # The baseline was booted once, by its job; each series once.
@@ -173,7 +176,7 @@ def test_a_missing_or_failed_shard_is_named_never_dropped(planned, tmp_path, mon
     with pytest.raises(Exception):
         job_cmd.run_job(pdir, "s-mini-base-1", broken / "s-mini-base-1",
                         trees={"mini": tmp_path / "nowhere"})
-    assert fanout.read_job(broken / "s-mini-base-1").state == "failed"
+    assert jobfiles.read_job(broken / "s-mini-base-1").state == "failed"
     out2 = tmp_path / "merged2"
     code = merge_cmd.merge([shards / "b-mini-base", broken / "s-mini-base-1",
                             shards / "s-mini-base-2"], out2)
@@ -193,7 +196,7 @@ def test_a_corrupted_imported_kernel_is_rebuilt_not_booted(planned, tmp_path, mo
     booted = len(w["boots"])
     assert job_cmd.run_job(pdir, "b-mini-base", shards / "b-mini-base") == 0
     assert len(w["boots"]) == booted + 1
-    export = shards / "b-mini-base" / fanout.EXPORT
+    export = shards / "b-mini-base" / jobfiles.EXPORT
     (kdir,) = (export / "kernels").iterdir()
     image = kdir / "bzImage"
     data = bytearray(image.read_bytes())
@@ -209,7 +212,7 @@ def test_a_corrupted_imported_kernel_is_rebuilt_not_booted(planned, tmp_path, mo
     boots_before = len(w["boots"])
     assert job_cmd.run_job(pdir, "s-mini-base-2", shards / "s-mini-base-2",
                            [shards / "b-mini-base"]) == 0
-    rec = fanout.read_job(shards / "s-mini-base-2")
+    rec = jobfiles.read_job(shards / "s-mini-base-2")
     assert f"kernels/{kdir.name}: not imported: bzImage failed its checksum" in rec.imported
     cell = json.loads((shards / "s-mini-base-2" / "night.json").read_text())["cells"][0]
     assert cell["status"] == "PASS"
@@ -234,9 +237,10 @@ def test_a_corrupted_imported_kernel_is_rebuilt_not_booted(planned, tmp_path, mo
 
 
 def test_bad_input_is_one_line(planned, tmp_path):
-    from helpers import one_error_line
     import subprocess
     import sys
+
+    from helpers import one_error_line
     pdir = planned["pdir"]
 
     def orch(*args):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import shlex
 
 import pytest
-
-from orchestrator import ci_files, cli, fanout
-from orchestrator.night import Plan, SeriesRev, TreeState
-
 from test_ci_examples import EX, broken_copy, check_jsonschema, load_yaml
+
+from orchestrator import cli
+from orchestrator.fanout import ci_files, jobfiles
+from orchestrator.nightly.night import Plan, SeriesRev, TreeState
 
 PARENT = EX / "gitlab" / "orch-fanout.gitlab-ci.yml"
 
@@ -30,7 +30,7 @@ def _plan(series: int = 5) -> Plan:
 
 @pytest.fixture(params=["engine", "redis"])
 def files(request, tmp_path):
-    jobs = fanout.cut(_plan(), group_size=2)
+    jobs = jobfiles.cut(_plan(), group_size=2)
     gh = tmp_path / "workflow.yml"
     gh.write_text(ci_files.github(jobs, "nights/plan", shared_ccache=request.param))
     gl = tmp_path / "pipeline.yml"
@@ -39,7 +39,7 @@ def files(request, tmp_path):
 
 
 def test_the_cut():
-    jobs = fanout.cut(_plan(), group_size=2)
+    jobs = jobfiles.cut(_plan(), group_size=2)
     kinds = [j.kind for j in jobs.jobs]
     # Baselines first: 2 trees x 2 configs; then 3 groups (2+2+1) per tree x config.
     assert kinds == ["baseline"] * 4 + ["series"] * 12
@@ -55,9 +55,9 @@ def test_the_cut():
         for c in ("base", "lockdep"):
             keys = [k for j in jobs.jobs if (j.tree, j.config) == (t, c) for k in j.series]
             assert keys == [f"change-id:s{i}" for i in range(5)]
-    assert fanout.cut(_plan(0)).jobs == []
-    with pytest.raises(fanout.BadInput):
-        fanout.cut(_plan(), group_size=0)
+    assert jobfiles.cut(_plan(0)).jobs == []
+    with pytest.raises(jobfiles.BadInput):
+        jobfiles.cut(_plan(), group_size=0)
 
 
 def test_files_validate(files):
@@ -84,7 +84,7 @@ def test_parent_pipeline_example_validates():
     ("gitlab", '  when: "always"\n  needs:', '  when: "sometimes"\n  needs:'),
 ])
 def test_broken_copies_fail(tmp_path, which, old, new):
-    jobs = fanout.cut(_plan(), group_size=2)
+    jobs = jobfiles.cut(_plan(), group_size=2)
     good = tmp_path / f"{which}.yml"
     good.write_text(ci_files.github(jobs, "p") if which == "github" else ci_files.gitlab(jobs, "p"))
     schema = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}[which]
@@ -166,7 +166,7 @@ def test_gitlab_shape(files):
 
 
 def test_an_empty_night_still_merges():
-    jobs = fanout.cut(_plan(0))
+    jobs = jobfiles.cut(_plan(0))
     wf = load_yaml_text(ci_files.github(jobs, "p"))
     assert list(wf["jobs"]) == ["merge"] and "needs" not in wf["jobs"]["merge"]
     doc = load_yaml_text(ci_files.gitlab(jobs, "p"))

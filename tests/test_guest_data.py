@@ -7,8 +7,10 @@ import json
 import os
 import time
 
-from orchestrator import boots, result_cache, untrusted, vm
-from orchestrator.models import Kernel
+from orchestrator.core import untrusted
+from orchestrator.core.models import Kernel
+from orchestrator.guest import result_cache, vm
+from orchestrator.run import boots
 
 
 def test_guest_json_is_parsed_capped_and_links_ignored(tmp_path):

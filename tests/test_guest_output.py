@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TESTS_DIR, run_json, series
 from test_fanout import NIGHT, planned  # noqa: F401 (the fixture)
 from test_nightly import world  # noqa: F401 (the fixture under planned)

@@ -1,4 +1,4 @@
-"""Hermetic git and b4 (orchestrator/hermetic.py), with real git and b4.
+"""Hermetic git and b4 (orchestrator/source/hermetic.py), with real git and b4.
 
 A hostile setup: hooks in .git/hooks and behind core.hooksPath, a command as
 core.fsmonitor, filter drivers, am.threeWay and apply.whitespace=fix in the
@@ -18,10 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from lore_server import LORE_DATA_DIR
-from orchestrator import intake, tree
-from orchestrator.models import Base
+
+from orchestrator.core.models import Base
+from orchestrator.source import intake, tree
 
 HOOKS = ["applypatch-msg", "pre-applypatch", "post-applypatch", "post-checkout",
          "post-rewrite", "reference-transaction", "pre-commit", "post-commit"]

@@ -19,9 +19,9 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXED, git, leaked, orch_standin, run_json, series
-from orchestrator import kimage
+
+from orchestrator.kernel import kimage
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks need orch to run as "
                                 "root (CI runs as root)")
@@ -292,7 +292,7 @@ def test_a_cache_left_as_root_still_takes_a_series_compiles(tmp_path, mini, env)
 def test_adopting_a_directory_never_follows_a_link_out_of_it(tmp_path):
     """A step's directory may hold a link to /etc: the walk chowns the link
     itself, never what it points to."""
-    from orchestrator import sandbox
+    from orchestrator.core import sandbox
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "sub" / "f").write_text("x")
     outside = tmp_path / "outside"

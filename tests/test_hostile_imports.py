@@ -18,12 +18,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from orchestrator import fanout
-from orchestrator.commands import job as job_cmd
-
 from test_fanout import _runner, planned  # noqa: F401 (the fixture)
 from test_nightly import world  # noqa: F401 (the fixture planned needs)
+
+from orchestrator.commands import job as job_cmd
+from orchestrator.fanout import jobfiles
 
 EVIL = "e" * 32          # a key the baseline job never exported
 EVIL2 = "d" * 32
@@ -38,7 +37,7 @@ def _baseline(planned, tmp_path, monkeypatch) -> tuple[Path, str, str]:
     _runner(monkeypatch, tmp_path, "runner1")
     shard = tmp_path / "shards" / "b-mini-base"
     assert job_cmd.run_job(planned["pdir"], "b-mini-base", shard) == 0
-    exported = dict(e.split("/") for e in fanout.read_job(shard).exported)
+    exported = dict(e.split("/") for e in jobfiles.read_job(shard).exported)
     return shard, exported["kernels"], exported["results"]
 
 
@@ -68,7 +67,7 @@ def _poisoned_kernel(src: Path, dest: Path) -> Path:
 def test_only_the_planned_entries_of_the_fixed_manifest_are_imported(planned, tmp_path,
                                                                       monkeypatch):
     shard, k, r = _baseline(planned, tmp_path, monkeypatch)
-    export = shard / fanout.EXPORT
+    export = shard / jobfiles.EXPORT
     good_junit = (export / "results" / r / "junit.xml").read_bytes()
     stash = tmp_path / "stash"
     poisoned = _poisoned_kernel(export / "kernels" / k, stash / "kernel")
@@ -98,7 +97,7 @@ def test_only_the_planned_entries_of_the_fixed_manifest_are_imported(planned, tm
     boots = len(planned["boots"])
     out = tmp_path / "shards" / "s-mini-base-2"
     assert job_cmd.run_job(planned["pdir"], "s-mini-base-2", out, [shard]) == 0
-    assert fanout.read_job(out).imported == [
+    assert jobfiles.read_job(out).imported == [
         f"kernels/{k}: imported",
         f"results/{r}: imported",
         f"{export}: skipped 'ccache' of its manifest.json: not a kind of entry orch imports",
@@ -128,7 +127,7 @@ def test_links_fifos_and_other_shards_are_refused_in_one_line_each(planned, tmp_
                                                                    monkeypatch):
     shard, k, r = _baseline(planned, tmp_path, monkeypatch)
     elsewhere = tmp_path / "elsewhere"
-    shutil.copytree(shard / fanout.EXPORT, elsewhere)
+    shutil.copytree(shard / jobfiles.EXPORT, elsewhere)
 
     def copy(name: str) -> Path:
         d = tmp_path / "bad" / name
@@ -154,7 +153,7 @@ def test_links_fifos_and_other_shards_are_refused_in_one_line_each(planned, tmp_
     _runner(monkeypatch, tmp_path, "runner2")
     out = tmp_path / "shards" / "s-mini-base-2"
     assert job_cmd.run_job(planned["pdir"], "s-mini-base-2", out, list(bad.values())) == 0
-    lines = fanout.read_job(out).imported
+    lines = jobfiles.read_job(out).imported
     nothing = "; nothing imported"
     assert lines == [
         f"{bad['manifest-link']}/export: no usable manifest.json (manifest.json is a symbolic "
@@ -180,7 +179,7 @@ def test_a_directory_of_shards_is_not_searched(planned, tmp_path, monkeypatch):
     _runner(monkeypatch, tmp_path, "runner2")
     out = tmp_path / "s-mini-base-2"
     assert job_cmd.run_job(planned["pdir"], "s-mini-base-2", out, [shard.parent]) == 0
-    assert fanout.read_job(out).imported == [
+    assert jobfiles.read_job(out).imported == [
         f"{shard.parent}: job.json is missing; nothing imported"]
 
 
@@ -188,7 +187,7 @@ def test_kept_results_orch_would_not_read_are_not_imported(planned, tmp_path, mo
     """Kept results whose meta.json is not a boot's record (its checksum in
     the manifest matching) would stop the job where the cache reads them."""
     shard, k, r = _baseline(planned, tmp_path, monkeypatch)
-    export = shard / fanout.EXPORT
+    export = shard / jobfiles.EXPORT
     (export / "results" / r / "meta.json").write_text("{}")
     m = json.loads((export / "manifest.json").read_text())
     m["results"][r]["meta.json"] = _sha(export / "results" / r / "meta.json")
@@ -197,7 +196,7 @@ def test_kept_results_orch_would_not_read_are_not_imported(planned, tmp_path, mo
     _runner(monkeypatch, tmp_path, "runner2")
     out = tmp_path / "s-mini-base-2"
     assert job_cmd.run_job(planned["pdir"], "s-mini-base-2", out, [shard]) == 0
-    assert fanout.read_job(out).imported == [
+    assert jobfiles.read_job(out).imported == [
         f"kernels/{k}: imported",
         f"results/{r}: not imported: meta.json is not a kept boot's record"]
     cell = json.loads((out / "night.json").read_text())["cells"][0]

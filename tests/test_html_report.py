@@ -19,16 +19,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import helpers
 import markupsafe
 import pytest
-
-from orchestrator import cli, html_report, svg_plot
-from orchestrator.record import ConfigRecord, RunRecord
-
-import helpers
+import standin_guest
 from helpers import IRQ_TEST, build_only, orch, run_json, series
 from night_sample import HOSTILE, IRQ, TASK, sample_history, sample_night
-import standin_guest
+
+from orchestrator import cli
+from orchestrator.reports import html_page, svg_plot
+from orchestrator.run.record import ConfigRecord, RunRecord
 
 NIGHT = "2026-11-28"
 
@@ -178,7 +178,7 @@ def night_layout(tmp_path: Path) -> Path:
 def test_night_site_in_a_browser(tmp_path):
     ndir = night_layout(tmp_path)
     n = sample_night()
-    pages = html_report.write_night_site(n, sample_history(), ndir, links_base="../../")
+    pages = html_page.write_night_site(n, sample_history(), ndir, links_base="../../")
     index = ndir / "index.html"
     assert index in pages and len(pages) == 3 and all(p.exists() for p in pages)
     html = index.read_text()
@@ -225,7 +225,7 @@ def test_night_site_in_a_browser(tmp_path):
         assert pixels[rgb(colour)] > 100, colour
     shutil.copy(shot, Path("/tmp/orch-night-screenshot.png"))
 
-    series_page = ndir / "series" / html_report.page_name(n.plan.series[0].key)
+    series_page = ndir / "series" / html_page.page_name(n.plan.series[0].key)
     text = series_page.read_text()
     assert 'href="../../../nights/2026-11-26/cells/x--base/run.json"' in text
     assert text.count("<svg") == 1 + 2 * 2 and "History" in text
@@ -238,7 +238,7 @@ def test_scale_plots_are_advisory_only_under_tcg(tmp_path):
     n = sample_night()
     for c in n.cells:
         c.accel = "kvm"
-    html_report.write_night_site(n, sample_history(), tmp_path)
+    html_page.write_night_site(n, sample_history(), tmp_path)
     html = (tmp_path / "index.html").read_text()
     assert "measured under TCG" not in html and "throughput vs writers" in html
 
@@ -264,11 +264,11 @@ def test_a_plot_with_many_lines_keeps_its_legend_in_the_picture():
 
 
 def test_legend_names_tell_tests_apart():
-    assert html_report.short_tests({IRQ, TASK}) == {IRQ: "irq_completion_evicts",
+    assert html_page.short_tests({IRQ, TASK}) == {IRQ: "irq_completion_evicts",
                                                     TASK: "task_completion_evicts"}
-    assert html_report.short_tests({IRQ}) == {IRQ: IRQ.rsplit("::", 1)[1]}
+    assert html_page.short_tests({IRQ}) == {IRQ: IRQ.rsplit("::", 1)[1]}
     a, b = "guest_tests/a.py::test_x", "guest_tests/b.py::test_x"
-    assert html_report.short_tests({a, b}) == {a: "a.py::test_x", b: "b.py::test_x"}
+    assert html_page.short_tests({a, b}) == {a: "a.py::test_x", b: "b.py::test_x"}
 
 
 # -- one `orch test` run -----------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_a_run_page_survives_any_scale_json(tmp_path, summary):
     rec = RunRecord("0", ["orch", "test"], str(tmp_path), "now", verdict="PASS", exit_code=0,
                     configs=[ConfigRecord("base")])
     rec.configs[0].patched.guest_data = {"scale.json": {"summary": summary}}
-    html = html_report.write_run_page(rec, tmp_path).read_text()
+    html = html_page.write_run_page(rec, tmp_path).read_text()
     assert "config base" in html
 
 

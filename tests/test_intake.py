@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import V3_COVER
 from lore_server import LORE_DATA_DIR
-from orchestrator import intake
-from orchestrator.errors import BadInput, Exit
+
+from orchestrator.core.errors import BadInput, Exit
+from orchestrator.source import intake
 
 V2_COVER = "20260225-blk-dontcache-v2-0-70e7ac4f7108@columbia.edu"
 V3_PATCH2 = "20260227-blk-dontcache-v3-2-cd309ccd5868@columbia.edu"

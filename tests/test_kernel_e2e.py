@@ -15,14 +15,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from helpers import (IRQ_TEST, PORT, SHORT_SELECTION, TASK_TEST, assert_booted_as_built,
-                     orch_real, run_json)
+from helpers import (
+    IRQ_TEST,
+    PORT,
+    SHORT_SELECTION,
+    TASK_TEST,
+    assert_booted_as_built,
+    orch_real,
+    run_json,
+)
 from lore_server import LORE_DATA_DIR
-from orchestrator import build, ccache_guard, kconfig, tree, vm
-from orchestrator.errors import BadInput
-from orchestrator.models import GuestRun, Kernel
-from orchestrator.paths import cache_dir
+
+from orchestrator.core.errors import BadInput
+from orchestrator.core.models import GuestRun, Kernel
+from orchestrator.core.paths import cache_dir
+from orchestrator.guest import vm
+from orchestrator.kernel import build, ccache_guard, kconfig
+from orchestrator.source import tree
 
 pytestmark = pytest.mark.slow
 

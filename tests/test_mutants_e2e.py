@@ -14,9 +14,17 @@ incremental build of mm/filemap.c and one short boot.
 from __future__ import annotations
 
 import pytest
+from helpers import CACHED_TEST as CACHED
+from helpers import IRQ_TEST as IRQ
+from helpers import (
+    PATCHES,
+    SHORT_SELECTION,
+    assert_booted_as_built,
+    orch_real,
+    run_json,
+)
+from helpers import TASK_TEST as TASK
 
-from helpers import (CACHED_TEST as CACHED, IRQ_TEST as IRQ, PATCHES, SHORT_SELECTION,
-                     TASK_TEST as TASK, assert_booted_as_built, orch_real, run_json)
 
 def _check_irq_partly_cached(t: dict) -> None:
     # The off-by-one leaves the first folio of each drained batch: some,

@@ -19,14 +19,13 @@ import sqlite3
 import subprocess
 
 import pytest
-
-from orchestrator import history, nightly_config
-from orchestrator.commands import nightly
-
+import standin_guest
 from helpers import IRQ_TEST, browse, git, series
 from lore_mails import day, post
 from lore_server import LoreServer
-import standin_guest
+
+from orchestrator.commands import nightly
+from orchestrator.nightly import config_file, history
 
 FEATURE_CID = "20261126-mini-feature-0a1b2c"
 COUNTER_CID = "20261126-mini-counter-3d4e5f"
@@ -76,7 +75,7 @@ def world(tmp_path, mini, monkeypatch):
 
 def _night(world, date: str) -> tuple[int, dict]:
     world["srv"].archive.now = day(date)
-    cfg = nightly_config.load(world["toml"])
+    cfg = config_file.load(world["toml"])
     code = nightly.run_night(cfg, world["out"], date)
     ndir = world["out"] / "nights" / date
     return code, json.loads((ndir / "night.json").read_text())
@@ -197,7 +196,7 @@ def test_no_result_at_all_is_exit_5_and_never_a_pass(world):
     """lore down and nothing discovered: no cell, status 5."""
     toml = world["toml"]
     toml.write_text(toml.read_text().replace(world["srv"].url, "http://127.0.0.1:9"))
-    cfg = nightly_config.load(toml)
+    cfg = config_file.load(toml)
     code = nightly.run_night(cfg, world["out"], "2026-11-27")
     n = json.loads((world["out"] / "nights" / "2026-11-27" / "night.json").read_text())
     assert code == 5 and n["cells"] == [] and n["exit_code"] == 5

@@ -18,12 +18,11 @@ import subprocess
 import sys
 
 import pytest
-
-from orchestrator import debsrc
-
 from helpers import CACHED_TEST, PATCHES, PORT, REPO, SHORT_SELECTION, run_json
 from lore_mails import day, post
 from lore_server import LoreServer
+
+from orchestrator.source import debsrc
 
 pytestmark = pytest.mark.slow
 
@@ -102,19 +101,19 @@ def test_a_debian_tree_is_its_newest_version_and_a_bump_is_reported(tmp_path):
     offer (dpkg's order, asked of the archive with apt), imported once (the
     suite's import when it is that version), and "moved" from the version
     the history last tested."""
-    from orchestrator import discover, history, night_plan, nightly_config
-    from orchestrator.night import Night, Plan, TreeState
-    from orchestrator.progress import Progress
+    from orchestrator.core.progress import Progress
+    from orchestrator.nightly import config_file, discover, history, planner
+    from orchestrator.nightly.night import Night, Plan, TreeState
     newest = discover.newest_debian_version(debsrc.DEFAULT_PACKAGE, debsrc.DEFAULT_SUITES)
     imported = debsrc.import_tree()
     toml = tmp_path / "nightly.toml"
     toml.write_text('[[series]]\nmsgid = "x@y"\n[[tree]]\ndebian_source = "linux-source-7.2"\n')
-    cfg = nightly_config.load(toml)
+    cfg = config_file.load(toml)
     cfg.series = []          # plan the tree alone
     h = history.History(tmp_path / "h.sqlite")
     old = TreeState("debian:linux-source-7.2", "debian", "/old", "0" * 40, "7.2.9-1~bpo13+1")
     h.record_night(Night("2026-11-27", "s", Plan("2026-11-27", "u", ["base"], [], [old])))
-    plan = night_plan.make(cfg, "2026-11-28", h, tmp_path / "night", Progress())
+    plan = planner.make(cfg, "2026-11-28", h, tmp_path / "night", Progress())
     (t,) = plan.trees
     assert t.version == newest and t.moved_from == "7.2.9-1~bpo13+1", t
     if newest == imported.version:

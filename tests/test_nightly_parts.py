@@ -9,13 +9,12 @@ import sys
 import textwrap
 
 import pytest
-
-from orchestrator import compare, history, nightly_config
-from orchestrator.errors import BadInput, OrchError
-from orchestrator.night import Cell, Splat, TestCell, TreeState
-
 from helpers import REPO
 from night_sample import IRQ, TASK, sample_night
+
+from orchestrator.core.errors import BadInput, OrchError
+from orchestrator.nightly import compare, config_file, history
+from orchestrator.nightly.night import Cell, Splat, TestCell, TreeState
 
 
 def _toml(tmp_path, text: str):
@@ -25,7 +24,7 @@ def _toml(tmp_path, text: str):
 
 
 def test_the_example_file_is_what_the_readme_documents():
-    cfg = nightly_config.load(REPO / "examples" / "nightly.toml")
+    cfg = config_file.load(REPO / "examples" / "nightly.toml")
     assert cfg.configs and (cfg.series or cfg.queries) and cfg.trees
 
 
@@ -44,7 +43,7 @@ def test_a_full_file_loads(tmp_path):
         path = "~/linux"
         ref = "origin/master"
         """)
-    cfg = nightly_config.load(f)
+    cfg = config_file.load(f)
     assert cfg.lore_url == "https://lore.kernel.org"     # orch's form: the host
     assert cfg.series == ["20251127-blk-dontcache-v2-0-abc@columbia.edu"]
     assert cfg.queries == ["s:RWF_DONTCACHE AND d:2.days.ago.."]
@@ -69,7 +68,7 @@ def test_a_full_file_loads(tmp_path):
 def test_a_bad_file_is_one_line_naming_the_key(tmp_path, text, says):
     f = _toml(tmp_path, text)
     with pytest.raises(BadInput) as e:
-        nightly_config.load(f)
+        config_file.load(f)
     assert says in str(e.value) and str(f) in str(e.value) and "\n" not in str(e.value)
 
 

@@ -1,6 +1,6 @@
 """`pip install` (not editable) into a fresh virtual environment gives an
 orch that works from any directory: its kconfigs/ and guest_tests/ come in
-the wheel and orchestrator.paths.data_root() finds them there.
+the wheel and orchestrator.core.paths.data_root() finds them there.
 
 Slow: pip installs orch's dependencies (from PyPI, or pip's cache). The one
 orch run here must build nothing: its kernels are those of
@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import PORT, REPO, one_error_line, run_json
-from orchestrator import __version__, result_cache, selection
+
+from orchestrator import __version__
+from orchestrator.guest import result_cache, selection
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,7 @@ def installed(tmp_path_factory) -> Installed:
 
 
 def test_installed_orch_has_its_data(installed):
-    out = installed.python("import orchestrator, orchestrator.paths as p\n"
+    out = installed.python("import orchestrator, orchestrator.core.paths as p\n"
                            "print(orchestrator.__file__); print(p.data_root())")
     module, root = map(Path, out.splitlines())
     for p in (module, root):
@@ -109,7 +110,7 @@ def test_installed_orch_has_its_data(installed):
 def test_installed_orch_collects_the_same_suite(installed):
     """Same node ids, same suite digest (so kept baseline results are
     shared) as the checkout this suite runs from."""
-    out = installed.python("import json\nfrom orchestrator import result_cache, selection\n"
+    out = installed.python("import json\nfrom orchestrator.guest import result_cache, selection\n"
                            "print(json.dumps([selection.collect(None), "
                            "result_cache.suite_digest(())]))")
     ids, digest = json.loads(out)

@@ -11,10 +11,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO
-from orchestrator import kconfig, paths, selection, vm
-from orchestrator.errors import BadInput, Exit, OrchError
+
+from orchestrator.core import paths
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import kconfig
 
 
 def data_dir(root: Path, matrix: str = "base\n") -> Path:

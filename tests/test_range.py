@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from helpers import FIXED, git, one_error_line, orch, run_json
 
 BROKEN = "int mini_new(void)\n{\n\treturn undeclared_thing;\n}\n"

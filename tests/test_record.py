@@ -12,12 +12,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from orchestrator import record, summary
-from orchestrator.record import (Accel, ApplyRecord, BootRecord, BuildRecord, Comparison,
-                                 ConfigRecord, EachPatchStep, Outcome, Problems, RunRecord,
-                                 SideRecord, TestRecord, TreeRecord)
 from schema_check import schema_errors
+
+from orchestrator.run import record, summary
+from orchestrator.run.record import (
+    Accel,
+    ApplyRecord,
+    BootRecord,
+    BuildRecord,
+    Comparison,
+    ConfigRecord,
+    EachPatchStep,
+    Outcome,
+    Problems,
+    RunRecord,
+    SideRecord,
+    TestRecord,
+    TreeRecord,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +87,7 @@ def test_round_trip_keeps_every_field(tmp_path):
 
 def test_schema_file_is_the_schema_of_the_types():
     """Change the record, regenerate the file (and bump the version):
-    python -c 'import json; from orchestrator import record; print(json.dumps(record.json_schema(), indent=2))'"""
+    python -c 'import json; from orchestrator.run import record; print(json.dumps(record.json_schema(), indent=2))'"""
     assert json.loads(record.SCHEMA_FILE.read_text()) == record.json_schema()
 
 

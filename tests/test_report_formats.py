@@ -19,14 +19,14 @@ import jsonschema
 import kcidb_io
 import pytest
 from junitparser import JUnitXml
-
 from night_sample import HOSTILE, IRQ, SCALE, TASK, sample_night
-from orchestrator import report_junit
-from orchestrator.night import Cell, Change, Splat, TestCell
-from orchestrator.report_junit import junit_xml
-from orchestrator.report_kcidb import kcidb_json
-from orchestrator.report_kcidb import test_path as kcidb_path   # not collected as a test
-from orchestrator.report_text import MAX_LINES, WIDTH, summary_text
+
+from orchestrator.nightly.night import Cell, Change, Splat, TestCell
+from orchestrator.reports import junit_report
+from orchestrator.reports.junit_report import junit_xml
+from orchestrator.reports.kcidb_report import kcidb_json
+from orchestrator.reports.kcidb_report import test_path as kcidb_path
+from orchestrator.reports.night_text import MAX_LINES, WIDTH, summary_text
 
 REPO = Path(__file__).resolve().parent.parent
 LORE_V3 = REPO / "tests" / "data" / "lore" / "blk-dontcache-v3.mbox"
@@ -202,7 +202,7 @@ def test_junit_strips_control_characters():
 def test_junit_control_left_in_is_caught(monkeypatch):
     """The control: with the stripping undone, the same night gives a file
     that junitparser (and GitLab's parser) refuses."""
-    monkeypatch.setattr(report_junit, "xml_text", lambda text, limit=0: text or "")
+    monkeypatch.setattr(junit_report, "xml_text", lambda text, limit=0: text or "")
     text = junit_xml(nasty_night())
     assert BAD_CHARS.search(text)
     with pytest.raises(UnicodeEncodeError):      # the lone surrogate: not even writable

@@ -18,12 +18,13 @@ import socket
 import sys
 from pathlib import Path
 
-
 import standin_guest
 from helpers import CANARY_DIR, REPO, leaked, orch_standin, run_json, series
-from orchestrator import buildtree, proc, sandbox, vm
-from orchestrator.models import Kernel
 
+from orchestrator.core import proc, sandbox
+from orchestrator.core.models import Kernel
+from orchestrator.guest import vm
+from orchestrator.kernel import buildtree
 
 
 def test_writes_only_where_allowed(tmp_path):
@@ -97,7 +98,7 @@ def test_the_environment_is_rebuilt_from_an_allowlist():
 def test_a_build_runs_with_only_what_orch_sets(tmp_path, monkeypatch):
     """The builder's own make: the environment it gets is orch's variables
     and the locale, whatever this process holds."""
-    from orchestrator import build
+    from orchestrator.kernel import build
     monkeypatch.setenv("SECRET_TOKEN", "ORCH-CANARY-make")
     monkeypatch.setenv("CCACHE_PREFIX", "evil")
     (tmp_path / "b").mkdir()

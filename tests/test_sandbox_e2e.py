@@ -15,9 +15,9 @@ import secrets
 import shutil
 
 import pytest
-
 from helpers import CANARY_DIR, CANARY_SERIES, leaked, orch_real, run_json
-from orchestrator import paths
+
+from orchestrator.core import paths
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +83,10 @@ def test_a_hostile_series_on_the_real_kernel_touches_no_trusted_build(tmp_path, 
     (exit 4), or Kbuild compiles the file anyway and the kernel has it."""
     import re
     import subprocess
+
     from helpers import PORT
-    from orchestrator import tree as treemod
+
+    from orchestrator.source import tree as treemod
     base = re.search(r"base-commit: (\w+)", PORT.read_text()).group(1)
     repo = treemod.open_tree(None).repo
 

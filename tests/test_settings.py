@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import build, debsrc, intake, paths, settings, vm
-from orchestrator.errors import BadInput, Exit
-from orchestrator.settings import Setting
+from orchestrator.core import paths
+from orchestrator.core.errors import BadInput, Exit
+from orchestrator.guest import vm
+from orchestrator.kernel import build
+from orchestrator.run import settings
+from orchestrator.run.settings import Setting
+from orchestrator.source import debsrc, intake
 
 
 @pytest.fixture(autouse=True)

@@ -17,13 +17,14 @@ import subprocess
 import time
 
 import pytest
-
-from orchestrator import ccache_stats, fanout, night as nightrec, remote_ccache
-from orchestrator.commands import job as job_cmd
-from orchestrator.night import Plan, SeriesRev, TreeState
-
-from helpers import IRQ_TEST, git, series
 import standin_guest
+from helpers import IRQ_TEST, git, series
+
+from orchestrator.commands import job as job_cmd
+from orchestrator.fanout import jobfiles
+from orchestrator.kernel import ccache_stats, remote_ccache
+from orchestrator.nightly import night as nightrec
+from orchestrator.nightly.night import Plan, SeriesRev, TreeState
 
 REDIS = shutil.which("redis-server")
 
@@ -110,7 +111,7 @@ def test_baseline_jobs_fill_it_series_jobs_only_read_it(redis, mini, tmp_path, m
                            "tracked", "series/evil.mbx")],
                 [TreeState("mini", "git", str(mini), commit)], guest_tests=[IRQ_TEST])
     nightrec.write_plan(pdir, plan)
-    fanout.write_jobs(pdir, fanout.cut(plan))
+    jobfiles.write_jobs(pdir, jobfiles.cut(plan))
     # A careless engine setup: every job sees both URLs. orch gives the
     # writer's only to builds of a baseline job.
     monkeypatch.setenv(remote_ccache.WRITE_ENV, redis["write"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator import splats
+from orchestrator.guest import splats
 
 WARN = """[   10.100000] ------------[ cut here ]------------
 [   10.100001] WARNING: CPU: 1 PID: 230 at mm/filemap.c:1611 folio_end_dropbehind+0x5c/0x70

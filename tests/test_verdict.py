@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import junit, kconfig, sanitize, selection, splats, verdict, vm
-from orchestrator.errors import BadInput, Exit
-from orchestrator.models import GuestRun, Status, TestResult
+from orchestrator.core import sanitize
+from orchestrator.core.errors import BadInput, Exit
+from orchestrator.core.models import GuestRun, Status, TestResult
+from orchestrator.guest import junit, selection, splats, vm
+from orchestrator.kernel import kconfig
+from orchestrator.run import verdict
 
 S = Status
 

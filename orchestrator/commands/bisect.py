@@ -22,17 +22,26 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import (bisect_git, build, debsrc, intake, kconfig, record, recording, selection,
-                summary, tree, vm)
-from ..bisect_rules import BAD, GOOD, Mode
-from ..bisect_step import StepResult, StepSettings, Stepper, crash_of, short
-from ..boots import BootSettings
-from ..errors import BadInput, Exit, OrchError
-from ..progress import Progress
-from ..record import BisectRecord, CommitRecord, TreeRecord
-from ..verdict import Side
-from . import common
-from .test import Run, slug
+from orchestrator.bisect import revs
+from orchestrator.bisect.judge import BAD, GOOD, Mode
+from orchestrator.bisect.stepping import (
+    Stepper,
+    StepResult,
+    StepSettings,
+    crash_of,
+    short,
+)
+from orchestrator.commands import common
+from orchestrator.commands.test import Run, slug
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.progress import Progress
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import build, kconfig
+from orchestrator.run import record, recording, summary
+from orchestrator.run.boots import BootSettings
+from orchestrator.run.record import BisectRecord, CommitRecord, TreeRecord
+from orchestrator.run.verdict import Side
+from orchestrator.source import debsrc, intake, tree
 
 NAME = "bisect"
 HELP = "find the commit that broke (or fixed) a guest test, the build, or the kernel"
@@ -48,8 +57,8 @@ exit status:
   130  interrupted; `orch bisect --resume RUN_DIR` goes on from where it stopped"""
 
 # Which outcome each end must have, and git's terms, per mode.
-TERMS = {Mode.TEST: bisect_git.TEST_TERMS, Mode.BUILD: bisect_git.TEST_TERMS,
-         Mode.SPLAT: bisect_git.TEST_TERMS, Mode.FIXED: bisect_git.FIXED_TERMS}
+TERMS = {Mode.TEST: revs.TEST_TERMS, Mode.BUILD: revs.TEST_TERMS,
+         Mode.SPLAT: revs.TEST_TERMS, Mode.FIXED: revs.FIXED_TERMS}
 
 
 @dataclass
@@ -109,7 +118,7 @@ def register(sub) -> None:
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     eff = common.settings_of(args)
     if args.print_config:
-        from .. import settings
+        from orchestrator.run import settings
         print(settings.format_effective(eff))
         return int(Exit.OK)
     val = {k: s.value for k, s in eff.items()}
@@ -219,12 +228,12 @@ class Bisect:
         finally:
             ws.lock.release()
         old, new = (bad, good) if opts.mode == Mode.FIXED else (good, bad)
-        if not bisect_git.is_ancestor(ws.src, old, new):
+        if not revs.is_ancestor(ws.src, old, new):
             which = ("--bad is not an ancestor of --good (with --fixed the bad end is the "
                      "older one)" if opts.mode == Mode.FIXED
                      else "--good is not an ancestor of --bad")
             raise BadInput(f"{which}: {short(good)} / {short(bad)}")
-        n = bisect_git.count(ws.src, old, new)
+        n = revs.count(ws.src, old, new)
         if rec.bisect is None or opts.resume is None:
             rec.bisect = BisectRecord(opts.mode.value, list(TERMS[opts.mode]), good, bad,
                                       kc.name, list(opts.guest_tests or []), opts.repeat, n,
@@ -238,7 +247,7 @@ class Bisect:
         self.say(f"bisect {opts.mode.value}: {n} commit(s) between {short(old)} and "
                  f"{short(new)}, at most {rec.bisect.max_steps} step(s); config {kc.name}"
                  + (f", tests: {' '.join(opts.guest_tests)}" if opts.guest_tests else ""))
-        gb = bisect_git.GitBisect.create(ws.src, ws.root, str(self.run.dir))
+        gb = revs.GitBisect.create(ws.src, ws.root, str(self.run.dir))
         try:
             return self._bisect(gb, good, bad, old, new)
         finally:
@@ -267,8 +276,8 @@ class Bisect:
                      f"{short(base.commit)}")
             return ((applied.head, base.commit) if opts.mode == Mode.FIXED
                     else (base.commit, applied.head))
-        good = bisect_git.resolve(t.repo, opts.good, "--good")
-        bad = bisect_git.resolve(t.repo, opts.bad or "HEAD", "--bad")
+        good = revs.resolve(t.repo, opts.good, "--good")
+        bad = revs.resolve(t.repo, opts.bad or "HEAD", "--bad")
         if good == bad:
             raise BadInput("--good and --bad are the same commit")
         return good, bad
@@ -298,7 +307,7 @@ class Bisect:
 
     # -- the bisect ------------------------------------------------------
 
-    def _bisect(self, gb: bisect_git.GitBisect, good: str, bad: str, old: str,
+    def _bisect(self, gb: revs.GitBisect, good: str, bad: str, old: str,
                 new: str) -> int:
         opts, b = self.opts, self.rec.bisect
         log = self.run.dir / "bisect.log"
@@ -331,7 +340,7 @@ class Bisect:
             self._save_log(gb)
         return self._conclude(gb, ans)
 
-    def _save_log(self, gb: bisect_git.GitBisect) -> None:
+    def _save_log(self, gb: revs.GitBisect) -> None:
         text = gb.log()
         (self.run.dir / "bisect.log").write_text(text)
         self.rec.bisect.log = str(self.run.dir / "bisect.log")
@@ -354,9 +363,9 @@ class Bisect:
                  + (f" ({r.reason})" if r.outcome != self._passing() else ""))
 
     def _commit(self, commit: str) -> CommitRecord:
-        return CommitRecord(commit, *bisect_git.describe(self.stepper.ws.src, commit))
+        return CommitRecord(commit, *revs.describe(self.stepper.ws.src, commit))
 
-    def _conclude(self, gb: bisect_git.GitBisect, ans: bisect_git.Answer) -> int:
+    def _conclude(self, gb: revs.GitBisect, ans: revs.Answer) -> int:
         b = self.rec.bisect
         if ans.first is None:
             b.result = "only-skipped"
@@ -367,7 +376,7 @@ class Bisect:
             return self.run.finish(Exit.INCONCLUSIVE, "INCONCLUSIVE", b.note)
         first = ans.first
         b.first_bad = self._commit(first)
-        parent = bisect_git.resolve(self.stepper.ws.src, f"{first}^", "parent")
+        parent = revs.resolve(self.stepper.ws.src, f"{first}^", "parent")
         b.reproduce = self._reproduce(parent, first)
         self.run.save()
         note = None

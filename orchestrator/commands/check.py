@@ -20,15 +20,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import bisect_git, kconfig, recording, selection, tree
-from ..bisect_rules import BAD, GOOD, SKIP, Mode
-from ..bisect_step import StepSettings, Stepper, short
-from ..boots import BootSettings
-from ..errors import BadInput, Exit, OrchError
-from ..progress import Progress
-from ..record import BisectRecord, TreeRecord
-from . import common
-from .test import Run
+from orchestrator.bisect import revs
+from orchestrator.bisect.judge import BAD, GOOD, SKIP, Mode
+from orchestrator.bisect.stepping import Stepper, StepSettings, short
+from orchestrator.commands import common
+from orchestrator.commands.test import Run
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.progress import Progress
+from orchestrator.guest import selection
+from orchestrator.kernel import kconfig
+from orchestrator.run import recording
+from orchestrator.run.boots import BootSettings
+from orchestrator.run.record import BisectRecord, TreeRecord
+from orchestrator.source import tree
 
 NAME = "check"
 HELP = "one step of `git bisect run` at the tree's HEAD: 0 good, 1 bad, 125 skip, 128+ stop"
@@ -98,7 +102,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     # documented way for a run script): nothing in your checkout changes
     # per step, which suits orch, which builds elsewhere anyway.
     commit = (tree.has_commit(t.repo, "BISECT_HEAD")
-              or bisect_git.resolve(t.repo, "HEAD", "HEAD of"))
+              or revs.resolve(t.repo, "HEAD", "HEAD of"))
     configs = list(val["configs"] or [])
     if args.configs and len(args.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
@@ -141,6 +145,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def record_root() -> Path:
-    from ..paths import cache_dir
+    from orchestrator.core.paths import cache_dir
     return cache_dir() / "checks"
 

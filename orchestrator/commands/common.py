@@ -10,8 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-from .. import kconfig, settings
-from ..errors import BadInput, Exit, OrchError
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.kernel import kconfig
+from orchestrator.run import settings
 
 EXIT_STATUSES = """\
 exit status:
@@ -116,7 +117,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
 
 def add_modes(g, build: str, splat: str, fixed: str) -> None:
     """--build / --splat / --fixed: what makes a commit bad (bisect, check)."""
-    from ..bisect_rules import Mode
+    from orchestrator.bisect.judge import Mode
     m = g.add_mutually_exclusive_group()
     for flag, mode, text in (("--build", Mode.BUILD, build), ("--splat", Mode.SPLAT, splat),
                              ("--fixed", Mode.FIXED, fixed)):
@@ -146,8 +147,8 @@ def use_cache(path: Path | None) -> None:
 
 def night_args(args: argparse.Namespace):
     """NIGHTLY.toml, --night and --cache of `orch nightly` and `orch plan`."""
-    from .. import nightly_config
-    cfg = nightly_config.load(args.file)
+    from orchestrator.nightly import config_file
+    cfg = config_file.load(args.file)
     night = night_of(args.night)
     use_cache(args.cache)
     return cfg, night

@@ -25,13 +25,17 @@ import os
 import socket
 from pathlib import Path
 
-from .. import (boots, build, builds, cache_transfer, debsrc, fanout, kconfig,
-                night as nightrec, remote_ccache, result_cache, selection, tree, vm)
-from ..errors import BadInput, Exit, OrchError
-from ..night import Night, Plan, TreeState
-from ..progress import Progress
-from ..record import now
-from . import common, nightly
+from orchestrator.commands import common, nightly
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.progress import Progress
+from orchestrator.fanout import cache_transfer, jobfiles
+from orchestrator.guest import result_cache, selection, vm
+from orchestrator.kernel import build, kconfig, remote_ccache
+from orchestrator.nightly import night as nightrec
+from orchestrator.nightly.night import Night, Plan, TreeState
+from orchestrator.run import boots, builds
+from orchestrator.run.record import now
+from orchestrator.source import debsrc, tree
 
 NAME = "job"
 HELP = "run one job of a planned night (orch plan) on this machine"
@@ -84,7 +88,7 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
     """The library entry point (tests call it): the exit status, the shard
     in `out`."""
     progress = progress or Progress()
-    plan, jobs = fanout.read_plan_dir(plan_dir)
+    plan, jobs = jobfiles.read_plan_dir(plan_dir)
     job = jobs.get(job_id)
     t = next((x for x in plan.trees if x.label == job.tree), None)
     if t is None or job.config not in plan.configs:
@@ -92,8 +96,8 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
     for name in (remote_ccache.WRITE_ENV, remote_ccache.READ_ENV):
         if os.environ.get(name):   # a bad URL is one line before any work
             remote_ccache.parse(os.environ[name], name == remote_ccache.WRITE_ENV, sandbox)
-    fanout.copy_plan(plan_dir, out)
-    rec = fanout.JobRecord(job, plan.night, jobs.plan_digest, now(), host=socket.gethostname())
+    jobfiles.copy_plan(plan_dir, out)
+    rec = jobfiles.JobRecord(job, plan.night, jobs.plan_digest, now(), host=socket.gethostname())
     rec.write(out)
     try:
         path = _tree_here(t, (trees or {}).get(t.label), out / "logs")
@@ -126,7 +130,7 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
     return int(Exit.OK)
 
 
-def _import(shards: list[Path], job: fanout.Job, plan_digest: str) -> list[str]:
+def _import(shards: list[Path], job: jobfiles.Job, plan_digest: str) -> list[str]:
     """The planned baseline's export, from each shard given: only the one
     the series job needs (its job.json says so) is taken, only from
     SHARD/export/manifest.json, only the entries that job exported
@@ -160,7 +164,7 @@ def _tree_here(t: TreeState, given: Path | None, logs: Path) -> Path:
 
 
 def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
-              rec: fanout.JobRecord, sandbox: bool, progress: Progress) -> None:
+              rec: jobfiles.JobRecord, sandbox: bool, progress: Progress) -> None:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     kc = kconfig.load(config)
@@ -190,11 +194,11 @@ def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
                         f"{b.judged.reason or b.judged.status}", Exit.INFRA)
     rec.exported = cache_transfer.export([("kernels", k.key),
                                           ("results", boots.results_key(k, settings))],
-                                         out / fanout.EXPORT)
+                                         out / jobfiles.EXPORT)
     rec.write(out)
 
 
-def _series(plan: Plan, job: fanout.Job, t: TreeState, path: Path, out: Path, sandbox: bool,
+def _series(plan: Plan, job: jobfiles.Job, t: TreeState, path: Path, out: Path, sandbox: bool,
             progress: Progress) -> None:
     n = nightrec.read_if_any(out) or Night(plan.night, now(), plan)
     n.write(out)

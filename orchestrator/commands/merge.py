@@ -20,13 +20,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import fanout, history, night as nightrec, night_cells, record, untrusted_tree
-from ..errors import BadInput
-from ..sanitize import clean
-from ..untrusted import UntrustedError
-from ..night import Cell, Change, Night
-from ..record import now
-from . import common, nightly
+from orchestrator.commands import common, nightly
+from orchestrator.core import untrusted_tree
+from orchestrator.core.errors import BadInput
+from orchestrator.core.sanitize import clean
+from orchestrator.core.untrusted import UntrustedError
+from orchestrator.fanout import jobfiles
+from orchestrator.nightly import cell_rows, history
+from orchestrator.nightly import night as nightrec
+from orchestrator.nightly.night import Cell, Change, Night
+from orchestrator.run import record
+from orchestrator.run.record import now
 
 NAME = "merge"
 HELP = "merge a planned night's shards (orch job) into one night"
@@ -66,14 +70,14 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
 def merge(shards: list[Path], out: Path, plan_dir: Path | None = None) -> int:
     """The library entry point: the exit status, the night in
     out/nights/<night>/."""
-    read: dict[str, tuple[Path, fanout.JobRecord]] = {}
+    read: dict[str, tuple[Path, jobfiles.JobRecord]] = {}
     unreadable: list[str] = []
     for d in shards:
         if d.is_symlink():   # an artifact that is a link leads anywhere
             unreadable.append(f"{d}: a symbolic link, not followed")
             continue
         try:
-            rec = fanout.read_job(d)
+            rec = jobfiles.read_job(d)
         except BadInput as e:
             unreadable.append(str(e))
             continue
@@ -82,7 +86,7 @@ def merge(shards: list[Path], out: Path, plan_dir: Path | None = None) -> int:
     if source is None:
         raise BadInput("no plan: give --plan PLAN_DIR, or at least one readable shard"
                        + (f" ({unreadable[0]})" if unreadable else ""))
-    plan, jobs = fanout.read_plan_dir(source)
+    plan, jobs = jobfiles.read_plan_dir(source)
     for d, rec in read.values():
         if rec.plan_digest != jobs.plan_digest:
             raise BadInput(f"{d} is a shard of another plan (night {rec.night}, plan "
@@ -95,15 +99,15 @@ def merge(shards: list[Path], out: Path, plan_dir: Path | None = None) -> int:
             hist.close()
 
 
-def _merge(plan, jobs: fanout.Jobs, source: Path, read: dict, unreadable: list[str],
+def _merge(plan, jobs: jobfiles.Jobs, source: Path, read: dict, unreadable: list[str],
            out: Path, hist: history.History) -> int:
     ndir = out / "nights" / plan.night
     ndir.mkdir(parents=True, exist_ok=True)
     if (ndir / nightrec.PLAN_FILE).exists() and \
-            fanout.plan_digest(nightrec.read_plan(ndir)) != jobs.plan_digest:
+            jobfiles.plan_digest(nightrec.read_plan(ndir)) != jobs.plan_digest:
         raise BadInput(f"{ndir} holds another plan of the night {plan.night}: merge into "
                        "another --out")
-    for line in fanout.copy_plan(source, ndir):
+    for line in jobfiles.copy_plan(source, ndir):
         _say(f"{source.name}: series: left out: {line}")
     n = nightrec.read_if_any(ndir) or Night(plan.night, "", plan)
     n.plan = plan
@@ -189,7 +193,7 @@ def _taken(ndir: Path) -> dict:
         return {}
 
 
-def _missing(plan, jobs: fanout.Jobs, taken: dict, n: Night) -> list[Change]:
+def _missing(plan, jobs: jobfiles.Jobs, taken: dict, n: Night) -> list[Change]:
     """A change for each job that did not report, and an ERROR cell for each
     of its cells that has no result from elsewhere."""
     problems = []
@@ -212,5 +216,5 @@ def _missing(plan, jobs: fanout.Jobs, taken: dict, n: Night) -> list[Change]:
             n.put(Cell(
                 key, s.version, s.msgid, job.tree, t.commit, job.config, "ERROR",
                 f"job {job.id} {why}"[:200], None,
-                night_cells.reproduce(s, t, job.config, lore_url=plan.lore_url)))
+                cell_rows.reproduce(s, t, job.config, lore_url=plan.lore_url)))
     return problems

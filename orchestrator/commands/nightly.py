@@ -23,13 +23,15 @@ import re
 import sys
 from pathlib import Path
 
-from .. import compare, history, night as nightrec, night_cells, record
-from ..errors import BadInput, Exit, OrchError
-from ..night import Cell, Night, SeriesRev, TreeState
-from ..progress import Progress
-from ..record import now
-from . import common
-from . import test as test_cmd
+from orchestrator.commands import common
+from orchestrator.commands import test as test_cmd
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.progress import Progress
+from orchestrator.nightly import cell_rows, compare, history
+from orchestrator.nightly import night as nightrec
+from orchestrator.nightly.night import Cell, Night, SeriesRev, TreeState
+from orchestrator.run import record
+from orchestrator.run.record import now
 
 NAME = "nightly"
 HELP = "the nightly CI job: newest revisions and new series against the newest trees"
@@ -93,8 +95,8 @@ def _run(cfg, out: Path, night: str, hist: history.History, sandbox: bool,
         plan = nightrec.read_plan(ndir)
         progress.say(f"night {night}: following its stored plan")
     else:
-        from .. import night_plan
-        plan = night_plan.make(cfg, night, hist, ndir, progress)
+        from orchestrator.nightly import planner
+        plan = planner.make(cfg, night, hist, ndir, progress)
         nightrec.write_plan(ndir, plan)
     n = nightrec.read_if_any(ndir) or Night(night, now(), plan)
     n.plan, n.state, n.exit_code, n.finished = plan, "running", None, None
@@ -181,8 +183,8 @@ def _read_cell(run_dir: Path, s: SeriesRev, t: TreeState, config: str, rel: str,
     except BadInput as e:
         return Cell(s.key, s.version, s.msgid, t.label, t.commit, config, "ERROR",
                     f"no run record: {e}", rel,
-                    night_cells.reproduce(s, t, config, lore_url=lore_url))
-    return night_cells.from_record(rec, s, t, config, rel, lore_url)
+                    cell_rows.reproduce(s, t, config, lore_url=lore_url))
+    return cell_rows.from_record(rec, s, t, config, rel, lore_url)
 
 
 def _changes(n: Night, hist: history.History, extra: list[nightrec.Change]):
@@ -220,21 +222,21 @@ def _reports(n: Night, hist: history.History, ndir: Path, out: Path) -> None:
             failed.append(f"{name}: {type(e).__name__}: {e}")
 
     def html() -> None:
-        from .. import html_report
-        html_report.write_night_site(n, {s.key: hist.series_history(s.key)
+        from orchestrator.reports import html_page
+        html_page.write_night_site(n, {s.key: hist.series_history(s.key)
                                          for s in n.plan.series}, ndir, links_base="../../")
 
     def junit() -> None:
-        from .. import report_junit
-        (ndir / "junit.xml").write_text(report_junit.junit_xml(n), encoding="utf-8")
+        from orchestrator.reports import junit_report
+        (ndir / "junit.xml").write_text(junit_report.junit_xml(n), encoding="utf-8")
 
     def kcidb() -> None:
-        from .. import report_kcidb
-        record.write_json(ndir / "kcidb.json", report_kcidb.kcidb_json(n, night_dir=ndir))
+        from orchestrator.reports import kcidb_report
+        record.write_json(ndir / "kcidb.json", kcidb_report.kcidb_json(n, night_dir=ndir))
 
     def text() -> None:
-        from .. import report_text
-        (ndir / "summary.txt").write_text(report_text.summary_text(n), encoding="utf-8")
+        from orchestrator.reports import night_text
+        (ndir / "summary.txt").write_text(night_text.summary_text(n), encoding="utf-8")
 
     for name, fn in (("summary", text), ("html", html), ("junit", junit), ("kcidb", kcidb)):
         attempt(name, fn)

@@ -16,10 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import ci_files, fanout, history, night as nightrec
-from ..errors import BadInput, Exit
-from ..progress import Progress
-from . import common
+from orchestrator.commands import common
+from orchestrator.core.errors import BadInput, Exit
+from orchestrator.core.progress import Progress
+from orchestrator.fanout import ci_files, jobfiles
+from orchestrator.nightly import history
+from orchestrator.nightly import night as nightrec
 
 NAME = "plan"
 HELP = "resolve a night once and write a CI engine's job matrix for it"
@@ -28,7 +30,7 @@ exit status:
   0    the plan and the engine's file are written (problems, if any, are
        printed and kept in plan.json; orch merge reports them)
   2    a bad NIGHTLY.toml, flag or plan directory"""
-FILES = {"github": "workflow.yml", "gitlab": "pipeline.yml", "json": fanout.JOBS_FILE}
+FILES = {"github": "workflow.yml", "gitlab": "pipeline.yml", "json": jobfiles.JOBS_FILE}
 
 
 def register(sub) -> None:
@@ -42,7 +44,7 @@ def register(sub) -> None:
                    help="github: a workflow; gitlab: a child pipeline; json: jobs.json only "
                    "(default: %(default)s)")
     p.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--group-size", type=int, default=fanout.DEFAULT_GROUP, metavar="N",
+    p.add_argument("--group-size", type=int, default=jobfiles.DEFAULT_GROUP, metavar="N",
                    help="series per job (default: %(default)s)")
     p.add_argument("--history", type=Path, metavar="FILE",
                    help="the nightly's history.sqlite (what the merge writes): series tested "
@@ -66,7 +68,7 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     path = write(cfg, args.out, night, args.format, group_size=args.group_size,
                  history_file=args.history, shared_ccache=args.shared_ccache,
                  runs_on=labels[0] if len(labels) == 1 else labels, tags=tags)
-    plan, jobs = fanout.read_plan_dir(args.out)
+    plan, jobs = jobfiles.read_plan_dir(args.out)
     for p in plan.problems:
         print(f"orch: plan: {p}", file=sys.stderr)
     print(f"night {night}: {len(plan.series)} series x {len(plan.trees)} trees x "
@@ -77,7 +79,7 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     return int(Exit.OK)
 
 
-def write(cfg, out: Path, night: str, fmt: str, *, group_size: int = fanout.DEFAULT_GROUP,
+def write(cfg, out: Path, night: str, fmt: str, *, group_size: int = jobfiles.DEFAULT_GROUP,
           history_file: Path | None = None, shared_ccache: str = "engine",
           runs_on: str | list[str] = "ubuntu-latest", tags: list[str] | None = None,
           progress: Progress | None = None) -> Path:
@@ -92,19 +94,19 @@ def write(cfg, out: Path, night: str, fmt: str, *, group_size: int = fanout.DEFA
             raise BadInput(f"{out} holds the plan of the night {plan.night}, not {night}: "
                            "give another --out")
     else:
-        from .. import night_plan
+        from orchestrator.nightly import planner
         progress = progress or Progress()
         if history_file is not None and not history_file.exists():
             raise BadInput(f"--history {history_file}: no such file")
         with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
             hist = history.History(history_file or Path(tmp) / history.FILE)
             try:
-                plan = night_plan.make(cfg, night, hist, out, progress)
+                plan = planner.make(cfg, night, hist, out, progress)
             finally:
                 hist.close()
         nightrec.write_plan(out, plan)
-    jobs = fanout.cut(plan, group_size)
-    fanout.write_jobs(out, jobs)
+    jobs = jobfiles.cut(plan, group_size)
+    jobfiles.write_jobs(out, jobs)
     dest = out / FILES[fmt]
     rel = str(out)
     if fmt == "github":

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import record, summary
-from . import common
+from orchestrator.commands import common
+from orchestrator.reports import html_page
+from orchestrator.run import record, summary
 
 NAME = "report"
 HELP = "print the summary of a run directory again"
@@ -31,6 +32,5 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     rec = record.read(args.run_dir / "run.json")
     print(summary.summary(rec))
     if args.html:
-        from .. import html_report
-        print(f"html: {html_report.write_run_page(rec, args.run_dir)}")
+        print(f"html: {html_page.write_run_page(rec, args.run_dir)}")
     return int(rec.exit_code or 0)

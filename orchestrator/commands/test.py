@@ -17,14 +17,33 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import (__version__, boots, build, builds, compiler_warnings, debsrc, intake, kconfig,
-                record, recording, selection, settings, summary, tree, verdict, vm)
-from ..errors import BadInput, Exit, OrchError
-from ..models import Base, Kernel, Series
-from ..progress import Progress
-from ..record import (Accel, ApplyRecord, ConfigRecord, EachPatchStep, Rejection, RunRecord,
-                      TreeRecord, now)
-from . import common
+from orchestrator import __version__
+from orchestrator.commands import common
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.models import Base, Kernel, Series
+from orchestrator.core.progress import Progress
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import build, compiler_warnings, kconfig
+from orchestrator.run import (
+    boots,
+    builds,
+    record,
+    recording,
+    settings,
+    summary,
+    verdict,
+)
+from orchestrator.run.record import (
+    Accel,
+    ApplyRecord,
+    ConfigRecord,
+    EachPatchStep,
+    Rejection,
+    RunRecord,
+    TreeRecord,
+    now,
+)
+from orchestrator.source import debsrc, intake, tree
 
 NAME = "test"
 HELP = "test a series: baseline vs patched"

@@ -1,0 +1,491 @@
+"""Out-of-tree kernel builds: sandboxed, ccache on, finished kernels cached.
+
+A finished kernel is cached by (source tree id, final .config, toolchain):
+running the same series again, or a second series on the same base, boots
+the cached baseline instead of building it. The build directory itself is
+long-lived per (tree, config) so the patched build is incremental on top
+of the baseline's objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.core import paths, proc, sandbox
+from orchestrator.core.errors import Exit, OrchError
+from orchestrator.core.jobserver import JobServer
+from orchestrator.core.models import Kernel
+from orchestrator.core.paths import cache_dir
+from orchestrator.kernel import (
+    buildtree,
+    ccache_guard,
+    ccache_stats,
+    compiler_warnings,
+    kconfig,
+    kimage,
+    remote_ccache,
+)
+from orchestrator.kernel.kconfig import KConfig
+
+BUILD_TIMEOUT = 3 * 3600
+IMAGE = "arch/x86/boot/bzImage"
+# What orch reads back from a build directory, each with its cap.
+MAX_IMAGE = 512 << 20
+MAX_VMLINUX = kimage.MAX_VMLINUX     # searched as it is read, never held
+MAX_LOG = 64 << 20
+# Written by the build itself (ccache, orch's compiler wrapper), so read
+# back as untrusted; removed in the view before each build.
+STATSLOG = ".orch-ccache-stats.log"
+# ccache reads $CCACHE_DIR/ccache.conf unless CCACHE_CONFIGPATH names
+# another file: a series could otherwise set prefix_command there for every
+# later build. This one is orch's, read-only in every view.
+CCACHE_CONF = paths.DATA / "ccache.conf"
+# Kernel cache entries say who built them: a baseline lookup takes only a
+# baseline build's kernel, never one a series' build made from the same tree.
+ORIGIN_BASELINE, ORIGIN_SERIES = "baseline", "series"
+
+
+@functools.lru_cache(maxsize=None)
+def toolchain_id() -> str:
+    parts = []
+    for argv in (["gcc", "--version"], ["ld", "--version"], ["make", "--version"]):
+        r = proc.run(argv, timeout=30)
+        parts.append(r.output.splitlines()[0] if r.output else argv[0])
+    return " | ".join(parts)
+
+
+def jobs() -> int:
+    return (os.cpu_count() or 1) + 1
+
+
+def build_env() -> dict[str, str]:
+    ccache = cache_dir() / "ccache"
+    ccache.mkdir(parents=True, exist_ok=True)
+    # Fixed identity so a rebuild of the same source gives the same banner;
+    # C locale so compiler messages compare across machines. ccache's depend
+    # mode (hash from gcc's own -MMD output, no second preprocessor run) and
+    # inode cache (each of a unit's ~300 headers hashed once, not per unit)
+    # cut its cost on a miss from +50% to about +10% here.
+    # base_dir is orch's cache: compile commands are hashed with paths
+    # relative to it, so a ccache shared between machines (remote_ccache) or
+    # restored by a CI engine elsewhere hits whatever path the cache has;
+    # NOHASHDIR keeps the build directory's absolute path out of the hash (it
+    # matters only for debug info, whose comp_dir then names the first
+    # machine's path).
+    return {"CCACHE_DIR": str(ccache), "CCACHE_CONFIGPATH": str(CCACHE_CONF),
+            "CCACHE_DEPEND": "1", "CCACHE_INODECACHE": "1",
+            "CCACHE_BASEDIR": str(cache_dir()), "CCACHE_NOHASHDIR": "1",
+            "KBUILD_BUILD_USER": "orch", "KBUILD_BUILD_HOST": "orch", "LC_ALL": "C"}
+
+
+@dataclass
+class BuildOptions:
+    sandbox: bool = True
+    jobserver: JobServer | None = None
+    status: Callable[[str | None], None] = lambda text: None
+    timeout: float = BUILD_TIMEOUT
+
+
+def cache_key(tree_id: str, dotconfig: Path) -> str:
+    h = hashlib.sha256()
+    h.update(tree_id.encode())
+    h.update(dotconfig.read_bytes())
+    h.update(toolchain_id().encode())
+    return h.hexdigest()[:32]
+
+
+def _complete_record(entry: Path) -> bool:
+    rec = compiler_warnings.load(entry / "warnings.json")
+    return bool(rec and rec.get("complete"))
+
+
+def cache_entry_state(key: str, baseline: bool = False) -> tuple[str, str]:
+    """(state, why): absent, ok, old (kept by an orch without warning
+    records: build it once more), corrupt (truncated or half-copied),
+    stale (its payload is another build's kernel), or, for a `baseline`
+    lookup, series (built by a series' build: a baseline builds its own);
+    corrupt and stale entries are removed, rebuilt, never booted."""
+    d = cache_dir() / "kernels" / key
+    if not d.exists():
+        return "absent", ""
+    img, sums = d / "bzImage", d / "sha256"
+    if img.exists() and not _complete_record(d):
+        return "old", "has no warning record"
+    if not (img.exists() and sums.exists()) or \
+            hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
+        shutil.rmtree(d, ignore_errors=True)
+        return "corrupt", "failed its checksum"
+    if not (d / "banner").exists():
+        # Kept by an orch that did not check its images (ccache could link
+        # a stale piggy.o then): check it once, header against payload.
+        try:
+            banner = kimage.image_banner(img)
+        except kimage.ImageError as e:
+            shutil.rmtree(d, ignore_errors=True)
+            return "stale", str(e)
+        (d / "banner").write_text(banner.text + "\n")
+    if baseline and origin(key) != ORIGIN_BASELINE:
+        return "series", "was built by a series' build, not a baseline build"
+    return "ok", ""
+
+
+def origin(key: str) -> str:
+    try:
+        return (cache_dir() / "kernels" / key / "origin").read_text().strip()
+    except OSError:
+        return ORIGIN_SERIES      # kept by an orch that did not say: not a baseline's
+
+
+def _stage(key: str, bd: buildtree.BuildDir, dotconfig: Path, log: Path) -> Path:
+    """Copy what the kernel cache keeps out of the build directory, as
+    untrusted files (no links, capped), into a private directory. The image
+    must be there; System.map is kept when it is a plain file."""
+    root = cache_dir() / "kernels"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{key}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if not bd.copy_out(IMAGE, tmp / "bzImage", MAX_IMAGE):
+            raise kimage.ImageError(f"the build left no {IMAGE}")
+        shutil.copyfile(dotconfig, tmp / "config")
+        _untrusted_copy(bd, "System.map", tmp / "System.map", log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _store(key: str, tmp: Path, warnings: dict | None, banner: kimage.Banner,
+           origin_: str) -> Path:
+    if warnings is not None:
+        (tmp / "warnings.json").write_text(json.dumps(warnings))
+    (tmp / "banner").write_text(banner.text + "\n")
+    (tmp / "origin").write_text(origin_ + "\n")
+    # The checksum goes last: an entry without it is incomplete.
+    (tmp / "sha256").write_text(hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
+    dest = cache_dir() / "kernels" / key
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)
+    return dest
+
+
+def recover_interrupted(bd: buildtree.BuildDir) -> int:
+    """Remove what a killed build left in the trusted directory: every file
+    written after it started.
+
+    make deletes a target whose recipe fails, but not one whose writer was
+    SIGKILLed; such a truncated object is newer than its source, so make
+    would link it. Removing all files newer than the marker (in orch's
+    notes) is exact and cheap (ccache gives them back). Links are removed
+    themselves, never followed. (A layer with a killed build is thrown
+    away whole: buildtree.current.)
+    """
+    marker = bd.meta / "building"
+    if not marker.exists():
+        return 0
+    since = marker.stat().st_mtime
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(bd.path):
+        for name in filenames:
+            f = Path(dirpath) / name
+            try:
+                if f.lstat().st_mtime >= since:
+                    f.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    marker.unlink(missing_ok=True)
+    return removed
+
+
+def _maker(bd: buildtree.BuildDir, opts: BuildOptions, env: dict[str, str], on_line=None,
+           remote: remote_ccache.Remote | None = None,
+           ) -> Callable[[list[str], Path, Path], proc.Result]:
+    """Runs make, sandboxed, as a jobserver client (or with -jN)."""
+    ccache = Path(env["CCACHE_DIR"])
+    shared_r, shared_w = remote_ccache.view_paths(remote)
+
+    def make(argv: list[str], log: Path, src: Path, timeout: float = 600) -> proc.Result:
+        menv = dict(env)
+        fds: tuple[int, ...] = ()
+        if opts.jobserver is not None:
+            menv["MAKEFLAGS"] = opts.jobserver.makeflags()
+            fds = opts.jobserver.fds
+        else:
+            argv = [*argv, f"-j{jobs()}"]
+        remove = tuple(bd.path / r for r in bd.take_removals())
+        if opts.sandbox:
+            # The worktree, orch's data directory (the compiler wrapper and
+            # ccache.conf; its own bind: an orch cloned under /tmp is
+            # otherwise hidden by the private /tmp), the build directory and
+            # ccache: a baseline's writable, a series' as its copy-on-write
+            # layer over them; nothing else of the host, and of the
+            # environment only what orch sets (menv) and the locale.
+            # The worktree's git metadata is not in the view (for --tree it
+            # is the developer's whole repository), so setlocalversion adds
+            # no "+" to the release: 7.2.13, not 7.2.13+.
+            # A shared ccache: its socket (or directory) too.
+            layer = bd.layer is not None
+            view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
+                                writable=(*(() if layer else (bd.path, ccache)), *shared_w),
+                                env=menv, remove=remove,
+                                overlays=bd.layer.overlays(bd.path, ccache) if layer else ())
+            return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
+                               pass_fds=fds, on_line=on_line)
+        for f in remove:
+            f.unlink(missing_ok=True)
+        return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
+                        pass_fds=fds, on_line=on_line)
+    return make
+
+
+def _prepare(bd: buildtree.BuildDir, log: Path) -> None:
+    """The trusted directory: rebuilt once when it has no (complete) warning
+    record, and cleaned of an interrupted build."""
+    snap = compiler_warnings.load(bd.meta / "warnings.json")
+    if bd.trusted and bd.exists("vmlinux") and not (snap and snap.get("complete")):
+        # Built by an orch that kept no (complete) warning record: without
+        # one the warning diff cannot be complete; rebuild once (from ccache).
+        buildtree.remove_tree(bd.path)
+        bd.set_state(tree=None)
+        with open(log, "a") as f:
+            f.write("# orch: build directory had no warning record; rebuilt once\n")
+    bd.path.mkdir(parents=True, exist_ok=True)
+    sandbox.adopt(bd.path)
+    if bd.trusted:
+        removed = recover_interrupted(bd)
+        if removed:
+            with open(log, "a") as f:
+                f.write(f"# orch: the last build here was interrupted; removed the {removed} "
+                        "files it wrote\n")
+    bd.mkdir(".tmp")
+
+
+def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: str, log: Path,
+          side: str, opts: BuildOptions | None = None) -> Kernel:
+    """Build (or find cached) the kernel of `src` at tree `tree_id`.
+
+    `builddir`: a baseline builds in the trusted directory, a series in a
+    layer over it (buildtree; builds.build_all chooses). Raises OrchError
+    with INFRA for the baseline, PATCHED_BUILD for the patched side: a
+    broken baseline is not the series' fault.
+    """
+    opts = opts or BuildOptions()
+    bd = buildtree.BuildDir.of(builddir)
+    bd.meta.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    t0 = time.monotonic()
+    _prepare(bd, log)
+    env = build_env()
+    env["TMPDIR"] = str(bd.path / ".tmp")
+    remote = _shared_ccache(side, opts, log)
+    if remote is not None:
+        env["CCACHE_REMOTE_STORAGE"] = remote.storage()
+    try:
+        dotconfig = kconfig.configure(src, bd, kc, log,
+                                      make=_maker(bd, opts, env, remote=remote))
+    except OrchError as e:
+        code = e.exit
+        if code == Exit.INFRA and side == "patched":
+            code = Exit.PATCHED_BUILD  # the series broke Kconfig
+        raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
+    key = cache_key(tree_id, dotconfig)
+    state, why = cache_entry_state(key, baseline=side == "baseline")
+    if state == "ok":
+        hit = cache_dir() / "kernels" / key
+        with open(log, "a") as f:
+            f.write(f"# cached kernel {hit}\n")
+        return Kernel(kc.name, hit / "bzImage", hit / "config", True,
+                      time.monotonic() - t0, log, key=key,
+                      warnings=compiler_warnings.load(hit / "warnings.json"),
+                      banner=(hit / "banner").read_text().strip())
+    if state != "absent":
+        with open(log, "a") as f:
+            f.write(f"# orch: cached kernel {key} {why}; rebuilding\n")
+    if state == "stale":
+        # The stale object may still sit in this directory: relinking from
+        # vmlinux regenerates everything downstream of it (piggy.S included).
+        bd.discard(["vmlinux", IMAGE])
+
+    full = not bd.exists("vmlinux")
+    must_rebuild = _changed_objects(src, bd, tree_id)
+    bd.discard([STATSLOG, ccache_guard.LOG, *must_rebuild])
+    env["CCACHE_STATSLOG"] = str(bd.path / STATSLOG)
+    env["ORCH_UNCACHED_LOG"] = str(bd.path / ccache_guard.LOG)
+    risky = ccache_guard.headers_with_directives(src, tree_id)
+    if risky:
+        env["CCACHE_DISABLE"] = "1"
+        with open(log, "a") as f:
+            f.write("# orch: ccache off for this build: these headers pull files in with "
+                    f"assembler directives ccache cannot see: {', '.join(risky[:10])}\n")
+    count = [0]
+
+    def on_line(line: str) -> None:
+        if line.startswith("  CC ") or line.startswith("  AS "):
+            count[0] += 1
+            opts.status(f"{side} {kc.name}: {count[0]} compiled, {line.split()[-1][-40:]}")
+    (bd.meta / "building").write_text(f"{os.getpid()}\n")
+    bd.set_state(tree=None)      # until it is built: the directory is in between
+    make = _maker(bd, opts, env, on_line, remote)
+    started = time.time()
+    try:
+        r = make([*kconfig.make_base(bd.path), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
+                 timeout=opts.timeout)
+    finally:
+        opts.status(None)
+    if not r.timed_out:
+        # make removed the target of any failed recipe itself.
+        (bd.meta / "building").unlink(missing_ok=True)
+    copied = log.with_suffix(".ccache-stats")
+    copied.unlink(missing_ok=True)
+    _untrusted_copy(bd, STATSLOG, copied, log)
+    stats = ccache_stats.read(copied)
+    if not r.ok or not bd.exists(IMAGE):
+        what = f"timed out after {opts.timeout:.0f}s" if r.timed_out else "failed"
+        raise OrchError(f"{side} build of config {kc.name} {what}: "
+                        f"{first_error(log)} (see {log})",
+                        Exit.INFRA if side == "baseline" else Exit.PATCHED_BUILD)
+    _check_rebuilt(bd, must_rebuild, started, kc.name, side)
+    tmp = None
+    try:
+        tmp = _stage(key, bd, dotconfig, log)
+        vmlinux = bd.chunks("vmlinux", MAX_VMLINUX)
+        if vmlinux is None:
+            raise kimage.ImageError("the build left no vmlinux")
+        banner = kimage.verify(tmp / "bzImage", vmlinux)
+    except (kimage.ImageError, buildtree.UnsafeFile, OSError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        bd.discard(["vmlinux", IMAGE])    # the next build relinks
+        raise OrchError(f"{side} build of config {kc.name} is not the kernel it built: {e}; "
+                        "not cached, not booted (run again: it relinks)", Exit.INFRA)
+    with open(log, "a") as f:
+        f.write(f"# orch: the bzImage holds the kernel just built: {banner.text}\n")
+    built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, bd.path)
+    snapshot = compiler_warnings.update(bd.meta / "warnings.json", built, full)
+    stored = _store(key, tmp, snapshot, banner,
+                    ORIGIN_BASELINE if side == "baseline" else ORIGIN_SERIES)
+    if bd.trusted:
+        bd.set_state(tree=tree_id, generation=int(bd.state().get("generation", 0)) + 1)
+    else:
+        bd.set_state(tree=tree_id)
+    uncached = _untrusted_copy(bd, ccache_guard.LOG, log.with_suffix(".uncached"), log)
+    return Kernel(kc.name, stored / "bzImage", stored / "config", False,
+                  time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
+                  compiled=count[0], banner=banner.text,
+                  uncached=ccache_guard.read_log(uncached, bd.path, src) if uncached else [])
+
+
+def _untrusted_copy(bd: buildtree.BuildDir, rel: str, dest: Path, log: Path) -> Path | None:
+    """Copy a file the build wrote (ccache's stats log, the wrapper's log)
+    next to the build log, as untrusted: a link or a FIFO there is said in
+    the log and left alone."""
+    try:
+        return dest if bd.copy_out(rel, dest, MAX_LOG) else None
+    except buildtree.UnsafeFile as e:
+        with open(log, "a") as f:
+            f.write(f"# orch: not read: {e}\n")
+        return None
+
+
+SOURCES = (".c", ".S")
+
+
+def _changed_objects(src: Path, bd: buildtree.BuildDir, tree_id: str) -> list[str]:
+    """The objects of the C and assembler sources that changed since this
+    build directory was last built, where it has one: a series' build must
+    compile each of them again. Removed before the build (so no trick can
+    keep or re-date the old object) and checked after it (_check_rebuilt).
+    A baseline's directory is trusted: nothing to check."""
+    if bd.trusted:
+        return []
+    before = bd.state().get("tree")
+    if not before or before == tree_id:
+        return []
+    r = proc.run(["git", "-C", str(src), "diff", "--name-only", "--no-renames", "--diff-filter=MT", before,
+                  tree_id], timeout=300)
+    if not r.ok:
+        return []
+    out = []
+    for name in r.output.splitlines():
+        name = name.strip()
+        if name.endswith(SOURCES) and ".." not in name.split("/"):
+            obj = name.rsplit(".", 1)[0] + ".o"
+            try:
+                if bd.exists(obj):
+                    out.append(obj)
+            except buildtree.UnsafeFile:
+                out.append(obj)
+    return out
+
+
+def _check_rebuilt(bd: buildtree.BuildDir, objects: list[str], started: float, config: str,
+                   side: str) -> None:
+    """Each object in `objects` was written by this build: a regular,
+    non-empty file in the layer, made and dated within the build. Its
+    source changed, so a kernel without it compiled anew would be tested
+    without the change (a PASS for code that never ran)."""
+    now = time.time()
+    for obj in objects:
+        try:
+            st = bd.in_upper(obj)
+        except buildtree.UnsafeFile as e:
+            st, why = None, str(e)
+        else:
+            why = "it is missing"
+        if st is not None:
+            if st.st_size == 0:
+                why = "it is empty"
+            elif not (started - 2 <= st.st_mtime <= now + 2):
+                why = "it is dated outside the build (re-dated)"
+            elif st.st_ctime < started - 2:
+                why = "it is older than the build"
+            else:
+                continue
+        raise OrchError(f"{side} build of config {config} did not compile its changed source "
+                        f"into {obj}: {why}; the kernel would not hold the change, so it is "
+                        "not booted", Exit.PATCHED_BUILD)
+
+
+def _shared_ccache(side: str, opts: BuildOptions, log: Path) -> remote_ccache.Remote | None:
+    """The shared ccache this build gets (remote_ccache), said in its log;
+    one that is not there is skipped, not a failed build."""
+    remote = remote_ccache.for_build(side, opts.sandbox)
+    if remote is None:
+        return None
+    where = remote.socket or remote.directory
+    with open(log, "a") as f:
+        if where is not None and not where.exists():
+            f.write(f"# orch: shared ccache {remote.describe()} is not there; "
+                    "building without it\n")
+            return None
+        f.write(f"# orch: shared ccache {remote.describe()}\n")
+    return remote
+
+
+_ERR = re.compile(r"(: error: |: fatal error: |^make(\[\d+\])?: \*\*\*|No space left on device)")
+
+
+def first_error(log: Path) -> str:
+    """The first line that says what broke; disk full says so plainly."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "see the log"
+    if "No space left on device" in text:
+        return "disk full (No space left on device)"
+    for line in text.splitlines():
+        if _ERR.search(line) and not line.startswith("$ "):
+            return line.strip()[:200]
+    return "see the log"

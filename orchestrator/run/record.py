@@ -1,0 +1,410 @@
+"""The run record: what one run did, as typed values, and its run.json.
+
+Only the command that owns a run writes its record (stages return values and
+write nothing); the summary, `orch report` and every later output read this
+one type. run.json is its JSON form, described by data/run.schema.json and
+versioned by SCHEMA_VERSION: a reader refuses a newer major version rather
+than misreading it, and a minor version only ever adds fields.
+
+A field that is None and marked optional is left out of run.json, as it
+always was: a side not yet booted has no "outcome", a config not yet judged
+no "verdict".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core import paths
+from orchestrator.core.errors import BadInput
+
+SCHEMA_VERSION = "1.2"   # 1.1: bisect; 1.2: sandbox
+SCHEMA_FILE = paths.DATA / "run.schema.json"
+
+
+def opt(default: Any = None) -> Any:
+    """An optional field: left out of run.json while it is None."""
+    return field(default=default, metadata={"omit": True})
+
+
+@dataclass
+class BuildRecord:
+    status: str                      # pending, ok, cached, failed
+    seconds: float | None = None
+    cached: bool | None = None
+    image: str | None = None
+    log: str | None = None
+    key: str | None = None
+    compiled: int | None = None
+    ccache: dict | None = None       # this build's ccache hits and misses (None when cached)
+    banner: str | None = None
+    uncached: list[str] | None = None
+    dotconfig: str | None = None     # the kernel's .config (in the kernel cache)
+
+    def _omitted(self) -> set[str]:
+        # A kernel that exists has every field (ccache may be null); one
+        # that does not has its status, and a failed one its log.
+        if self.status in ("ok", "cached"):
+            return set()
+        keep = {"status", "log"} if self.log else {"status"}
+        return {f.name for f in dataclasses.fields(self)} - keep
+
+
+@dataclass
+class BootRecord:
+    status: str                      # ok, failed, not run
+    accel: str | None = opt()
+    cached: bool | None = opt()      # results of an earlier boot of this kernel and suite
+    seconds: float | None = opt()
+    console: str | None = opt()
+    junit: str | None = None
+    harness_log: str | None = None
+    harness_rc: int | None = None
+    died_in: str | None = None
+    error: str | None = None
+    banner: str | None = None
+    console_tail: list[str] | None = opt()   # only when the boot failed
+
+    def _omitted(self) -> set[str]:
+        if self.status == "not run":
+            return {f.name for f in dataclasses.fields(self)} - {"status"}
+        return _none_optionals(self)
+
+
+@dataclass
+class Outcome:
+    """One side judged alone (verdict.Side without its tests)."""
+    status: str                      # PASS, FAIL, ERROR
+    reason: str
+    infra: bool
+    died_in: str | None
+
+
+@dataclass
+class TestRecord:
+    __test__ = False  # not a pytest test class
+    name: str
+    status: str
+    message: str
+    seconds: float
+    properties: dict[str, str]
+    outcomes: list[str] | None = opt()   # each run's status, with --repeat
+
+
+@dataclass
+class SideRecord:
+    build: BuildRecord
+    boot: BootRecord | None = opt()
+    outcome: Outcome | None = opt()
+    tests: list[TestRecord] | None = opt()
+    splats: list[dict] | None = opt()        # splats.Splat.as_dict()
+    guest_data: dict | None = opt()          # JSON files the guest suite left (untrusted, capped)
+
+
+@dataclass
+class Problems:
+    regressions: list[str]
+    failures: list[str]
+    infra: list[str]
+
+
+@dataclass
+class Comparison:
+    name: str
+    baseline: str
+    patched: str
+    transition: str
+    reason: str
+
+
+@dataclass
+class ConfigRecord:
+    name: str
+    baseline: SideRecord = field(default_factory=lambda: SideRecord(BuildRecord("pending")))
+    patched: SideRecord = field(default_factory=lambda: SideRecord(BuildRecord("pending")))
+    warnings: dict | None = opt()            # compiler_warnings.diff()
+    comparison: list[Comparison] | None = opt()
+    new_splats: list[dict] | None = opt()
+    preexisting_splats: list[dict] | None = opt()
+    verdict: str | None = opt()              # PASS, FAIL, INFRA-ERROR
+    regressions: int | None = opt()
+    problems: Problems | None = opt()
+
+    def side(self, name: str) -> SideRecord:
+        return self.baseline if name == "baseline" else self.patched
+
+
+@dataclass
+class TreeRecord:
+    path: str
+    label: str
+    base: str
+    base_reason: str
+
+
+@dataclass
+class Rejection:
+    file: str
+    hunks: list[str]
+
+
+@dataclass
+class ApplyRecord:
+    ok: bool
+    head: str
+    failed_patch: int | None
+    rejections: list[Rejection]
+
+
+@dataclass
+class Accel:
+    mode: str        # kvm or tcg
+    reason: str
+
+
+@dataclass
+class EachPatchStep:
+    patch: int
+    subject: str
+    status: str                      # building, ok, failed
+    configs: dict[str, BuildRecord] = field(default_factory=dict)
+    error: str | None = opt()
+
+
+@dataclass
+class CommitRecord:
+    commit: str
+    subject: str
+    author: str
+
+
+@dataclass
+class BisectStep:
+    """One kernel a bisect built and booted: an end, a step or a confirmation."""
+    role: str                        # good end, bad end, step, confirm
+    commit: str
+    subject: str
+    outcome: str                     # good, bad, skip (old, new with --fixed)
+    reason: str
+    build: str                       # built, cached, failed, unsatisfiable
+    build_seconds: float
+    build_log: str
+    boot: str | None = opt()         # booted, kept (results of an earlier boot)
+    boot_seconds: float | None = opt()
+    boots: int | None = opt()        # boots of this step (a retry is a second)
+    console: str | None = opt()
+    tests: dict[str, str] | None = opt()     # test -> status
+    splats: list[dict] | None = opt()
+    steps_left: int | None = opt()   # git's estimate after this step
+
+
+@dataclass
+class BisectRecord:
+    mode: str                        # test, build, splat, fixed
+    terms: list[str]                 # git's old and new terms
+    good: str                        # the commits as resolved
+    bad: str
+    config: str
+    tests: list[str]
+    repeat: int
+    commits: int                     # commits the answer may be (good..bad)
+    max_steps: int                   # ceil(log2(commits)) + 1
+    steps: list[BisectStep] = field(default_factory=list)
+    result: str | None = None        # found, inconclusive, only-skipped, endpoint-disagrees
+    log: str | None = None           # the run's bisect.log (git bisect replay)
+    first_bad: CommitRecord | None = opt()
+    candidates: list[CommitRecord] | None = opt()
+    reproduce: str | None = opt()    # an orch test of the finding
+    note: str | None = opt()         # why the result is not a plain "found"
+
+
+@dataclass
+class RunRecord:
+    orch_version: str
+    command: list[str]
+    run_dir: str
+    started: str
+    schema_version: str = SCHEMA_VERSION
+    state: str = "running"           # running, done, interrupted
+    verdict: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    series: dict | None = None       # the Series as b4 gave it (and apply marked it)
+    tree: TreeRecord | None = None
+    configs: list[ConfigRecord] = field(default_factory=list)
+    expected_tests: list[str] | None = opt()
+    repeat: int | None = opt()
+    apply: ApplyRecord | None = opt()
+    accel: Accel | None = opt()
+    each_patch: list[EachPatchStep] | None = opt()
+    bisect: BisectRecord | None = opt()
+    # "view": every build and guest saw only sandbox.py's allowlisted view
+    # and environment; "off": --no-sandbox (the run may hold host secrets).
+    sandbox: str | None = opt()
+    finished: str | None = opt()
+
+    def config(self, name: str) -> ConfigRecord:
+        return next(c for c in self.configs if c.name == name)
+
+    def to_json(self) -> dict:
+        return _dump(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunRecord":
+        check_version(data)
+        return _load(cls, data)
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_json())
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def check_version(data: Any) -> None:
+    """A run.json this orch can read: a newer major version may mean anything."""
+    if not isinstance(data, dict):
+        raise BadInput("run.json is not a JSON object")
+    version = str(data.get("schema_version", "1.0"))  # records before the field: 1.0
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise BadInput(f"run.json has an unreadable schema_version {version!r}")
+    ours = int(SCHEMA_VERSION.split(".")[0])
+    if major > ours:
+        raise BadInput(f"run.json is schema version {version}, newer than this orch reads "
+                       f"({SCHEMA_VERSION}); upgrade orch to read it")
+
+
+def read(path: Path) -> RunRecord:
+    """A run.json as a RunRecord; any problem is one BadInput line."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read {path}: {e}")
+    try:
+        return RunRecord.from_json(data)
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise BadInput(f"{path} is not an orch run record: {type(e).__name__}: {e}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace `path` atomically: a killed run leaves the last full record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _none_optionals(obj: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)
+            if f.metadata.get("omit") and getattr(obj, f.name) is None}
+
+
+def _dump(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        omitted = obj._omitted() if hasattr(obj, "_omitted") else _none_optionals(obj)
+        return {f.name: _dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name not in omitted}
+    if isinstance(obj, list):
+        return [_dump(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _dump(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _load(tp: Any, data: Any) -> Any:
+    """`data` (parsed JSON) as type `tp`: dataclasses, lists and dicts of them,
+    optionals; plain JSON values are taken as they are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _load(inner, data)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return [_load(inner, x) for x in data]
+    if origin is dict:
+        _, inner = typing.get_args(tp)
+        return {k: _load(inner, v) for k, v in data.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise TypeError(f"{tp.__name__} must be an object, not {type(data).__name__}")
+        hints = _hints(tp)
+        # Fields a newer minor version added are not ours to keep.
+        return tp(**{f.name: _load(hints[f.name], data[f.name])
+                     for f in dataclasses.fields(tp) if f.name in data})
+    return data
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(tp: type) -> dict[str, Any]:
+    if tp not in _HINTS:
+        _HINTS[tp] = typing.get_type_hints(tp)
+    return _HINTS[tp]
+
+
+def json_schema() -> dict:
+    """The JSON Schema of run.json, made from these types. data/run.schema.json
+    is this, committed so other tools can read it; a test keeps the two equal
+    and validates every run.json the test suite writes against the file."""
+    defs: dict[str, dict] = {}
+    top = _schema_of(RunRecord, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"orch run record (run.json), schema version {SCHEMA_VERSION}",
+            "description": "Minor versions only add fields; a reader refuses a newer major.",
+            **defs.pop(top["$ref"].split("/")[-1]), "$defs": defs}
+
+
+_JSON = {str: {"type": "string"}, int: {"type": "integer"}, float: {"type": "number"},
+         bool: {"type": "boolean"}, dict: {"type": "object"}, Any: {}}
+
+
+def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return {"anyOf": [_schema_of(inner, defs), {"type": "null"}]}
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return {"type": "array", "items": _schema_of(inner, defs)}
+    if origin is dict:
+        _, inner = typing.get_args(tp)
+        return {"type": "object", "additionalProperties": _schema_of(inner, defs)}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}   # recursion guard
+            hints = _hints(tp)
+            fields = dataclasses.fields(tp)
+            if hasattr(tp, "_omitted"):
+                required = ["status"]   # the rest depends on the status
+            else:
+                required = [f.name for f in fields if not f.metadata.get("omit")]
+            defs[name] = {"type": "object",
+                          "properties": {f.name: _schema_of(hints[f.name], defs)
+                                         for f in fields},
+                          "required": required, "additionalProperties": False}
+        return {"$ref": f"#/$defs/{name}"}
+    return dict(_JSON[tp])

@@ -1,0 +1,257 @@
+"""Intake: a lore Message-ID or a local mbox -> Series, through b4.
+
+b4 does the hard parts (thread retrieval, picking the revision, collecting
+trailers from replies); orch reads back the am-ready mbox b4 writes.
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import mailbox
+import re
+import shutil
+import sys
+from email.header import decode_header, make_header
+from email.utils import parseaddr
+from pathlib import Path
+from urllib.parse import unquote
+
+from orchestrator.core import proc
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.models import Patch, Series
+from orchestrator.core.sanitize import clean
+from orchestrator.source import hermetic
+
+DEFAULT_LORE = "https://lore.kernel.org"
+B4_TIMEOUT = 300
+
+# A Message-ID as people paste it: bare, in <>, or as a lore URL.
+_URL = re.compile(r"^https?://[^/]+/(?:[^/]+/)?([^/]+@[^/]+?)/?(?:[#?].*)?$")
+_MSGID = re.compile(r"[\x21-\x7e]+@[\x21-\x7e]+")
+
+
+def normalize_msgid(raw: str) -> str:
+    s = raw.strip()
+    m = _URL.match(s)
+    if m:
+        s = unquote(m.group(1))
+    s = s.removeprefix("id:").strip().lstrip("<").rstrip(">")
+    if not _MSGID.fullmatch(s) or "/" in s or s.startswith("-"):
+        raise BadInput(f"not a Message-ID: {raw!r}")
+    return s
+
+
+def b4_command() -> list[str]:
+    exe = Path(sys.executable).parent / "b4"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("b4")
+    if not found:
+        raise OrchError("b4 is not installed (pip install b4)", Exit.INFRA)
+    return [found]
+
+
+def _hdr(msg, name: str) -> str:
+    """A header as text for reports: mail is untrusted, so no control
+    characters or terminal escapes survive, and the length is bounded."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        text = str(make_header(decode_header(str(value))))
+    except Exception:
+        text = str(value)
+    return clean(re.sub(r"\s+", " ", text).strip(), 300)
+
+
+def _body(msg) -> str:
+    payload = msg.get_payload(decode=True)
+    if payload is None:
+        payload = str(msg.get_payload()).encode()
+    return payload.decode(msg.get_content_charset() or "utf-8", errors="replace")
+
+
+_SUBJ_TAG = re.compile(r"^\s*\[([^\]]*)\]\s*(.*)$")
+
+
+def parse_subject(subject: str) -> tuple[int, str]:
+    """'[PATCH RFC v3 1/2] foo' -> (3, 'foo')."""
+    version, rest = 1, subject
+    while True:
+        m = _SUBJ_TAG.match(rest)
+        if not m:
+            break
+        for tok in m.group(1).split():
+            v = re.fullmatch(r"[vV](\d+)", tok)
+            if v:
+                version = int(v.group(1))
+        rest = m.group(2)
+    return version, rest.strip()
+
+
+def patch_id(diff: str) -> str | None:
+    r = proc.run(["git", "patch-id", "--stable"], input=diff.encode(), timeout=60,
+                 env=hermetic.git_env())
+    out = r.output.split()
+    return out[0] if r.ok and out else None
+
+
+_TRAILER = re.compile(r"^([A-Z][A-Za-z-]*-by|Fixes|Link|Closes|Cc): (.+)$")
+
+
+def _trailers(body: str) -> list[str]:
+    msg = body.split("\n---\n", 1)[0]
+    return [clean(f"{m.group(1)}: {m.group(2).strip()}", 300) for line in msg.splitlines()
+            if (m := _TRAILER.match(line))]
+
+
+def _collected(b4_output: str) -> dict[int, list[str]]:
+    """Trailers b4 reports having picked up from replies, per patch number."""
+    out: dict[int, list[str]] = {}
+    current = None
+    for line in b4_output.splitlines():
+        m = re.search(r"\[[^\]]*?(\d+)/(\d+)\]", line)
+        if m and "+" not in line.split("[")[0]:
+            current = int(m.group(1))
+            continue
+        m = re.match(r"^\s+\+ (\S[^:]*: .+)$", line)
+        if m and current is not None:
+            out.setdefault(current, []).append(clean(m.group(1).strip(), 300))
+    return out
+
+
+def check_mbox(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise BadInput(f"cannot read mbox {path}: {e.strerror}")
+    if not head.startswith(b"From ") and not re.match(rb"^[A-Za-z-]+: ", head):
+        raise BadInput(f"{path} is not an mbox (no 'From ' line or mail headers)")
+
+
+def prepare_mbox(mbox: Path, outdir: Path) -> Path:
+    """b4 silently ignores mails without a Message-ID, as plain
+    `git format-patch` output is: give such mails one (threaded on the
+    first) in a copy, and leave a proper mbox as it is."""
+    box = mailbox.mbox(str(mbox), create=False)
+    msgs = list(box)
+    if not msgs:
+        raise BadInput(f"no mail in {mbox}")
+    if all(m.get("Message-ID") for m in msgs):
+        return mbox
+    digest = hashlib.sha1(mbox.read_bytes()).hexdigest()[:12]
+    first = None
+    out = mailbox.mbox(str(outdir / "input.mbox"), create=True)
+    for i, m in enumerate(msgs):
+        if not m.get("Message-ID"):
+            m["Message-ID"] = f"<orch-{digest}-{i}@localhost>"
+        if first and not m.get("In-Reply-To"):
+            m["In-Reply-To"] = first
+            m["References"] = first
+        first = first or m["Message-ID"]
+        out.add(m)
+    out.flush()
+    return outdir / "input.mbox"
+
+
+def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
+          lore_url: str = DEFAULT_LORE, offline: bool = False, timeout: float = B4_TIMEOUT,
+          latest: bool = False, b4_cache: Path | None = None) -> Series:
+    """Run b4 am and read back what it wrote into `outdir`. `b4_cache`: b4's
+    cache directory (the nightly's discovery gives each night a fresh one:
+    b4 keeps lore's answers for 10 minutes, and a newer revision must be
+    seen when it appears)."""
+    if msgid is None and mbox is None:
+        raise BadInput("give a Message-ID or --mbox FILE")
+    if mbox is not None:
+        mbox = mbox.resolve()
+        check_mbox(mbox)
+    outdir.mkdir(parents=True, exist_ok=True)
+    argv = [*b4_command(), "--no-stdin", *hermetic.b4_args(),
+            "-c", f"b4.midmask={lore_url.rstrip('/')}/all/%s",
+            "-c", f"b4.linkmask={lore_url.rstrip('/')}/r/%s"]
+    if offline:
+        argv.append("--offline-mode")
+    argv += ["am", "-o", str(outdir), "-n", "series"]
+    if latest:
+        argv.append("-c")
+    if mbox is not None:
+        argv += ["-m", str(prepare_mbox(mbox, outdir))]
+    if msgid is not None:
+        argv.append(msgid)
+    env = hermetic.b4_env(outdir)
+    if b4_cache is not None:
+        env["XDG_CACHE_HOME"] = str(b4_cache)
+    r = proc.run(argv, log=log, cwd=outdir, timeout=timeout, env=env)
+    text = r.output
+    where = f"{mbox}" if mbox else lore_url
+    if r.timed_out:
+        raise OrchError(f"b4 timed out after {timeout:.0f}s talking to {where} (see {log})",
+                        Exit.INFRA)
+    mbx = outdir / "series.mbx"
+    if not r.ok or not mbx.exists():
+        low = text.lower()
+        if "no patches found" in low or ("no messages" in low and mbox):
+            raise BadInput(f"no patches in {where}" + (f" for {msgid}" if msgid else ""))
+        if msgid and ("404" in text or "not known" in low or "not found" in low
+                      or "unable to find" in low or "could not find" in low):
+            raise BadInput(f"unknown Message-ID {msgid} at {where}")
+        if "connection" in low or "timed out" in low or "name resolution" in low:
+            raise OrchError(f"lore unreachable at {lore_url} (see {log})", Exit.INFRA)
+        raise BadInput(f"b4 could not get a series from {where}: "
+                       f"{_last_line(text)} (see {log})")
+    return read_series(mbx, outdir / "series.cover", text, msgid,
+                       "mbox" if mbox else "lore")
+
+
+def _last_line(text: str) -> str:
+    lines = [l for l in text.splitlines() if l.strip()]
+    return lines[-1].strip()[:200] if lines else "no output"
+
+
+def read_series(mbx: Path, cover_path: Path, b4_output: str, msgid: str | None,
+                source: str) -> Series:
+    box = mailbox.mbox(str(mbx), create=False)
+    collected = _collected(b4_output)
+    patches: list[Patch] = []
+    bodies: list[str] = []
+    version = 1
+    for i, msg in enumerate(box, start=1):
+        subject = _hdr(msg, "Subject")
+        version, title = parse_subject(subject)
+        body = _body(msg)
+        bodies.append(body)
+        name, addr = parseaddr(_hdr(msg, "From"))
+        trailers = _trailers(body)
+        patches.append(Patch(index=i, subject=title, author=f"{name} <{addr}>",
+                             patch_id=patch_id(body), trailers=trailers,
+                             collected=collected.get(i, [])))
+    if not patches:
+        raise BadInput(f"no patches in {mbx}")
+    cover = None
+    cover_subject = None
+    cover_msgid = None
+    if cover_path.exists():
+        # b4 writes the cover as a single message, not an mbox.
+        msg = email.message_from_bytes(cover_path.read_bytes())
+        cover = _body(msg)
+        cover_subject = parse_subject(_hdr(msg, "Subject"))[1]
+        cover_msgid = _hdr(msg, "Message-ID").strip("<>") or None
+    texts = ([cover] if cover else []) + bodies
+    base = change = None
+    for t in texts:
+        base = base or _search(r"^base-commit: ([0-9a-f]{7,40})\s*$", t)
+        change = change or _search(r"^change-id: (\S+)\s*$", t)
+    first_msgid = _hdr(box[0], "Message-ID").strip("<>") if len(box) else None
+    return Series(msgid=msgid or cover_msgid or first_msgid or "",
+                  version=version,
+                  subject=cover_subject or patches[0].subject,
+                  patches=patches, mbx=mbx, cover=cover,
+                  base_commit=base, change_id=change, source=source)
+
+
+def _search(pattern: str, text: str) -> str | None:
+    m = re.search(pattern, text, re.M)
+    return m.group(1) if m else None
