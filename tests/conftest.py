@@ -14,6 +14,13 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+# The tests are laid out like orchestrator/ (tests/kernel/ tests
+# orchestrator/kernel/, ...). A few modules share fixtures across packages
+# by importing each other by name (`from test_nightly import world`), so
+# every package's directory is on the path, whatever pytest collects first.
+for _d in sorted(TESTS_DIR.iterdir()):
+    if _d.is_dir() and any(_d.glob("test_*.py")) and str(_d) not in sys.path:
+        sys.path.append(str(_d))
 
 from helpers import MINI, REPO, ROOT_CANARY, git  # noqa: E402
 from lore_server import LORE_DATA_DIR, LoreServer  # noqa: E402

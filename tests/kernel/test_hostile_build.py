@@ -36,7 +36,7 @@ def _run(tmp_path, env, mbox, mini, rd, *extra, harness=True):
 @pytest.fixture
 def env(tmp_path):
     return {**os.environ, "ORCH_CACHE": str(tmp_path / "cache"),
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}
 
 
 def _hostile(mini: Path, tmp_path: Path, name: str, parse: str = "", link: str = "",

@@ -31,7 +31,7 @@ from orchestrator.run.record import (
     TreeRecord,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def full_record(tmp_path: Path) -> RunRecord:

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from orchestrator import cli
 from orchestrator.nightly import config_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 EX = REPO / "examples"
 WORKFLOW = EX / "github" / "orch-nightly.yml"
 GITLAB = EX / "gitlab" / "orch-nightly.gitlab-ci.yml"

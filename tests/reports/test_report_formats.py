@@ -28,7 +28,7 @@ from orchestrator.reports.kcidb_report import kcidb_json
 from orchestrator.reports.kcidb_report import test_path as kcidb_path
 from orchestrator.reports.night_text import MAX_LINES, WIDTH, summary_text
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 LORE_V3 = REPO / "tests" / "data" / "lore" / "blk-dontcache-v3.mbox"
 
 # Everything a hostile guest or mail could put in a text field: terminal
