@@ -49,7 +49,7 @@ def redis(tmp_path):
     d = tmp_path / "redis"
     d.mkdir()
     (d / "users.acl").write_text(
-        (open(os.path.join(os.path.dirname(__file__), "..", "examples", "redis",
+        (open(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "redis",
                            "orch-ccache.acl")).read())
         .replace("CHANGE-ME-WRITER", "wpass").replace("CHANGE-ME-READER", "rpass")
         + "user admin on >apass ~* &* +@all\n")     # the test's own look inside
