@@ -303,6 +303,23 @@ def guest_append(append: list[str], confined: bool) -> list[str]:
     return list(append)
 
 
+def vng_argv(kernel: Kernel, results: Path, script: Path, scratch: Path, *, kvm: bool,
+             cpus: int, memory: str, append: list[str]) -> list[str]:
+    """vng's command line for one boot: the kernel, the scratch disk, the
+    results directory writable, the harness script run by the guest."""
+    drive = (f"-drive file={scratch},if=none,id=orchscratch,format=raw "
+             f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
+    argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
+            "--cpus", str(cpus), "--memory", memory,
+            "--rwdir", str(results), "--append", " ".join(append),
+            "--exec", f"sh {shlex.quote(str(script))}"]
+    if not kvm:
+        argv.insert(1, "--disable-kvm")
+    if virtiofs_unusable():
+        argv.insert(1, "--force-9p")
+    return argv
+
+
 def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
@@ -328,16 +345,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     script = results / "harness.sh"
     script.write_text(guest_command(results, tests, [*timeout_args(test_timeout),
                                                      *repeat_args(repeat), *pytest_args]) + "\n")
-    drive = (f"-drive file={scratch},if=none,id=orchscratch,format=raw "
-             f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
-    argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
-            "--cpus", str(cpus), "--memory", memory,
-            "--rwdir", str(results), "--append", " ".join(guest_append(append, confined)),
-            "--exec", f"sh {shlex.quote(str(script))}"]
-    if not kvm:
-        argv.insert(1, "--disable-kvm")
-    if virtiofs_unusable():
-        argv.insert(1, "--force-9p")
+    argv = vng_argv(kernel, results, script, scratch, kvm=kvm, cpus=cpus, memory=memory,
+                    append=guest_append(append, confined))
     t0 = time.monotonic()
     last = [""]
 

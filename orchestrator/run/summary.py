@@ -7,16 +7,7 @@ from orchestrator.run.record import BisectRecord, ConfigRecord, RunRecord, SideR
 
 
 def summary(rec: RunRecord) -> str:
-    lines = []
-    s = rec.series or {}
-    if s:
-        # A range's mails have Message-IDs orch made up: name the range.
-        where = f"--range {s['range']}" if s.get("range") else f"<{s.get('msgid', '')}>"
-        lines.append(f"series: {s.get('subject', '?')} (v{s.get('version', '?')}, "
-                     f"{len(s.get('patches', []))} patches) {where}")
-        for p in s.get("patches", []):
-            detail = f"  {p['detail']}" if p.get("detail") else ""
-            lines.append(f"  [{p['status']:>7}] {p['index']}/{len(s['patches'])} {p['subject']}{detail}")
+    lines = _series_lines(rec)
     t = rec.tree
     if t and t.base:
         lines.append(f"tree:   {t.label}")
@@ -24,38 +15,7 @@ def summary(rec: RunRecord) -> str:
     if rec.accel:
         lines.append(f"vm:     {rec.accel.mode} ({rec.accel.reason})")
     for c in rec.configs:
-        lines.append(f"config {c.name}:")
-        for side in ("baseline", "patched"):
-            sd = c.side(side)
-            b, v = sd.build, sd.boot
-            bt = b.status + (f" {b.seconds:.0f}s" if b.seconds else "")
-            vt = ((v.status if v else "not run")
-                  + (f" {v.seconds:.0f}s ({v.accel or ''})" if v and v.seconds else ""))
-            oc = sd.outcome
-            lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}"
-                         + (f"  -> {oc.status}" if oc and oc.status else ""))
-            if v and v.error:
-                lines.append(f"            {v.error}")
-            elif oc and oc.reason:
-                lines.append(f"            {oc.reason}")
-        for sp in c.new_splats or []:
-            lines.append(f"  NEW SPLAT on patched: {sp['kind']}: {sp['title']}")
-        for sp in c.preexisting_splats or []:
-            lines.append(f"  pre-existing splat (baseline too): {sp['kind']}: {sp['title']}")
-        comps = c.comparison or []
-        if comps:
-            w = max(len(x.name) for x in comps)
-            lines.append(f"  {'test':<{w}}  baseline  patched  transition")
-            for x in comps:
-                why = x.reason or ""
-                why = (why if len(why) <= 100 else why[:97] + "...").replace("\n", " ")
-                lines.append(f"  {x.name:<{w}}  {x.baseline:<8}  {x.patched:<7}  "
-                             f"{x.transition}" + (f": {why}" if why else ""))
-        if c.problems:
-            for kind, items in (("regression", c.problems.regressions),
-                                ("failure", c.problems.failures), ("infra", c.problems.infra)):
-                for item in items:
-                    lines.append(f"  {kind}: {item}")
+        lines.extend(_config_lines(c))
     for step in rec.each_patch or []:
         lines.append(f"each-patch: build after patch {step.patch}: {step.status}"
                      + (f": {step.error}" if step.error else ""))
@@ -70,6 +30,58 @@ def summary(rec: RunRecord) -> str:
                  f"{rec.exit_code if rec.exit_code is not None else '?'})"
                  + (f": {rec.error}" if rec.error else ""))
     return "\n".join(lines)
+
+
+def _series_lines(rec: RunRecord) -> list[str]:
+    s = rec.series or {}
+    if not s:
+        return []
+    # A range's mails have Message-IDs orch made up: name the range.
+    where = f"--range {s['range']}" if s.get("range") else f"<{s.get('msgid', '')}>"
+    lines = [f"series: {s.get('subject', '?')} (v{s.get('version', '?')}, "
+             f"{len(s.get('patches', []))} patches) {where}"]
+    for p in s.get("patches", []):
+        detail = f"  {p['detail']}" if p.get("detail") else ""
+        lines.append(f"  [{p['status']:>7}] {p['index']}/{len(s['patches'])} {p['subject']}{detail}")
+    return lines
+
+
+def _config_lines(c: ConfigRecord) -> list[str]:
+    """One config: each side's build and boot, its splats, the per-test
+    comparison and the problems the verdict names."""
+    lines = [f"config {c.name}:"]
+    for side in ("baseline", "patched"):
+        sd = c.side(side)
+        b, v = sd.build, sd.boot
+        bt = b.status + (f" {b.seconds:.0f}s" if b.seconds else "")
+        vt = ((v.status if v else "not run")
+              + (f" {v.seconds:.0f}s ({v.accel or ''})" if v and v.seconds else ""))
+        oc = sd.outcome
+        lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}"
+                     + (f"  -> {oc.status}" if oc and oc.status else ""))
+        if v and v.error:
+            lines.append(f"            {v.error}")
+        elif oc and oc.reason:
+            lines.append(f"            {oc.reason}")
+    for sp in c.new_splats or []:
+        lines.append(f"  NEW SPLAT on patched: {sp['kind']}: {sp['title']}")
+    for sp in c.preexisting_splats or []:
+        lines.append(f"  pre-existing splat (baseline too): {sp['kind']}: {sp['title']}")
+    comps = c.comparison or []
+    if comps:
+        w = max(len(x.name) for x in comps)
+        lines.append(f"  {'test':<{w}}  baseline  patched  transition")
+        for x in comps:
+            why = x.reason or ""
+            why = (why if len(why) <= 100 else why[:97] + "...").replace("\n", " ")
+            lines.append(f"  {x.name:<{w}}  {x.baseline:<8}  {x.patched:<7}  "
+                         f"{x.transition}" + (f": {why}" if why else ""))
+    if c.problems:
+        for kind, items in (("regression", c.problems.regressions),
+                            ("failure", c.problems.failures), ("infra", c.problems.infra)):
+            for item in items:
+                lines.append(f"  {kind}: {item}")
+    return lines
 
 
 def _tests(side: SideRecord) -> str:
