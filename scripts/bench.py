@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from orchestrator.core import proc
 from orchestrator.core.models import Kernel
 from orchestrator.guest import vm
-from orchestrator.kernel import build, kconfig
+from orchestrator.kernel import build, kcache, kconfig
 from orchestrator.source import debsrc
 
 FIRST = REPO / "patches" / "blk-dontcache-v3-port-7.2.13.mbox"
@@ -536,7 +536,7 @@ def main() -> int:
     cache = scratch / "orch-cache"  # empty: a cold orch
     res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                              "kvm": vm.probe_kvm()[1], "jobs": build.jobs(),
-                             "toolchain": build.toolchain_id()},
+                             "toolchain": kcache.toolchain_id()},
                  "config": CONFIG, "first_series": FIRST.name, "second_series": SECOND.name,
                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import IO, BinaryIO, Callable, Mapping, Sequence
 
 _live: set[subprocess.Popen] = set()     # running children, for kill_all()
 _killed: set[int] = set()
@@ -47,50 +47,98 @@ def run(argv: Sequence[str | os.PathLike], *, log: Path | None = None,
     inherit_env=False only `env` (sandboxed steps: see sandbox.py).
     """
     argv = [str(a) for a in argv]
-    full_env = dict(os.environ) if inherit_env else {}
-    if env:
-        full_env.update(env)
-    out = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab" if append else "wb")
-        out.write(("$ " + " ".join(argv) + "\n").encode())
-        out.flush()
-    proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
+    out = _open_log(log, argv, append)
+    proc = subprocess.Popen(argv, cwd=cwd, env=_child_env(env, inherit_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             start_new_session=True, pass_fds=tuple(pass_fds))
     with _lock:
         _live.add(proc)
-    tail = bytearray()
-    full = bytearray()
-
-    def pump() -> None:
-        written = 0
-        partial = b""
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            if on_line is not None:
-                *lines, partial = (partial + chunk).split(b"\n")
-                partial = partial[-4096:]
-                for line in lines:
-                    try:
-                        on_line(line.decode(errors="replace"))
-                    except Exception:
-                        pass  # a display bug must not break the run
-            tail.extend(chunk)
-            del tail[:-TAIL]
-            if out is None:
-                full.extend(chunk)
-            elif written < MAX_LOG:
-                out.write(chunk[:MAX_LOG - written])
-                written += len(chunk)
-                if written >= MAX_LOG:
-                    out.write(b"\n[orch: log truncated]\n")
-                out.flush()
-
-    reader = threading.Thread(target=pump, daemon=True)
+    sink = _Sink(out, on_line)
+    reader = threading.Thread(target=sink.pump, args=(proc.stdout,), daemon=True)
     reader.start()
-    timed_out = False
+    try:
+        timed_out = _wait(proc, input, timeout)
+    finally:
+        # Children that outlive the leader still hold the pipe: end them too.
+        _kill_group(proc)
+        reader.join(timeout=10)
+        if out is not None:
+            out.close()
+        with _lock:
+            _live.discard(proc)
+    _raise_if_killed(proc)
+    return Result(argv, proc.returncode, timed_out, log, sink.text())
+
+
+def _child_env(env: Mapping[str, str] | None, inherit_env: bool) -> dict[str, str]:
+    full_env = dict(os.environ) if inherit_env else {}
+    if env:
+        full_env.update(env)
+    return full_env
+
+
+def _open_log(log: Path | None, argv: list[str], append: bool) -> BinaryIO | None:
+    """The log, opened with the command as its first line."""
+    if log is None:
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab" if append else "wb")
+    out.write(("$ " + " ".join(argv) + "\n").encode())
+    out.flush()
+    return out
+
+
+class _Sink:
+    """Where a child's output goes: each line to `on_line`, all of it to the
+    log up to MAX_LOG (or, without a log, kept whole), its tail kept for
+    error messages."""
+
+    def __init__(self, out: BinaryIO | None, on_line: Callable[[str], None] | None) -> None:
+        self.out = out
+        self.on_line = on_line
+        self.tail = bytearray()
+        self.full = bytearray()
+        self.written = 0
+        self.partial = b""
+
+    def pump(self, stream: IO[bytes]) -> None:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            self.feed(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.on_line is not None:
+            self._lines(chunk)
+        self.tail.extend(chunk)
+        del self.tail[:-TAIL]
+        if self.out is None:
+            self.full.extend(chunk)
+        elif self.written < MAX_LOG:
+            self._write(chunk)
+
+    def _lines(self, chunk: bytes) -> None:
+        *lines, partial = (self.partial + chunk).split(b"\n")
+        self.partial = partial[-4096:]
+        for line in lines:
+            try:
+                self.on_line(line.decode(errors="replace"))
+            except Exception:
+                pass  # a display bug must not break the run
+
+    def _write(self, chunk: bytes) -> None:
+        self.out.write(chunk[:MAX_LOG - self.written])
+        self.written += len(chunk)
+        if self.written >= MAX_LOG:
+            self.out.write(b"\n[orch: log truncated]\n")
+        self.out.flush()
+
+    def text(self) -> str:
+        return (self.full if self.out is None else self.tail).decode(errors="replace")
+
+
+def _wait(proc: subprocess.Popen, input: bytes | None, timeout: float | None) -> bool:
+    """Feed the child its input and wait for it: True when it timed out
+    (and was killed). Any other interruption kills it too."""
     try:
         if input is not None:
             try:
@@ -100,29 +148,23 @@ def run(argv: Sequence[str | os.PathLike], *, log: Path | None = None,
             proc.stdin.close()
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        timed_out = True
         _kill_group(proc)
         proc.wait()
+        return True
     except BaseException:
         _kill_group(proc)
         proc.wait()
         raise
-    finally:
-        # Children that outlive the leader still hold the pipe: end them too.
-        _kill_group(proc)
-        reader.join(timeout=10)
-        if out is not None:
-            out.close()
-        with _lock:
-            _live.discard(proc)
+    return False
+
+
+def _raise_if_killed(proc: subprocess.Popen) -> None:
     with _lock:
         if proc.pid in _killed:
             # Stopped by kill_all() from the main thread (Ctrl-C, SIGTERM):
             # this thread's caller must not take it for an ordinary failure.
             _killed.discard(proc.pid)
             raise KeyboardInterrupt
-    text = (full if out is None else tail).decode(errors="replace")
-    return Result(argv, proc.returncode, timed_out, log, text)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -47,18 +47,18 @@ from orchestrator.core.paths import cache_dir
 from orchestrator.core.sanitize import clean
 from orchestrator.fanout.jobfiles import EXPORT, JOB_FILE
 from orchestrator.guest import result_cache
-from orchestrator.kernel import build
+from orchestrator.kernel import kcache
 
 MANIFEST = "manifest.json"
 KINDS = ("kernels", "results")
 _KEY = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _SHA = re.compile(r"[0-9a-f]{64}")
-# The files each kind of entry holds (build._store, result_cache.store).
+# The files each kind of entry holds (kcache.store, result_cache.store).
 KERNEL_FILES = frozenset({"bzImage", "config", "System.map", "warnings.json", "banner", "sha256",
                           "origin"})
 RESULT_FILES = frozenset({*result_cache.FILES, "console.log", "meta.json"})
-# What the readers of an entry open without asking (build.cache_entry_state,
+# What the readers of an entry open without asking (kcache.lookup,
 # result_cache.load): an entry without them is not one orch wrote.
 REQUIRED = {"kernels": frozenset({"bzImage", "sha256"}),
             "results": frozenset({"meta.json", "console.log"})}
@@ -251,7 +251,7 @@ def _import_entry(export: int, kind: str, key: str, files) -> str:
     if not REQUIRED[kind] <= files.keys():
         return f"not imported: it has no {', '.join(sorted(REQUIRED[kind] - files.keys()))}"
     dest = cache_dir() / kind / key
-    if kind == "kernels" and dest.exists() and build.cache_entry_state(key)[0] == "ok":
+    if kind == "kernels" and dest.exists() and kcache.lookup(key)[0] == "ok":
         return "already here"
     try:
         with _Dir(export, kind) as kind_dir, _Dir(kind_dir.fd, key) as src:
@@ -263,7 +263,7 @@ def _import_entry(export: int, kind: str, key: str, files) -> str:
     if kind == "kernels":
         # The manifest could have been written over a broken entry: the
         # kernel cache's own check (bzImage vs its sha256, the banner) too.
-        state, why = build.cache_entry_state(key)
+        state, why = kcache.lookup(key)
         if state != "ok":
             shutil.rmtree(dest, ignore_errors=True)
             return f"not imported: the kernel cache refused it ({state}: {why})"

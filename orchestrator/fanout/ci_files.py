@@ -103,66 +103,96 @@ def github(jobs: Jobs, plan_dir: str, runs_on: str | list[str] = "ubuntu-latest"
     baseline = [{"job": j.id, "title": j.title} for j in jobs.jobs if j.kind == "baseline"]
     series = [{"job": j.id, "needs": j.needs, "title": j.title}
               for j in jobs.jobs if j.kind == "series"]
-    cache = "${{ env.ORCH_CACHE }}/ccache"
-
-    def steps(kind: str) -> list[dict]:
-        out: list[dict] = [
-            {"uses": "actions/checkout@v4"},
-            {"name": "Let the runner's user open /dev/kvm",
-             "if": "runner.environment == 'github-hosted'", "run": KVM_RULE},
-        ]
-        if shared_ccache == "engine":
-            # Baseline jobs fill their own key; series jobs only restore it.
-            own = "${{ matrix.job }}" if kind == "baseline" else "${{ matrix.needs }}"
-            out.append({"name": "Restore ccache", "uses": "actions/cache/restore@v4",
-                        "with": {"path": cache, "key": f"orch-ccache-{own}-${{{{ github.run_id }}}}",
-                                 "restore-keys": f"orch-ccache-{own}-"}})
-        out.append({"name": "Set up orch", "run": "scripts/setup.sh"})
-        if kind == "series":
-            out.append({"name": "Fetch the baseline's export",
-                        "uses": "actions/download-artifact@v4",
-                        "continue-on-error": True,   # no export: the job builds it itself
-                        "with": {"name": "orch-shard-${{ matrix.needs }}",
-                                 "path": "imports/${{ matrix.needs }}"}})
-        env = {"JOB": "${{ matrix.job }}"}
-        if kind == "series":
-            env["NEEDS"] = "${{ matrix.needs }}"
-        if shared_ccache == "redis":
-            if kind == "baseline":
-                env["ORCH_CCACHE_REMOTE_WRITE"] = "${{ secrets.ORCH_CCACHE_WRITE }}"
-            env["ORCH_CCACHE_REMOTE_READ"] = "${{ secrets.ORCH_CCACHE_READ }}"
-        imports = ' --import "imports/$NEEDS"' if kind == "series" else ""
-        out.append({"name": "Run the job", "env": env,
-                    "run": f'.venv/bin/orch job "$PLAN" "$JOB" --out "shard/$JOB"{imports}\n'})
-        if shared_ccache == "engine" and kind == "baseline":
-            out.append({"name": "Save ccache", "if": "always()", "uses": "actions/cache/save@v4",
-                        "with": {"path": cache,
-                                 "key": "orch-ccache-${{ matrix.job }}-${{ github.run_id }}"}})
-        out.append({"name": "Upload the shard", "if": "always()",
-                    "uses": "actions/upload-artifact@v4",
-                    "with": {"name": "orch-shard-${{ matrix.job }}", "path": "shard/${{ matrix.job }}/",
-                             "if-no-files-found": "warn", "retention-days": 7}})
-        return out
-
-    def matrix_job(kind: str, include: list[dict], needs: str | None) -> dict:
-        job: dict = {"name": "${{ matrix.title }}"}
-        if needs:
-            job["needs"] = needs
-            job["if"] = "${{ !cancelled() }}"   # a failed baseline: series jobs build it
-        job.update({"runs-on": runs_on, "timeout-minutes": 360,
-                    "strategy": {"fail-fast": False, "matrix": {"include": include}},
-                    "steps": steps(kind)})
-        return job
-
     jobs_: dict = {}
     if baseline:
-        jobs_["baseline"] = matrix_job("baseline", baseline, None)
+        jobs_["baseline"] = _gh_matrix_job("baseline", baseline, None, runs_on, shared_ccache)
     if series:
-        jobs_["series"] = matrix_job("series", series, "baseline" if baseline else None)
-    merge_needs = list(jobs_)
+        jobs_["series"] = _gh_matrix_job("series", series, "baseline" if baseline else None,
+                                         runs_on, shared_ccache)
+    jobs_["merge"] = _gh_merge_job(list(jobs_), runs_on)
+    wf = {
+        "name": f"orch night {jobs.night}",
+        # GitHub runs only workflows committed to the repository: the push of
+        # the plan (this file and its plan directory) starts the night.
+        "on": {"push": {"paths": [f"{plan_dir}/plan.json"]}, "workflow_dispatch": {}},
+        "permissions": {"contents": "read", "actions": "read"},
+        "concurrency": {"group": f"orch-night-{jobs.night}", "cancel-in-progress": False},
+        "env": {"PLAN": plan_dir, "OUT": "orch-nightly",
+                "ORCH_CACHE": "${{ github.workspace }}/.orch-cache"},
+        "jobs": jobs_,
+    }
+    return _header(jobs) + "\n".join(dump(wf)) + "\n"
+
+
+GH_CCACHE = "${{ env.ORCH_CACHE }}/ccache"
+
+
+def _gh_matrix_job(kind: str, include: list[dict], needs: str | None,
+                   runs_on: str | list[str], shared_ccache: str) -> dict:
+    job: dict = {"name": "${{ matrix.title }}"}
+    if needs:
+        job["needs"] = needs
+        job["if"] = "${{ !cancelled() }}"   # a failed baseline: series jobs build it
+    job.update({"runs-on": runs_on, "timeout-minutes": 360,
+                "strategy": {"fail-fast": False, "matrix": {"include": include}},
+                "steps": _gh_steps(kind, shared_ccache)})
+    return job
+
+
+def _gh_steps(kind: str, shared_ccache: str) -> list[dict]:
+    """A baseline or series job's steps: set up, (import the baseline's
+    export), run the job, upload its shard; the engine's ccache around."""
+    out: list[dict] = [
+        {"uses": "actions/checkout@v4"},
+        {"name": "Let the runner's user open /dev/kvm",
+         "if": "runner.environment == 'github-hosted'", "run": KVM_RULE},
+    ]
+    if shared_ccache == "engine":
+        out.append(_gh_restore_ccache(kind))
+    out.append({"name": "Set up orch", "run": "scripts/setup.sh"})
+    if kind == "series":
+        out.append({"name": "Fetch the baseline's export",
+                    "uses": "actions/download-artifact@v4",
+                    "continue-on-error": True,   # no export: the job builds it itself
+                    "with": {"name": "orch-shard-${{ matrix.needs }}",
+                             "path": "imports/${{ matrix.needs }}"}})
+    imports = ' --import "imports/$NEEDS"' if kind == "series" else ""
+    out.append({"name": "Run the job", "env": _gh_job_env(kind, shared_ccache),
+                "run": f'.venv/bin/orch job "$PLAN" "$JOB" --out "shard/$JOB"{imports}\n'})
+    if shared_ccache == "engine" and kind == "baseline":
+        out.append({"name": "Save ccache", "if": "always()", "uses": "actions/cache/save@v4",
+                    "with": {"path": GH_CCACHE,
+                             "key": "orch-ccache-${{ matrix.job }}-${{ github.run_id }}"}})
+    out.append({"name": "Upload the shard", "if": "always()",
+                "uses": "actions/upload-artifact@v4",
+                "with": {"name": "orch-shard-${{ matrix.job }}", "path": "shard/${{ matrix.job }}/",
+                         "if-no-files-found": "warn", "retention-days": 7}})
+    return out
+
+
+def _gh_restore_ccache(kind: str) -> dict:
+    # Baseline jobs fill their own key; series jobs only restore it.
+    own = "${{ matrix.job }}" if kind == "baseline" else "${{ matrix.needs }}"
+    return {"name": "Restore ccache", "uses": "actions/cache/restore@v4",
+            "with": {"path": GH_CCACHE, "key": f"orch-ccache-{own}-${{{{ github.run_id }}}}",
+                     "restore-keys": f"orch-ccache-{own}-"}}
+
+
+def _gh_job_env(kind: str, shared_ccache: str) -> dict:
+    env = {"JOB": "${{ matrix.job }}"}
+    if kind == "series":
+        env["NEEDS"] = "${{ matrix.needs }}"
+    if shared_ccache == "redis":
+        if kind == "baseline":
+            env["ORCH_CCACHE_REMOTE_WRITE"] = "${{ secrets.ORCH_CCACHE_WRITE }}"
+        env["ORCH_CCACHE_REMOTE_READ"] = "${{ secrets.ORCH_CCACHE_READ }}"
+    return env
+
+
+def _gh_merge_job(needs: list[str], runs_on: str | list[str]) -> dict:
     merge: dict = {"name": "merge the night"}
-    if merge_needs:
-        merge["needs"] = merge_needs
+    if needs:
+        merge["needs"] = needs
     merge.update({
         "if": "${{ always() }}", "runs-on": runs_on, "timeout-minutes": 60,
         "steps": [
@@ -188,19 +218,7 @@ def github(jobs: Jobs, plan_dir: str, runs_on: str | list[str] = "ubuntu-latest"
              "with": {"path": "${{ env.OUT }}/history.sqlite",
                       "key": "orch-nightly-${{ github.run_id }}"}},
         ]})
-    jobs_["merge"] = merge
-    wf = {
-        "name": f"orch night {jobs.night}",
-        # GitHub runs only workflows committed to the repository: the push of
-        # the plan (this file and its plan directory) starts the night.
-        "on": {"push": {"paths": [f"{plan_dir}/plan.json"]}, "workflow_dispatch": {}},
-        "permissions": {"contents": "read", "actions": "read"},
-        "concurrency": {"group": f"orch-night-{jobs.night}", "cancel-in-progress": False},
-        "env": {"PLAN": plan_dir, "OUT": "orch-nightly",
-                "ORCH_CACHE": "${{ github.workspace }}/.orch-cache"},
-        "jobs": jobs_,
-    }
-    return _header(jobs) + "\n".join(dump(wf)) + "\n"
+    return merge
 
 
 # ------------------------------------------------------------------ GitLab CI
@@ -212,52 +230,72 @@ def gitlab(jobs: Jobs, plan_dir: str, tags: list[str] | None = None,
     tags = ["kvm"] if tags is None else tags
     baseline = [j for j in jobs.jobs if j.kind == "baseline"]
     series = [j for j in jobs.jobs if j.kind == "series"]
-    plan_need = {"pipeline": "$PARENT_PIPELINE_ID", "job": "orch-plan"}
-
-    def job(kind: str, matrix: list[dict]) -> dict:
-        out: dict = {"stage": kind, "tags": tags, "timeout": "6h",
-                     "parallel": {"matrix": matrix}}
-        needs: list = [plan_need]
-        if kind == "series" and baseline:
-            needs.append({"job": "orch-baseline", "optional": True})
-        out["needs"] = needs
-        if kind == "series":
-            out["when"] = "always"   # a failed baseline: the series job builds it
-        if shared_ccache == "engine":
-            # Baseline jobs push their key; series jobs only pull it.
-            key = "orch-ccache-$ORCH_JOB" if kind == "baseline" else "orch-ccache-$ORCH_NEEDS"
-            out["cache"] = {"key": key, "paths": [".orch-cache/ccache/"],
-                            "policy": "pull-push" if kind == "baseline" else "pull",
-                            "when": "always"}
-        variables = {}
-        if shared_ccache == "redis":
-            variables["ORCH_CCACHE_REMOTE_READ"] = "$ORCH_CCACHE_READ"
-            variables["ORCH_CCACHE_REMOTE_WRITE"] = ("$ORCH_CCACHE_WRITE" if kind == "baseline"
-                                                     else "")
-        if variables:
-            out["variables"] = variables
-        imports = ' --import "shards/$ORCH_NEEDS"' if kind == "series" else ""
-        out["script"] = ["scripts/setup.sh",
-                         f'.venv/bin/orch job "$PLAN" "$ORCH_JOB" --out "shards/$ORCH_JOB"'
-                         f"{imports}"]
-        out["artifacts"] = {"when": "always", "expire_in": "7 days",
-                            "paths": ["shards/$ORCH_JOB/"]}
-        return out
-
     doc: dict = {
         "variables": {"PLAN": plan_dir, "OUT": "orch-nightly",
                       "ORCH_CACHE": "$CI_PROJECT_DIR/.orch-cache"},
         "stages": ["baseline", "series", "merge"],
     }
     if baseline:
-        doc["orch-baseline"] = job("baseline", [{"ORCH_JOB": j.id} for j in baseline])
+        doc["orch-baseline"] = _gl_job("baseline", [{"ORCH_JOB": j.id} for j in baseline],
+                                       tags, shared_ccache, bool(baseline))
     if series:
-        doc["orch-series"] = job("series", [{"ORCH_JOB": j.id, "ORCH_NEEDS": j.needs}
-                                            for j in series])
-    needs: list = [plan_need]
-    needs += [{"job": name, "optional": True} for name in ("orch-baseline", "orch-series")
-              if name in doc]
-    doc["orch-merge"] = {
+        doc["orch-series"] = _gl_job("series", [{"ORCH_JOB": j.id, "ORCH_NEEDS": j.needs}
+                                                for j in series],
+                                     tags, shared_ccache, bool(baseline))
+    doc["orch-merge"] = _gl_merge_job([name for name in ("orch-baseline", "orch-series")
+                                       if name in doc], tags)
+    return _header(jobs) + "\n".join(dump(doc)) + "\n"
+
+
+# Every job needs the parent pipeline's plan (its artifact).
+GL_PLAN_NEED = {"pipeline": "$PARENT_PIPELINE_ID", "job": "orch-plan"}
+
+
+def _gl_job(kind: str, matrix: list[dict], tags: list[str], shared_ccache: str,
+            has_baseline: bool) -> dict:
+    out: dict = {"stage": kind, "tags": tags, "timeout": "6h",
+                 "parallel": {"matrix": matrix}}
+    needs: list = [GL_PLAN_NEED]
+    if kind == "series" and has_baseline:
+        needs.append({"job": "orch-baseline", "optional": True})
+    out["needs"] = needs
+    if kind == "series":
+        out["when"] = "always"   # a failed baseline: the series job builds it
+    if shared_ccache == "engine":
+        out["cache"] = _gl_ccache(kind)
+    variables = _gl_variables(kind, shared_ccache)
+    if variables:
+        out["variables"] = variables
+    imports = ' --import "shards/$ORCH_NEEDS"' if kind == "series" else ""
+    out["script"] = ["scripts/setup.sh",
+                     f'.venv/bin/orch job "$PLAN" "$ORCH_JOB" --out "shards/$ORCH_JOB"'
+                     f"{imports}"]
+    out["artifacts"] = {"when": "always", "expire_in": "7 days",
+                        "paths": ["shards/$ORCH_JOB/"]}
+    return out
+
+
+def _gl_ccache(kind: str) -> dict:
+    # Baseline jobs push their key; series jobs only pull it.
+    key = "orch-ccache-$ORCH_JOB" if kind == "baseline" else "orch-ccache-$ORCH_NEEDS"
+    return {"key": key, "paths": [".orch-cache/ccache/"],
+            "policy": "pull-push" if kind == "baseline" else "pull",
+            "when": "always"}
+
+
+def _gl_variables(kind: str, shared_ccache: str) -> dict:
+    variables = {}
+    if shared_ccache == "redis":
+        variables["ORCH_CCACHE_REMOTE_READ"] = "$ORCH_CCACHE_READ"
+        variables["ORCH_CCACHE_REMOTE_WRITE"] = ("$ORCH_CCACHE_WRITE" if kind == "baseline"
+                                                 else "")
+    return variables
+
+
+def _gl_merge_job(before: list[str], tags: list[str]) -> dict:
+    needs: list = [GL_PLAN_NEED]
+    needs += [{"job": name, "optional": True} for name in before]
+    return {
         "stage": "merge", "tags": tags, "when": "always", "needs": needs,
         "cache": {"key": "orch-nightly", "paths": ["orch-nightly/history.sqlite"],
                   "when": "always"},
@@ -267,4 +305,3 @@ def gitlab(jobs: Jobs, plan_dir: str, tags: list[str] | None = None,
         "artifacts": {"when": "always", "expire_in": "30 days", "paths": ["orch-nightly/nights/"],
                       "reports": {"junit": "orch-nightly/nights/*/junit.xml"}},
     }
-    return _header(jobs) + "\n".join(dump(doc)) + "\n"

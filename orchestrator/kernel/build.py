@@ -1,17 +1,14 @@
 """Out-of-tree kernel builds: sandboxed, ccache on, finished kernels cached.
 
-A finished kernel is cached by (source tree id, final .config, toolchain):
-running the same series again, or a second series on the same base, boots
-the cached baseline instead of building it. The build directory itself is
+A finished kernel is cached (kcache) by (source tree id, final .config,
+toolchain): running the same series again, or a second series on the same
+base, boots the cached baseline instead of building it. The build directory itself is
 long-lived per (tree, config) so the patched build is incremental on top
 of the baseline's objects.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -30,6 +27,7 @@ from orchestrator.kernel import (
     ccache_guard,
     ccache_stats,
     compiler_warnings,
+    kcache,
     kconfig,
     kimage,
     remote_ccache,
@@ -49,18 +47,6 @@ STATSLOG = ".orch-ccache-stats.log"
 # another file: a series could otherwise set prefix_command there for every
 # later build. This one is orch's, read-only in every view.
 CCACHE_CONF = paths.DATA / "ccache.conf"
-# Kernel cache entries say who built them: a baseline lookup takes only a
-# baseline build's kernel, never one a series' build made from the same tree.
-ORIGIN_BASELINE, ORIGIN_SERIES = "baseline", "series"
-
-
-@functools.lru_cache(maxsize=None)
-def toolchain_id() -> str:
-    parts = []
-    for argv in (["gcc", "--version"], ["ld", "--version"], ["make", "--version"]):
-        r = proc.run(argv, timeout=30)
-        parts.append(r.output.splitlines()[0] if r.output else argv[0])
-    return " | ".join(parts)
 
 
 def jobs() -> int:
@@ -93,90 +79,6 @@ class BuildOptions:
     jobserver: JobServer | None = None
     status: Callable[[str | None], None] = lambda text: None
     timeout: float = BUILD_TIMEOUT
-
-
-def cache_key(tree_id: str, dotconfig: Path) -> str:
-    h = hashlib.sha256()
-    h.update(tree_id.encode())
-    h.update(dotconfig.read_bytes())
-    h.update(toolchain_id().encode())
-    return h.hexdigest()[:32]
-
-
-def _complete_record(entry: Path) -> bool:
-    rec = compiler_warnings.load(entry / "warnings.json")
-    return bool(rec and rec.get("complete"))
-
-
-def cache_entry_state(key: str, baseline: bool = False) -> tuple[str, str]:
-    """(state, why): absent, ok, old (kept by an orch without warning
-    records: build it once more), corrupt (truncated or half-copied),
-    stale (its payload is another build's kernel), or, for a `baseline`
-    lookup, series (built by a series' build: a baseline builds its own);
-    corrupt and stale entries are removed, rebuilt, never booted."""
-    d = cache_dir() / "kernels" / key
-    if not d.exists():
-        return "absent", ""
-    img, sums = d / "bzImage", d / "sha256"
-    if img.exists() and not _complete_record(d):
-        return "old", "has no warning record"
-    if not (img.exists() and sums.exists()) or \
-            hashlib.sha256(img.read_bytes()).hexdigest() != sums.read_text().strip():
-        shutil.rmtree(d, ignore_errors=True)
-        return "corrupt", "failed its checksum"
-    if not (d / "banner").exists():
-        # Kept by an orch that did not check its images (ccache could link
-        # a stale piggy.o then): check it once, header against payload.
-        try:
-            banner = kimage.image_banner(img)
-        except kimage.ImageError as e:
-            shutil.rmtree(d, ignore_errors=True)
-            return "stale", str(e)
-        (d / "banner").write_text(banner.text + "\n")
-    if baseline and origin(key) != ORIGIN_BASELINE:
-        return "series", "was built by a series' build, not a baseline build"
-    return "ok", ""
-
-
-def origin(key: str) -> str:
-    try:
-        return (cache_dir() / "kernels" / key / "origin").read_text().strip()
-    except OSError:
-        return ORIGIN_SERIES      # kept by an orch that did not say: not a baseline's
-
-
-def _stage(key: str, bd: buildtree.BuildDir, dotconfig: Path, log: Path) -> Path:
-    """Copy what the kernel cache keeps out of the build directory, as
-    untrusted files (no links, capped), into a private directory. The image
-    must be there; System.map is kept when it is a plain file."""
-    root = cache_dir() / "kernels"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{key}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if not bd.copy_out(IMAGE, tmp / "bzImage", MAX_IMAGE):
-            raise kimage.ImageError(f"the build left no {IMAGE}")
-        shutil.copyfile(dotconfig, tmp / "config")
-        _untrusted_copy(bd, "System.map", tmp / "System.map", log)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return tmp
-
-
-def _store(key: str, tmp: Path, warnings: dict | None, banner: kimage.Banner,
-           origin_: str) -> Path:
-    if warnings is not None:
-        (tmp / "warnings.json").write_text(json.dumps(warnings))
-    (tmp / "banner").write_text(banner.text + "\n")
-    (tmp / "origin").write_text(origin_ + "\n")
-    # The checksum goes last: an entry without it is incomplete.
-    (tmp / "sha256").write_text(hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
-    dest = cache_dir() / "kernels" / key
-    shutil.rmtree(dest, ignore_errors=True)
-    os.rename(tmp, dest)
-    return dest
 
 
 def recover_interrupted(bd: buildtree.BuildDir) -> int:
@@ -287,40 +189,84 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
     log.write_text("")
     t0 = time.monotonic()
     _prepare(bd, log)
+    env, remote = _environment(bd, side, opts, log)
+    dotconfig = _configure(src, bd, kc, log, side, _maker(bd, opts, env, remote=remote))
+    key = kcache.cache_key(tree_id, dotconfig)
+    cached = _from_cache(key, bd, kc, log, side, t0)
+    if cached is not None:
+        return cached
+
+    full = not bd.exists("vmlinux")
+    must_rebuild = _changed_objects(src, bd, tree_id)
+    bd.discard([STATSLOG, ccache_guard.LOG, *must_rebuild])
+    _ccache_logs_and_guard(src, bd, tree_id, env, log)
+    made = _make(src, bd, kc, side, opts, env, remote, log)
+    stats = _ccache_stats(bd, log)
+    _check_made(made.result, bd, kc, side, opts.timeout, log)
+    _check_rebuilt(bd, must_rebuild, made.started, kc.name, side)
+    tmp, banner = _checked_image(key, bd, dotconfig, kc, side, log)
+    with open(log, "a") as f:
+        f.write(f"# orch: the bzImage holds the kernel just built: {banner.text}\n")
+    snapshot = _warnings(src, bd, log, full)
+    stored = kcache.store(key, tmp, snapshot, banner,
+                          kcache.Origin.BASELINE if side == "baseline" else kcache.Origin.SERIES)
+    _mark_built(bd, tree_id)
+    return Kernel(kc.name, stored.image, stored.config, False,
+                  time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
+                  compiled=made.compiled.count, banner=banner.text,
+                  uncached=_uncached(src, bd, log))
+
+
+def _environment(bd: buildtree.BuildDir, side: str, opts: BuildOptions, log: Path,
+                 ) -> tuple[dict[str, str], remote_ccache.Remote | None]:
+    """build_env() with the build's temporary files in its build directory,
+    and the shared ccache this build gets, if any."""
     env = build_env()
     env["TMPDIR"] = str(bd.path / ".tmp")
     remote = _shared_ccache(side, opts, log)
     if remote is not None:
         env["CCACHE_REMOTE_STORAGE"] = remote.storage()
+    return env, remote
+
+
+def _configure(src: Path, bd: buildtree.BuildDir, kc: KConfig, log: Path, side: str,
+               make: Callable[..., proc.Result]) -> Path:
+    """The final .config; a failure is the series' for the patched side."""
     try:
-        dotconfig = kconfig.configure(src, bd, kc, log,
-                                      make=_maker(bd, opts, env, remote=remote))
+        return kconfig.configure(src, bd, kc, log, make=make)
     except OrchError as e:
         code = e.exit
         if code == Exit.INFRA and side == "patched":
             code = Exit.PATCHED_BUILD  # the series broke Kconfig
         raise OrchError(f"{side} build of config {kc.name} failed: {e}", code)
-    key = cache_key(tree_id, dotconfig)
-    state, why = cache_entry_state(key, baseline=side == "baseline")
-    if state == "ok":
-        hit = cache_dir() / "kernels" / key
+
+
+def _from_cache(key: str, bd: buildtree.BuildDir, kc: KConfig, log: Path, side: str,
+                t0: float) -> Kernel | None:
+    """The cached kernel of `key` when the kernel cache has a good one. An
+    entry it has but will not give is said in the log, and rebuilt."""
+    state, why = kcache.lookup(key, baseline=side == "baseline")
+    if state == kcache.State.OK:
+        hit = kcache.entry(key)
         with open(log, "a") as f:
-            f.write(f"# cached kernel {hit}\n")
-        return Kernel(kc.name, hit / "bzImage", hit / "config", True,
+            f.write(f"# cached kernel {hit.path}\n")
+        return Kernel(kc.name, hit.image, hit.config, True,
                       time.monotonic() - t0, log, key=key,
-                      warnings=compiler_warnings.load(hit / "warnings.json"),
-                      banner=(hit / "banner").read_text().strip())
-    if state != "absent":
+                      warnings=hit.warnings(), banner=hit.banner())
+    if state != kcache.State.ABSENT:
         with open(log, "a") as f:
             f.write(f"# orch: cached kernel {key} {why}; rebuilding\n")
-    if state == "stale":
+    if state == kcache.State.STALE:
         # The stale object may still sit in this directory: relinking from
         # vmlinux regenerates everything downstream of it (piggy.S included).
         bd.discard(["vmlinux", IMAGE])
+    return None
 
-    full = not bd.exists("vmlinux")
-    must_rebuild = _changed_objects(src, bd, tree_id)
-    bd.discard([STATSLOG, ccache_guard.LOG, *must_rebuild])
+
+def _ccache_logs_and_guard(src: Path, bd: buildtree.BuildDir, tree_id: str,
+                           env: dict[str, str], log: Path) -> None:
+    """Where ccache and orch's compiler wrapper log what they did; ccache
+    off where the tree's headers pull files in that it cannot see."""
     env["CCACHE_STATSLOG"] = str(bd.path / STATSLOG)
     env["ORCH_UNCACHED_LOG"] = str(bd.path / ccache_guard.LOG)
     risky = ccache_guard.headers_with_directives(src, tree_id)
@@ -329,15 +275,35 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
         with open(log, "a") as f:
             f.write("# orch: ccache off for this build: these headers pull files in with "
                     f"assembler directives ccache cannot see: {', '.join(risky[:10])}\n")
-    count = [0]
 
-    def on_line(line: str) -> None:
-        if line.startswith("  CC ") or line.startswith("  AS "):
-            count[0] += 1
-            opts.status(f"{side} {kc.name}: {count[0]} compiled, {line.split()[-1][-40:]}")
+
+@dataclass
+class _Compiled:
+    """Counts the objects make compiles and says so on the status line."""
+    status: Callable[[str | None], None]
+    label: str
+    count: int = 0
+
+    def __call__(self, line: str) -> None:
+        if line.startswith(("  CC ", "  AS ")):
+            self.count += 1
+            self.status(f"{self.label}: {self.count} compiled, {line.split()[-1][-40:]}")
+
+
+@dataclass
+class _Made:
+    result: proc.Result
+    compiled: _Compiled
+    started: float       # wall clock: _check_rebuilt compares file dates with it
+
+
+def _make(src: Path, bd: buildtree.BuildDir, kc: KConfig, side: str, opts: BuildOptions,
+          env: dict[str, str], remote: remote_ccache.Remote | None, log: Path) -> _Made:
+    """make bzImage, marked as building while it runs (recover_interrupted)."""
+    compiled = _Compiled(opts.status, f"{side} {kc.name}")
     (bd.meta / "building").write_text(f"{os.getpid()}\n")
     bd.set_state(tree=None)      # until it is built: the directory is in between
-    make = _maker(bd, opts, env, on_line, remote)
+    make = _maker(bd, opts, env, compiled, remote)
     started = time.time()
     try:
         r = make([*kconfig.make_base(bd.path), f"CC={ccache_guard.cc()}", "bzImage"], log, src,
@@ -347,44 +313,80 @@ def build(src: Path, builddir: Path | buildtree.BuildDir, kc: KConfig, tree_id: 
     if not r.timed_out:
         # make removed the target of any failed recipe itself.
         (bd.meta / "building").unlink(missing_ok=True)
+    return _Made(r, compiled, started)
+
+
+def _ccache_stats(bd: buildtree.BuildDir, log: Path) -> dict:
     copied = log.with_suffix(".ccache-stats")
     copied.unlink(missing_ok=True)
     _untrusted_copy(bd, STATSLOG, copied, log)
-    stats = ccache_stats.read(copied)
+    return ccache_stats.read(copied)
+
+
+def _check_made(r: proc.Result, bd: buildtree.BuildDir, kc: KConfig, side: str, timeout: float,
+                log: Path) -> None:
+    """make failed or left no image: said by its first error line."""
     if not r.ok or not bd.exists(IMAGE):
-        what = f"timed out after {opts.timeout:.0f}s" if r.timed_out else "failed"
+        what = f"timed out after {timeout:.0f}s" if r.timed_out else "failed"
         raise OrchError(f"{side} build of config {kc.name} {what}: "
                         f"{first_error(log)} (see {log})",
                         Exit.INFRA if side == "baseline" else Exit.PATCHED_BUILD)
-    _check_rebuilt(bd, must_rebuild, started, kc.name, side)
+
+
+def _checked_image(key: str, bd: buildtree.BuildDir, dotconfig: Path, kc: KConfig, side: str,
+                   log: Path) -> tuple[Path, kimage.Banner]:
+    """The kernel cache's new entry, staged, and its banner: its bzImage is
+    checked to hold the kernel this build linked (vmlinux's banner)."""
     tmp = None
     try:
         tmp = _stage(key, bd, dotconfig, log)
         vmlinux = bd.chunks("vmlinux", MAX_VMLINUX)
         if vmlinux is None:
             raise kimage.ImageError("the build left no vmlinux")
-        banner = kimage.verify(tmp / "bzImage", vmlinux)
+        return tmp, kimage.verify(tmp / "bzImage", vmlinux)
     except (kimage.ImageError, buildtree.UnsafeFile, OSError) as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         bd.discard(["vmlinux", IMAGE])    # the next build relinks
         raise OrchError(f"{side} build of config {kc.name} is not the kernel it built: {e}; "
                         "not cached, not booted (run again: it relinks)", Exit.INFRA)
-    with open(log, "a") as f:
-        f.write(f"# orch: the bzImage holds the kernel just built: {banner.text}\n")
+
+
+def _stage(key: str, bd: buildtree.BuildDir, dotconfig: Path, log: Path) -> Path:
+    """Copy what the kernel cache keeps out of the build directory, as
+    untrusted files (no links, capped), into a private directory. The image
+    must be there; System.map is kept when it is a plain file."""
+    tmp = kcache.new_entry(key)
+    try:
+        if not bd.copy_out(IMAGE, tmp / "bzImage", MAX_IMAGE):
+            raise kimage.ImageError(f"the build left no {IMAGE}")
+        shutil.copyfile(dotconfig, tmp / "config")
+        _untrusted_copy(bd, "System.map", tmp / "System.map", log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _warnings(src: Path, bd: buildtree.BuildDir, log: Path, full: bool) -> dict:
+    """The build directory's warning record, updated with this build's log."""
     built = compiler_warnings.parse_log(log.read_text(errors="replace"), src, bd.path)
-    snapshot = compiler_warnings.update(bd.meta / "warnings.json", built, full)
-    stored = _store(key, tmp, snapshot, banner,
-                    ORIGIN_BASELINE if side == "baseline" else ORIGIN_SERIES)
+    return compiler_warnings.update(bd.meta / "warnings.json", built, full)
+
+
+def _mark_built(bd: buildtree.BuildDir, tree_id: str) -> None:
     if bd.trusted:
+        # A new generation: layers made over the old one are made anew
+        # (buildtree.current).
         bd.set_state(tree=tree_id, generation=int(bd.state().get("generation", 0)) + 1)
     else:
         bd.set_state(tree=tree_id)
+
+
+def _uncached(src: Path, bd: buildtree.BuildDir, log: Path) -> list[str]:
+    """What orch's compiler wrapper compiled without ccache."""
     uncached = _untrusted_copy(bd, ccache_guard.LOG, log.with_suffix(".uncached"), log)
-    return Kernel(kc.name, stored / "bzImage", stored / "config", False,
-                  time.monotonic() - t0, log, key=key, warnings=snapshot, ccache=stats,
-                  compiled=count[0], banner=banner.text,
-                  uncached=ccache_guard.read_log(uncached, bd.path, src) if uncached else [])
+    return ccache_guard.read_log(uncached, bd.path, src) if uncached else []
 
 
 def _untrusted_copy(bd: buildtree.BuildDir, rel: str, dest: Path, log: Path) -> Path | None:

@@ -1,6 +1,8 @@
 """The pieces builds are made of, each against the real thing: make's
-jobserver, ccache's stats log, the warning parser, the progress line (the
-sandbox is in test_sandbox.py)."""
+jobserver, ccache's stats log, the warning parser, the progress line, and
+build.build's own steps (the cache lookup as a build takes it, Kconfig's
+and make's failures, the build directory's generations); the sandbox is in
+test_sandbox.py, the kernel cache in test_kcache.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ import os
 import subprocess
 import time
 
+import pytest
+from helpers import git
+from test_kcache import BANNER, COMPLETE, _stored
+
 from orchestrator.core import proc
+from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.jobserver import JobServer
 from orchestrator.core.models import Kernel
 from orchestrator.core.progress import Progress
@@ -20,6 +27,8 @@ from orchestrator.kernel import (
     ccache_guard,
     ccache_stats,
     compiler_warnings,
+    kcache,
+    kconfig,
 )
 
 
@@ -167,3 +176,145 @@ def test_guest_command_stays_off_the_kernel_command_line(tmp_path, monkeypatch):
     assert exec_arg == f"sh {res / 'harness.sh'}"
     script = (res / "harness.sh").read_text()
     assert all(t in script for t in tests) and "--junitxml" in script
+
+
+# --- build.build's steps --------------------------------------------------
+
+KEY = "k" * 32
+KC = kconfig.KConfig("base", "tinyconfig", "", {})
+
+
+def test_the_status_line_counts_what_make_compiles():
+    said: list[str | None] = []
+    compiled = build._Compiled(said.append, "patched base")
+    for line in ["  CC      mm/filemap.o", "  LD      vmlinux.o",
+                 "  AS      arch/x86/entry/entry_64.o",
+                 "mm/filemap.c:3:1: warning:   CC in a message",
+                 "  CC [M]  drivers/" + "x" * 60 + ".o"]:
+        compiled(line)
+    assert compiled.count == 3
+    assert said == ["patched base: 1 compiled, mm/filemap.o",
+                    "patched base: 2 compiled, arch/x86/entry/entry_64.o",
+                    "patched base: 3 compiled, " + ("drivers/" + "x" * 60 + ".o")[-40:]]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _bd(tmp_path):
+    (tmp_path / "b").mkdir(exist_ok=True)
+    return buildtree.BuildDir(tmp_path / "b", tmp_path / "meta")
+
+
+def test_a_good_cached_kernel_is_taken(tmp_path, cache):
+    entry = _stored(tmp_path, KEY)
+    log = tmp_path / "log"
+    log.write_text("")
+    k = build._from_cache(KEY, _bd(tmp_path), KC, log, "baseline", time.monotonic())
+    assert (k.cached, k.image, k.dotconfig, k.key) == (True, entry.image, entry.config, KEY)
+    assert k.banner == BANNER[:-2].decode() and k.warnings == COMPLETE and k.compiled == 0
+    assert log.read_text() == f"# cached kernel {entry.path}\n"
+
+
+def test_no_entry_is_built_without_a_word(tmp_path, cache):
+    log = tmp_path / "log"
+    log.write_text("")
+    assert build._from_cache(KEY, _bd(tmp_path), KC, log, "baseline", 0) is None
+    assert log.read_text() == ""
+
+
+def test_a_series_kernel_is_not_a_baseline(tmp_path, cache):
+    _stored(tmp_path, KEY, origin=kcache.Origin.SERIES)
+    log = tmp_path / "log"
+    log.write_text("")
+    bd = _bd(tmp_path)
+    assert build._from_cache(KEY, bd, KC, log, "baseline", 0) is None
+    assert log.read_text() == (f"# orch: cached kernel {KEY} was built by a series' build, "
+                               "not a baseline build; rebuilding\n")
+    assert not bd.state().get("remove")
+    assert build._from_cache(KEY, bd, KC, log, "patched", 0).cached
+
+
+def test_a_stale_entry_is_rebuilt_and_relinked(tmp_path, cache):
+    entry = _stored(tmp_path, KEY, header="7.2.13 (orch@orch) #4 SMP Thu Nov 27 23:38:06 UTC 2026")
+    (entry.path / "banner").unlink()
+    log = tmp_path / "log"
+    log.write_text("")
+    bd = _bd(tmp_path)
+    assert build._from_cache(KEY, bd, KC, log, "patched", 0) is None
+    assert log.read_text().startswith(f"# orch: cached kernel {KEY} the bzImage header says")
+    assert log.read_text().endswith("a stale object was linked; rebuilding\n")
+    # The stale object may still be in this build directory: relink.
+    assert bd.state()["remove"] == ["vmlinux", build.IMAGE]
+
+
+@pytest.mark.parametrize("side, code", [("baseline", Exit.INFRA), ("patched", Exit.PATCHED_BUILD)])
+def test_a_broken_kconfig_is_the_series_fault_on_the_patched_side(tmp_path, side, code):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Makefile").write_text("tinyconfig:\n\t@echo no Kconfig here; false\n")
+    bd = _bd(tmp_path)
+    make = build._maker(bd, build.BuildOptions(sandbox=False), build.build_env())
+    with pytest.raises(OrchError) as e:
+        build._configure(src, bd, KC, tmp_path / "log", side, make)
+    assert e.value.exit == code
+    assert str(e.value) == f"{side} build of config base failed: make tinyconfig failed " \
+        f"(see {tmp_path / 'log'})"
+
+
+@pytest.mark.parametrize("side, code", [("baseline", Exit.INFRA), ("patched", Exit.PATCHED_BUILD)])
+def test_a_failed_make_says_its_first_error(tmp_path, side, code):
+    log = tmp_path / "log"
+    failed = proc.run(["sh", "-c", "echo 'a.c:1:1: error: broken' >&2; exit 2"], log=log)
+    with pytest.raises(OrchError) as e:
+        build._check_made(failed, _bd(tmp_path), KC, side, 60, log)
+    assert e.value.exit == code
+    assert str(e.value) == f"{side} build of config base failed: a.c:1:1: error: broken (see {log})"
+    slow = proc.run(["sleep", "30"], log=log, timeout=0.2)
+    with pytest.raises(OrchError, match=f"^{side} build of config base timed out after 0s: "):
+        build._check_made(slow, _bd(tmp_path), KC, side, 0.2, log)
+
+
+def test_make_that_leaves_no_image_failed(tmp_path):
+    ok = proc.run(["true"])
+    bd = _bd(tmp_path)
+    with pytest.raises(OrchError, match="^patched build of config base failed: see the log"):
+        build._check_made(ok, bd, KC, "patched", 60, tmp_path / "log")
+    (tmp_path / "b" / "arch/x86/boot").mkdir(parents=True)
+    (tmp_path / "b" / build.IMAGE).write_bytes(b"an image")
+    build._check_made(ok, bd, KC, "patched", 60, tmp_path / "log")
+
+
+def test_a_trusted_build_starts_a_generation_a_layer_does_not(tmp_path):
+    trusted = _bd(tmp_path)
+    build._mark_built(trusted, "t1")
+    build._mark_built(trusted, "t2")
+    assert trusted.state() == {"tree": "t2", "generation": 2}
+    layer = buildtree.BuildDir(tmp_path / "b", tmp_path / "lmeta",
+                               buildtree.Layer(tmp_path / "layer", 2))
+    build._mark_built(layer, "t3")
+    assert layer.state() == {"tree": "t3"} and trusted.state()["generation"] == 2
+
+
+def test_ccache_is_off_only_where_headers_hide_files_from_it(tmp_path):
+    src = tmp_path / "src"
+    (src / "include").mkdir(parents=True)
+    (src / "include" / "plain.h").write_text("int f(void);\n")
+    git(src, "init", "-q")
+    git(src, "add", ".")
+    bd, log = _bd(tmp_path), tmp_path / "log"
+    log.write_text("")
+    env: dict[str, str] = {}
+    build._ccache_logs_and_guard(src, bd, f"plain-{tmp_path}", env, log)
+    assert env == {"CCACHE_STATSLOG": str(bd.path / build.STATSLOG),
+                   "ORCH_UNCACHED_LOG": str(bd.path / ccache_guard.LOG)}
+    assert log.read_text() == ""
+    (src / "include" / "blob.h").write_text('asm(".incbin \\"blob.bin\\"");\n')
+    git(src, "add", ".")
+    build._ccache_logs_and_guard(src, bd, f"blob-{tmp_path}", env, log)
+    assert env["CCACHE_DISABLE"] == "1"
+    assert log.read_text() == ("# orch: ccache off for this build: these headers pull files in "
+                               "with assembler directives ccache cannot see: include/blob.h\n")
