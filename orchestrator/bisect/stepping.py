@@ -1,5 +1,5 @@
 """One bisect step: build a commit, boot it with the selected tests, and say
-good, bad or skip (bisect_rules.py). `orch bisect` runs one per commit git
+good, bad or skip (judge.py). `orch bisect` runs one per commit git
 names, `orch check` runs one for `git bisect run`.
 
 A step holds orch's build worktree only while it builds, like `orch test`:

@@ -1,5 +1,5 @@
 """The CI engine's files for a night's jobs: a GitHub Actions workflow and a
-GitLab CI child pipeline, each from the same Jobs (fanout.cut).
+GitLab CI child pipeline, each from the same Jobs (jobfiles.cut).
 
 Both have the same shape: the baseline jobs (a matrix), then the series jobs
 (a matrix, after the baselines, each importing its baseline's export), then
@@ -226,7 +226,7 @@ def _gh_merge_job(needs: list[str], runs_on: str | list[str]) -> dict:
 def gitlab(jobs: Jobs, plan_dir: str, tags: list[str] | None = None,
            shared_ccache: str = "engine") -> str:
     """A child pipeline: the parent's orch-plan job made the plan directory
-    (an artifact) and this file; a trigger job includes it (README)."""
+    (an artifact) and this file; a trigger job includes it (docs/fanout.md)."""
     tags = ["kvm"] if tags is None else tags
     baseline = [j for j in jobs.jobs if j.kind == "baseline"]
     series = [j for j in jobs.jobs if j.kind == "series"]
