@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from orchestrator.nightly.night import (
     Cell,
+    CellSplat,
     Change,
     HistoryPoint,
     Night,
     Plan,
     SeriesRev,
-    Splat,
     TestCell,
     TreeState,
 )
@@ -51,29 +51,33 @@ def sample_night(night: str = "2026-11-28") -> Night:
         figures = {f"evicted:{IRQ}": 1.0, f"evicted:{TASK}": 1.0,
                    **_scale("baseline", 40.0), **_scale("patched", 35.0)}
         n.cells.append(Cell(
-            good.key, 3, good.msgid, trees[0].label, trees[0].commit, config,
-            "FAIL" if config == "debug" else "PASS",
-            "test_dontcache_write_task_completion_evicts regressed" if config == "debug" else "",
-            f"cells/blk-dontcache-v3--debian--{config}",
-            f"orch test {good.msgid} --tree {trees[0].path} --base {trees[0].commit[:12]} "
-            f"--config {config}" + (f" --guest-test {TASK}" if config == "debug" else ""),
+            series=good.key, version=3, msgid=good.msgid, tree=trees[0].label,
+            commit=trees[0].commit, config=config,
+            status="FAIL" if config == "debug" else "PASS",
+            detail="test_dontcache_write_task_completion_evicts regressed"
+            if config == "debug" else "",
+            run_dir=f"cells/blk-dontcache-v3--debian--{config}",
+            reproduce=f"orch test {good.msgid} --tree {trees[0].path} --base "
+            f"{trees[0].commit[:12]} --config {config}"
+            + (f" --guest-test {TASK}" if config == "debug" else ""),
             tests=[TestCell(IRQ, "FAIL", "PASS", "fixed", "", {"pages_still_cached": "0"}),
                    TestCell(TASK, "FAIL", "FAIL" if config == "debug" else "PASS",
                             "still failing" if config == "debug" else "fixed",
                             "AssertionError: 3/16 DONTCACHE folios still cached"
                             if config == "debug" else "", {"pages_still_cached": "3"}),
                    TestCell(SCALE, "SKIP", "PASS", "passing", "", {})],
-            splats=[Splat("a1b2c3d4e5f6", "WARNING: possible circular locking dependency "
-                          "detected", "patched")] if config == "debug" else [],
+            splats=[CellSplat("a1b2c3d4e5f6", "WARNING: possible circular locking dependency "
+                              "detected", "patched")] if config == "debug" else [],
             build_seconds={"baseline": 0.0, "patched": 124.0},
             boot_seconds={"baseline": 96.0, "patched": 101.0},
             built={"baseline": False, "patched": True}, booted={"baseline": True, "patched": True},
             figures=figures, accel="tcg"))
     evil = series[1]
-    n.cells.append(Cell(evil.key, 1, evil.msgid, trees[0].label, trees[0].commit, "base",
-                        "NO-APPLY", f"patch 1/1 does not apply: {HOSTILE}",
-                        "cells/evil--debian--base",
-                        f"orch test {evil.msgid} --tree {trees[0].path} --base "
+    n.cells.append(Cell(series=evil.key, version=1, msgid=evil.msgid, tree=trees[0].label,
+                        commit=trees[0].commit, config="base", status="NO-APPLY",
+                        detail=f"patch 1/1 does not apply: {HOSTILE}",
+                        run_dir="cells/evil--debian--base",
+                        reproduce=f"orch test {evil.msgid} --tree {trees[0].path} --base "
                         f"{trees[0].commit[:12]} --config base"))
     n.changes = [
         Change("new-failure", f"{TASK} fails on debug (passed on 2026-11-27)", True, good.key,

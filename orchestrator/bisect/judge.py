@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from orchestrator.core.models import Status
-from orchestrator.run.verdict import NOT_RUN, Side, new_splats
+from orchestrator.run.verdict import NOT_RUN, Side, SideStatus, new_splats
 
 GOOD, BAD, SKIP, RETRY, ABORT = "good", "bad", "skip", "retry", "abort"
 
@@ -50,7 +50,7 @@ class Step:
 def _before_harness(side: Side) -> bool:
     """The kernel died or hung before any selected test started: nothing
     about the tests is known, only that this kernel did not come up."""
-    return (side.status == "ERROR" and side.died_in is None
+    return (side.status == SideStatus.ERROR and side.died_in is None
             and all(t.status == Status.MISS and t.message == NOT_RUN
                     for t in side.tests.values()))
 
@@ -58,7 +58,7 @@ def _before_harness(side: Side) -> bool:
 def tests_outcome(side: Side, good_end: Side | None, attempt: int) -> Step:
     """--test (and, with terms swapped, --fixed): bad when a selected test
     did not pass, or skipped where the good end ran it."""
-    if side.status == "ERROR" and side.infra:
+    if side.status == SideStatus.ERROR and side.infra:
         return Step(ABORT, f"infrastructure: {side.reason}")
     if _before_harness(side):
         return Step(RETRY if attempt == 0 else SKIP,
@@ -106,7 +106,7 @@ def classify(mode: Mode, build: Build, side: Side | None, good_end: Side | None 
     if side is None:
         raise ValueError("a built kernel in a boot mode needs its judged side")
     if mode == Mode.SPLAT:
-        if side.status == "ERROR" and side.infra:
+        if side.status == SideStatus.ERROR and side.infra:
             return Step(ABORT, f"infrastructure: {side.reason}")
         new = new_splats(good_end.splats if good_end else [], side.splats)
         if new:

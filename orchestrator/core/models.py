@@ -7,13 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
+    """A test's status."""
     PASS = "PASS"
     FAIL = "FAIL"
     ERROR = "ERROR"  # the harness or an infrastructure step broke
     SKIP = "SKIP"
     MISS = "MISS"    # expected but never reported
     FLAKY = "FLAKY"  # mixed outcomes over --repeat runs in one boot: a failure
+
+
+class PatchStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+    SKIPPED = "skipped"   # after the one that failed
 
 
 @dataclass
@@ -24,7 +32,7 @@ class Patch:
     patch_id: str | None
     trailers: list[str] = field(default_factory=list)
     collected: list[str] = field(default_factory=list)  # trailers b4 found in replies
-    status: str = "pending"  # pending, applied, failed, skipped
+    status: PatchStatus = PatchStatus.PENDING
     detail: str = ""
 
 

@@ -23,18 +23,17 @@ once anyway, so smaller groups only add runner start-up.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core import untrusted, untrusted_tree
+from orchestrator.core import jsonio, names, untrusted, untrusted_tree
 from orchestrator.core.errors import BadInput
 from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import Plan
-from orchestrator.run import record
 
 JOBS_FILE = "jobs.json"
 JOB_FILE = "job.json"
@@ -68,6 +67,13 @@ class Jobs:
                        f"{', '.join(j.id for j in self.jobs) or 'none'})")
 
 
+class JobState(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
 @dataclass
 class JobRecord:
     """A job's shard record: `orch job` writes it, `orch merge` reads it."""
@@ -75,7 +81,7 @@ class JobRecord:
     night: str
     plan_digest: str
     started: str
-    state: str = "running"   # running, done, failed, interrupted
+    state: JobState = JobState.RUNNING
     finished: str | None = None
     error: str | None = None
     imported: list[str] = field(default_factory=list)   # one line per entry: taken or why not
@@ -83,12 +89,12 @@ class JobRecord:
     host: str = ""
 
     def write(self, directory: Path) -> None:
-        record.write_json(directory / JOB_FILE, record._dump(self))
+        jsonio.write(directory / JOB_FILE, jsonio.dump(self))
 
 
 def read_job(directory: Path) -> JobRecord:
     try:
-        return record._load(JobRecord, nightrec.read_json(directory / JOB_FILE))
+        return jsonio.load(JobRecord, jsonio.read(directory / JOB_FILE))
     except (OSError, ValueError) as e:
         raise BadInput(f"{directory}: no readable {JOB_FILE} ({e})")
     except (TypeError, KeyError, AttributeError) as e:
@@ -96,11 +102,12 @@ def read_job(directory: Path) -> JobRecord:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:30] or "x"
+    """A CI job's name part: lower case, dashes (GitLab and GitHub ids)."""
+    return names.slug(text.lower(), 30, keep="a-z0-9", sep="-")
 
 
 def plan_digest(plan: Plan) -> str:
-    data = record._dump(plan)
+    data = jsonio.dump(plan)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -130,14 +137,14 @@ def cut(plan: Plan, group_size: int = DEFAULT_GROUP) -> Jobs:
 
 
 def write_jobs(directory: Path, jobs: Jobs) -> None:
-    record.write_json(directory / JOBS_FILE, record._dump(jobs))
+    jsonio.write(directory / JOBS_FILE, jsonio.dump(jobs))
 
 
 def read_plan_dir(directory: Path) -> tuple[Plan, Jobs]:
     """A plan directory (orch plan's --out, or a shard: both carry it)."""
     try:
         plan = nightrec.read_plan(directory)
-        jobs = record._load(Jobs, nightrec.read_json(directory / JOBS_FILE))
+        jobs = jsonio.load(Jobs, jsonio.read(directory / JOBS_FILE))
     except (OSError, ValueError) as e:
         raise BadInput(f"{directory} is not an orch plan directory: {e}")
     except (TypeError, KeyError, AttributeError) as e:
@@ -157,7 +164,7 @@ def copy_plan(src: Path, dest: Path) -> list[str]:
         return []
     try:
         for name in (nightrec.PLAN_FILE, JOBS_FILE):
-            data = untrusted.read_capped(src / name, nightrec.MAX_RECORD)
+            data = untrusted.read_capped(src / name, jsonio.MAX_RECORD)
             (dest / name).unlink(missing_ok=True)
             (dest / name).write_bytes(data)
     except untrusted.UntrustedError as e:

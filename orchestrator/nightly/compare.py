@@ -12,9 +12,10 @@ their spread over past nights, never a failure.
 
 from __future__ import annotations
 
-from orchestrator.nightly.night import Cell, Change, TreeState
+from orchestrator.core.models import Status
+from orchestrator.nightly.night import Cell, CellStatus, Change, TreeState
 
-FAILED = ("FAIL", "ERROR")
+FAILED = (Status.FAIL, Status.ERROR)
 MIN_PAST = 2          # nights of a figure before its spread means anything
 
 
@@ -30,13 +31,13 @@ def cell_changes(now: Cell, title: str, prev: Cell | None, prev_night: str | Non
         out.append(Change(kind, text, regression, now.series, now.tree, now.config, test,
                           now.reproduce if regression or kind in ("fixed", "error") else None))
 
-    if now.status == "ERROR":
+    if now.status == CellStatus.ERROR:
         # Not the series' fault (an infrastructure error): shown, never a
         # regression, and never a pass either: the cell has no result.
         add("error", f"{title} v{now.version} on {_where(now)}: no result ({now.detail})", False)
         return out
     if prev is None:
-        if now.status == "PASS":
+        if now.status == CellStatus.PASS:
             add("new-series", f"new series {title} v{now.version} passes on {_where(now)}",
                 False)
         else:
@@ -45,32 +46,32 @@ def cell_changes(now: Cell, title: str, prev: Cell | None, prev_night: str | Non
         return out
     since = f" (last result: v{prev.version} on {prev_night})"
     if now.version != prev.version:
-        if now.status == "PASS":
+        if now.status == CellStatus.PASS:
             add("new-revision", f"{title}: v{now.version} replaces v{prev.version}, passes on "
                 f"{_where(now)}", False)
         else:
             add("new-revision", f"{title}: v{now.version} replaces v{prev.version} and on "
                 f"{_where(now)}: {_status_text(now)}", True)
             return out
-    if now.status == "NO-APPLY":
-        if prev.status != "NO-APPLY":
+    if now.status == CellStatus.NO_APPLY:
+        if prev.status != CellStatus.NO_APPLY:
             add("no-longer-applies", f"{title} v{now.version} no longer applies to "
                 f"{now.tree} ({now.commit[:12]}){since}", True)
         return out
-    if prev.status == "NO-APPLY":
+    if prev.status == CellStatus.NO_APPLY:
         add("applies-again", f"{title} v{now.version} applies to {now.tree} again", False)
-    if now.status == "BUILD-FAILED":
-        if prev.status != "BUILD-FAILED":
+    if now.status == CellStatus.BUILD_FAILED:
+        if prev.status != CellStatus.BUILD_FAILED:
             add("build-broken", f"{title} v{now.version} no longer builds on {_where(now)}"
                 f"{since}", True)
         return out
     before = {t.name: t.patched for t in prev.tests}
     for t in now.tests:
         was = before.get(t.name)
-        if t.patched in FAILED and was == "PASS":
+        if t.patched in FAILED and was == Status.PASS:
             add("new-failure", f"{t.name} fails on {_where(now)} (passed on {prev_night}): "
                 f"{t.message}".rstrip(": "), True, t.name)
-        elif t.patched == "PASS" and was in FAILED:
+        elif t.patched == Status.PASS and was in FAILED:
             add("fixed", f"{t.name} passes on {_where(now)} (failed on {prev_night})", False,
                 t.name)
     old = {s.fingerprint for s in prev.splats if s.side == "patched"}
@@ -103,8 +104,9 @@ def tree_changes(trees: list[TreeState]) -> list[Change]:
 
 
 def _status_text(c: Cell) -> str:
-    return {"FAIL": "fails", "NO-APPLY": "does not apply", "BUILD-FAILED": "does not build",
-            "ERROR": "no result"}.get(c.status, c.status.lower()) + \
+    return {CellStatus.FAIL: "fails", CellStatus.NO_APPLY: "does not apply",
+            CellStatus.BUILD_FAILED: "does not build",
+            CellStatus.ERROR: "no result"}.get(c.status, c.status.lower()) + \
         (f" ({c.detail})" if c.detail else "")
 
 
@@ -112,7 +114,7 @@ def exit_status(cells: list[Cell], changes: list[Change], incomplete: bool = Fal
     """0: nothing new fails; 1: something does; 5: the night has no result;
     3: nothing new fails but the night is `incomplete` (a CI job of it did
     not report: orch merge), which must not read as a pass."""
-    if not any(c.status != "ERROR" for c in cells):
+    if not any(c.status != CellStatus.ERROR for c in cells):
         return 5
     if any(ch.regression for ch in changes):
         return 1

@@ -26,8 +26,17 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from orchestrator.core import jsonio
 from orchestrator.core.errors import BadInput, Exit, OrchError
-from orchestrator.nightly.night import Cell, HistoryPoint, Night, Splat, TestCell
+from orchestrator.core.models import Status
+from orchestrator.nightly.night import (
+    Cell,
+    CellSplat,
+    CellStatus,
+    HistoryPoint,
+    Night,
+    TestCell,
+)
 
 MIGRATIONS = [
     # 0 -> 1
@@ -70,7 +79,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 FILE = "history.sqlite"
 
 # A cell with a result: something was built and judged (or did not apply).
-RESULT_STATUSES = ("PASS", "FAIL", "NO-APPLY", "BUILD-FAILED")
+RESULT_STATUSES = (CellStatus.PASS, CellStatus.FAIL, CellStatus.NO_APPLY,
+                   CellStatus.BUILD_FAILED)
 
 
 class History:
@@ -186,17 +196,20 @@ class History:
                             "AND config=?", k).fetchone()
         if r is None:
             return None
-        c = Cell(series, r[0], r[1], tree, r[2], config, r[3], r[4], r[5], r[6], accel=r[7])
+        c = Cell(series=series, version=r[0], msgid=r[1], tree=tree, commit=r[2], config=config,
+                 status=CellStatus(r[3]), detail=r[4], run_dir=r[5], reproduce=r[6],
+                 accel=r[7])
         props: dict[str, dict[str, str]] = {}
         for test, name, value in self.db.execute(
                 "SELECT test, name, value FROM properties WHERE night=? AND series=? AND "
                 "tree=? AND config=?", k):
             props.setdefault(test, {})[name] = value
-        c.tests = [TestCell(t, b, p, tr, m or "", props.get(t, {})) for t, b, p, tr, m in
+        c.tests = [TestCell(t, _status(b), _status(p), tr, m or "", props.get(t, {}))
+                   for t, b, p, tr, m in
                    self.db.execute("SELECT test, baseline, patched, transition, message FROM "
                                    "tests WHERE night=? AND series=? AND tree=? AND config=? "
                                    "ORDER BY test", k)]
-        c.splats = [Splat(*row) for row in self.db.execute(
+        c.splats = [CellSplat(*row) for row in self.db.execute(
             "SELECT fingerprint, title, side FROM splats WHERE night=? AND series=? AND tree=? "
             "AND config=?", k)]
         c.figures = dict(self.db.execute("SELECT name, value FROM figures WHERE night=? AND "
@@ -225,17 +238,20 @@ class History:
             figs = dict(self.db.execute("SELECT name, value FROM figures WHERE night=? AND "
                                         "series=? AND tree=? AND config=?",
                                         (night, series, tree, config)).fetchall())
-            out.append(HistoryPoint(night, version, tree, commit, config, status, figs,
-                                    f"nights/{night}/{run_dir}" if run_dir else None))
+            out.append(HistoryPoint(night, version, tree, commit, config, CellStatus(status),
+                                    figs, f"nights/{night}/{run_dir}" if run_dir else None))
         return out
 
     def nights(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT night FROM nights ORDER BY night")]
 
 
+def _status(s: str | None) -> Status | None:
+    return None if s is None else Status(s)
+
+
 def _plan_json(n: Night) -> dict:
-    from orchestrator.run import record
-    return record._dump(n.plan)
+    return jsonio.dump(n.plan)
 
 
 @contextlib.contextmanager

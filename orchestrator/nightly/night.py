@@ -12,18 +12,31 @@ properties, splat titles) is untrusted text: the HTML escapes it.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core import untrusted
-from orchestrator.run import record
+from orchestrator.core import jsonio
+from orchestrator.core.errors import BadInput
+from orchestrator.core.figures import Declaration
+from orchestrator.core.models import Status
+from orchestrator.run.record import RunState
 
 SCHEMA_VERSION = "1.0"
 FILE = "night.json"
 PLAN_FILE = "plan.json"
 
-# A cell's status, worst first (the matrix sorts and colours by it).
-STATUSES = ("ERROR", "BUILD-FAILED", "NO-APPLY", "FAIL", "PASS")
+
+class CellStatus(enum.StrEnum):
+    """A cell's status, worst first (the matrix sorts and colours by it)."""
+    ERROR = "ERROR"
+    BUILD_FAILED = "BUILD-FAILED"
+    NO_APPLY = "NO-APPLY"
+    FAIL = "FAIL"
+    PASS = "PASS"
+
+
+STATUSES = tuple(CellStatus)
 
 
 @dataclass
@@ -72,21 +85,22 @@ class Plan:
 class TestCell:
     __test__ = False         # not a pytest class, whatever its name
     name: str
-    baseline: str | None     # PASS, FAIL, ERROR, SKIP, or None when not run
-    patched: str | None
+    baseline: Status | None  # None when not run
+    patched: Status | None
     transition: str          # fixed, regressed, still failing, passing, ...
     message: str = ""        # the patched side's failure message (untrusted)
     properties: dict[str, str] = field(default_factory=dict)   # the patched side's
 
 
 @dataclass
-class Splat:
+class CellSplat:
+    """A splat as a cell keeps it (guest.splats.Splat is the console's)."""
     fingerprint: str
     title: str               # untrusted
     side: str                # patched (a new splat) or baseline
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Cell:
     """One series revision x tree x config, as tonight found it."""
     series: str              # SeriesRev.key
@@ -95,21 +109,24 @@ class Cell:
     tree: str                # TreeState.label
     commit: str
     config: str
-    status: str              # one of STATUSES
+    status: CellStatus
     detail: str              # one line: why (untrusted parts cleaned)
     run_dir: str | None      # relative to the night directory
     reproduce: str           # the one command that reproduces this on a developer's machine
     tests: list[TestCell] = field(default_factory=list)
-    splats: list[Splat] = field(default_factory=list)
+    splats: list[CellSplat] = field(default_factory=list)
     build_seconds: dict[str, float] = field(default_factory=dict)   # side -> seconds (0: cached)
     boot_seconds: dict[str, float] = field(default_factory=dict)    # side -> seconds (0: kept)
     built: dict[str, bool] = field(default_factory=dict)            # side -> compiled tonight
     booted: dict[str, bool] = field(default_factory=dict)           # side -> booted tonight
-    # Figures (advisory under TCG): "evicted:<test>" -> fraction of the
-    # test's DONTCACHE pages that left the cache; "scale:<side>:mib_per_s:<n>"
-    # and "scale:<side>:contentions:<n>" -> the scale benchmark's means.
+    # Figures the guest's tests declared (advisory under TCG), keyed
+    # "<name>:<test>" (the patched kernel's, over the nights) and
+    # "scale:<side>:<name>:<x>" (a sweep's points): orchestrator.core.figures.
     figures: dict[str, float] = field(default_factory=dict)
     accel: str | None = None
+    # Their declarations by name (title, unit, which way is better); left out
+    # of night.json when there are none, as in nights before declarations.
+    declarations: dict[str, Declaration] | None = jsonio.opt()
 
     @property
     def id(self) -> str:
@@ -146,7 +163,7 @@ class Night:
     started: str
     plan: Plan
     schema_version: str = SCHEMA_VERSION
-    state: str = "running"   # running, done, interrupted
+    state: RunState = RunState.RUNNING
     cells: list[Cell] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     previous: dict[str, str] = field(default_factory=dict)  # cell id -> night compared with
@@ -154,18 +171,18 @@ class Night:
     finished: str | None = None
 
     def to_json(self) -> dict:
-        return record._dump(self)
+        return jsonio.dump(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "Night":
         major = int(str(data.get("schema_version", "1.0")).split(".")[0])
         if major > int(SCHEMA_VERSION.split(".")[0]):
-            raise record.BadInput(f"night.json is schema version {data['schema_version']}, "
-                                  f"newer than this orch reads ({SCHEMA_VERSION})")
-        return record._load(cls, data)
+            raise BadInput(f"night.json is schema version {data['schema_version']}, "
+                           f"newer than this orch reads ({SCHEMA_VERSION})")
+        return jsonio.load(cls, data)
 
     def write(self, directory: Path) -> None:
-        record.write_json(directory / FILE, self.to_json())
+        jsonio.write(directory / FILE, self.to_json())
 
     def cell(self, cid: str) -> Cell | None:
         return next((c for c in self.cells if c.id == cid), None)
@@ -182,43 +199,26 @@ def read_if_any(directory: Path) -> Night | None:
         return None
     try:
         return read(directory)
-    except record.BadInput:
+    except BadInput:
         return None
-
-
-# A night's or a plan's JSON, read back (from a shard too: an artifact)
-# as a regular file, not a link, at most this long.
-MAX_RECORD = 256 << 20
-
-
-def read_json(path: Path, limit: int = MAX_RECORD):
-    """JSON orch wrote, read back from a directory an artifact may have
-    replaced: ValueError for a link, a FIFO or a file over `limit`, as for
-    bad JSON."""
-    import json
-    try:
-        data = untrusted.read_capped(path, limit)
-    except untrusted.UntrustedError as e:
-        raise ValueError(str(e))
-    return json.loads(data)
 
 
 def read(directory: Path) -> Night:
     try:
-        data = read_json(directory / FILE)
+        data = jsonio.read(directory / FILE)
         return Night.from_json(data)
     except (OSError, ValueError) as e:
-        raise record.BadInput(f"cannot read {directory / FILE}: {e}")
+        raise BadInput(f"cannot read {directory / FILE}: {e}")
     except (TypeError, KeyError, AttributeError) as e:
-        raise record.BadInput(f"{directory / FILE} is not an orch night record: {e}")
+        raise BadInput(f"{directory / FILE} is not an orch night record: {e}")
 
 
 def read_plan(directory: Path) -> Plan:
-    return record._load(Plan, read_json(directory / PLAN_FILE))
+    return jsonio.load(Plan, jsonio.read(directory / PLAN_FILE))
 
 
 def write_plan(directory: Path, plan: Plan) -> None:
-    record.write_json(directory / PLAN_FILE, record._dump(plan))
+    jsonio.write(directory / PLAN_FILE, jsonio.dump(plan))
 
 
 @dataclass
@@ -229,6 +229,6 @@ class HistoryPoint:
     tree: str
     commit: str
     config: str
-    status: str
+    status: CellStatus
     figures: dict[str, float] = field(default_factory=dict)
     run_dir: str | None = None       # relative to the output directory

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+from orchestrator.core.models import Status
 from orchestrator.core.sanitize import clean
 from orchestrator.nightly.night import Cell, Night, TestCell
 from orchestrator.reports.reportlib import cell_name, one_line
@@ -92,7 +93,7 @@ def _test_case(suite: ET.Element, cell: Cell, t: TestCell, label: str) -> str | 
         props = ET.SubElement(case, "properties")
         for k, v in sorted(t.properties.items()):
             ET.SubElement(props, "property", name=xml_text(k, 100), value=xml_text(v, 500))
-    if t.patched == "PASS":
+    if t.patched == Status.PASS:
         return None
     element = _ELEMENT.get(t.patched, "error")   # a status this orch does not know
     if element == "skipped":

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from orchestrator.nightly.night import Cell, Night, TestCell
+from orchestrator.nightly.night import Cell, CellStatus, Night, TestCell
 from orchestrator.reports.reportlib import (
     one_line,
     printable,
@@ -199,10 +199,10 @@ class _Doc:
                 if ps:
                     obj["patchset_files"], obj["patchset_hash"] = ps
             obj["misc"] = misc
-        if cell.status == "NO-APPLY":
+        if cell.status == CellStatus.NO_APPLY:
             obj["valid"] = False
             obj["log_excerpt"] = _text(cell.detail, 16000)
-        elif cell.status != "ERROR" or self._sides(cell):
+        elif cell.status != CellStatus.ERROR or self._sides(cell):
             obj.setdefault("valid", True)
         return cid
 
@@ -252,9 +252,9 @@ class _Doc:
 
     @staticmethod
     def _build_status(cell: Cell, side: str) -> str | None:
-        if cell.status == "BUILD-FAILED":
+        if cell.status == CellStatus.BUILD_FAILED:
             return "FAIL" if side == "patched" else "PASS"
-        if cell.booted.get(side) or side in cell.boot_seconds or cell.status in ("PASS", "FAIL"):
+        if cell.booted.get(side) or side in cell.boot_seconds or cell.status in (CellStatus.PASS, CellStatus.FAIL):
             return "PASS"
         return None   # an ERROR before the boot: unknown, which KCIDB writes as absent
 

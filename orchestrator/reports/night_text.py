@@ -14,6 +14,7 @@ from collections import Counter
 
 from orchestrator.nightly.night import STATUSES, Change, Night
 from orchestrator.reports.reportlib import exit_meaning, one_line, series_name
+from orchestrator.run.record import RunState
 
 WIDTH = 80
 MAX_LINES = 40
@@ -86,7 +87,7 @@ def _header(night: Night, site_url: str | None) -> list[str]:
     lines += _wrap(f"{len(night.cells)} cells ({by_status or 'none'}): "
                    f"{len(night.plan.series)} series x {len(night.plan.trees)} tree(s) x "
                    f"configs {', '.join(one_line(c, 40) for c in night.plan.configs)}", "")
-    if night.state != "done":
+    if night.state != RunState.DONE:
         lines.append(f"state: {one_line(night.state, 40)} (started {one_line(night.started, 40)})")
     if site_url:
         lines.append(f"report: {one_line(site_url, 200).rstrip('/')}/nights/"

@@ -10,6 +10,7 @@ import re
 
 from orchestrator.core.sanitize import clean
 from orchestrator.nightly.night import Cell, Night, SeriesRev
+from orchestrator.run.record import RunState
 
 # What clean() keeps but a one-line field must not have: line breaks and tabs
 # (a title "a\nFAIL ..." would forge a line of its own in the summary), C1
@@ -69,7 +70,7 @@ def cell_name(night: Night, cell: Cell, limit: int = 40) -> str:
             f"{one_line(cell.tree, 60)} / {one_line(cell.config, 40)}")
 
 
-def exit_meaning(code: int | None, state: str = "done") -> str:
+def exit_meaning(code: int | None, state: RunState = RunState.DONE) -> str:
     if code is None:
-        return "still running" if state == "running" else f"no exit status ({one_line(state)})"
+        return "still running" if state == RunState.RUNNING else f"no exit status ({one_line(state)})"
     return EXIT_MEANING.get(code, f"exit status {code}")

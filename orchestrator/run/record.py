@@ -8,37 +8,90 @@ than misreading it, and a minor version only ever adds fields.
 
 A field that is None and marked optional is left out of run.json, as it
 always was: a side not yet booted has no "outcome", a config not yet judged
-no "verdict".
+no "verdict". Statuses are StrEnums: run.json holds their values, the same
+strings as before they were Enums, and a reader refuses any other string.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core import paths
+from orchestrator.core import jsonio, paths
 from orchestrator.core.errors import BadInput
+from orchestrator.core.jsonio import opt
+from orchestrator.core.models import Status
+from orchestrator.run.verdict import SideStatus, Verdict
 
 SCHEMA_VERSION = "1.2"   # 1.1: bisect; 1.2: sandbox
 SCHEMA_FILE = paths.DATA / "run.schema.json"
 
 
-def opt(default: Any = None) -> Any:
-    """An optional field: left out of run.json while it is None."""
-    return field(default=default, metadata={"omit": True})
+class BuildStatus(enum.StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    CACHED = "cached"
+    FAILED = "failed"
 
 
-@dataclass
+class BootStatus(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    NOT_RUN = "not run"
+
+
+class EachPatchStatus(enum.StrEnum):
+    BUILDING = "building"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class StepOutcome(enum.StrEnum):
+    """A bisect step's answer, in git bisect's terms (old and new with --fixed)."""
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"
+    OLD = "old"
+    NEW = "new"
+
+
+class RunState(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+
+
+class RunVerdict(enum.StrEnum):
+    """What a whole run came to: a test's verdict (verdict.Verdict's words),
+    what stopped it, or what a bisect or a check found."""
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INFRA_ERROR = "INFRA-ERROR"
+    BUILT = "BUILT"                  # orch test --build-only
+    BAD_INPUT = "BAD-INPUT"
+    NO_APPLY = "NO-APPLY"
+    PATCHED_BUILD_FAILED = "PATCHED-BUILD-FAILED"
+    ERROR = "ERROR"                  # any other exit status of an OrchError
+    INTERRUPTED = "INTERRUPTED"
+    FOUND = "FOUND"                  # orch bisect
+    INCONCLUSIVE = "INCONCLUSIVE"
+    GOOD = "GOOD"                    # orch check: its step's outcome
+    BAD = "BAD"
+    SKIP = "SKIP"
+    OLD = "OLD"
+    NEW = "NEW"
+
+
+@dataclass(kw_only=True)
 class BuildRecord:
-    status: str                      # pending, ok, cached, failed
+    status: BuildStatus
     seconds: float | None = None
     cached: bool | None = None
     image: str | None = None
@@ -53,15 +106,15 @@ class BuildRecord:
     def _omitted(self) -> set[str]:
         # A kernel that exists has every field (ccache may be null); one
         # that does not has its status, and a failed one its log.
-        if self.status in ("ok", "cached"):
+        if self.status in (BuildStatus.OK, BuildStatus.CACHED):
             return set()
         keep = {"status", "log"} if self.log else {"status"}
         return {f.name for f in dataclasses.fields(self)} - keep
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BootRecord:
-    status: str                      # ok, failed, not run
+    status: BootStatus
     accel: str | None = opt()
     cached: bool | None = opt()      # results of an earlier boot of this kernel and suite
     seconds: float | None = opt()
@@ -75,15 +128,15 @@ class BootRecord:
     console_tail: list[str] | None = opt()   # only when the boot failed
 
     def _omitted(self) -> set[str]:
-        if self.status == "not run":
+        if self.status == BootStatus.NOT_RUN:
             return {f.name for f in dataclasses.fields(self)} - {"status"}
-        return _none_optionals(self)
+        return jsonio.none_optionals(self)
 
 
 @dataclass
 class Outcome:
     """One side judged alone (verdict.Side without its tests)."""
-    status: str                      # PASS, FAIL, ERROR
+    status: SideStatus
     reason: str
     infra: bool
     died_in: str | None
@@ -93,11 +146,11 @@ class Outcome:
 class TestRecord:
     __test__ = False  # not a pytest test class
     name: str
-    status: str
+    status: Status
     message: str
     seconds: float
     properties: dict[str, str]
-    outcomes: list[str] | None = opt()   # each run's status, with --repeat
+    outcomes: list[Status] | None = opt()   # each run's status, with --repeat
 
 
 @dataclass
@@ -119,23 +172,29 @@ class Problems:
 
 @dataclass
 class Comparison:
+    """One test on both sides as run.json keeps it (verdict.JudgedComparison
+    is the judge's)."""
     name: str
-    baseline: str
-    patched: str
+    baseline: Status
+    patched: Status
     transition: str
     reason: str
+
+
+def _pending() -> SideRecord:
+    return SideRecord(BuildRecord(status=BuildStatus.PENDING))
 
 
 @dataclass
 class ConfigRecord:
     name: str
-    baseline: SideRecord = field(default_factory=lambda: SideRecord(BuildRecord("pending")))
-    patched: SideRecord = field(default_factory=lambda: SideRecord(BuildRecord("pending")))
+    baseline: SideRecord = field(default_factory=_pending)
+    patched: SideRecord = field(default_factory=_pending)
     warnings: dict | None = opt()            # compiler_warnings.diff()
     comparison: list[Comparison] | None = opt()
     new_splats: list[dict] | None = opt()
     preexisting_splats: list[dict] | None = opt()
-    verdict: str | None = opt()              # PASS, FAIL, INFRA-ERROR
+    verdict: Verdict | None = opt()
     regressions: int | None = opt()
     problems: Problems | None = opt()
 
@@ -153,6 +212,8 @@ class TreeRecord:
 
 @dataclass
 class Rejection:
+    """A file of a patch that did not apply, as run.json keeps it
+    (tree.RejectedFile is what git apply --reject reported)."""
     file: str
     hunks: list[str]
 
@@ -175,7 +236,7 @@ class Accel:
 class EachPatchStep:
     patch: int
     subject: str
-    status: str                      # building, ok, failed
+    status: EachPatchStatus
     configs: dict[str, BuildRecord] = field(default_factory=dict)
     error: str | None = opt()
 
@@ -187,13 +248,13 @@ class CommitRecord:
     author: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BisectStep:
     """One kernel a bisect built and booted: an end, a step or a confirmation."""
     role: str                        # good end, bad end, step, confirm
     commit: str
     subject: str
-    outcome: str                     # good, bad, skip (old, new with --fixed)
+    outcome: StepOutcome
     reason: str
     build: str                       # built, cached, failed, unsatisfiable
     build_seconds: float
@@ -202,12 +263,12 @@ class BisectStep:
     boot_seconds: float | None = opt()
     boots: int | None = opt()        # boots of this step (a retry is a second)
     console: str | None = opt()
-    tests: dict[str, str] | None = opt()     # test -> status
+    tests: dict[str, Status] | None = opt()  # test -> status
     splats: list[dict] | None = opt()
     steps_left: int | None = opt()   # git's estimate after this step
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BisectRecord:
     mode: str                        # test, build, splat, fixed
     terms: list[str]                 # git's old and new terms
@@ -234,8 +295,8 @@ class RunRecord:
     run_dir: str
     started: str
     schema_version: str = SCHEMA_VERSION
-    state: str = "running"           # running, done, interrupted
-    verdict: str | None = None
+    state: RunState = RunState.RUNNING
+    verdict: RunVerdict | None = None
     exit_code: int | None = None
     error: str | None = None
     series: dict | None = None       # the Series as b4 gave it (and apply marked it)
@@ -256,15 +317,15 @@ class RunRecord:
         return next(c for c in self.configs if c.name == name)
 
     def to_json(self) -> dict:
-        return _dump(self)
+        return jsonio.dump(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "RunRecord":
         check_version(data)
-        return _load(cls, data)
+        return jsonio.load(cls, data)
 
     def write(self, path: Path) -> None:
-        write_json(path, self.to_json())
+        jsonio.write(path, self.to_json())
 
 
 def now() -> str:
@@ -298,73 +359,6 @@ def read(path: Path) -> RunRecord:
         raise BadInput(f"{path} is not an orch run record: {type(e).__name__}: {e}")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Replace `path` atomically: a killed run leaves the last full record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _none_optionals(obj: Any) -> set[str]:
-    return {f.name for f in dataclasses.fields(obj)
-            if f.metadata.get("omit") and getattr(obj, f.name) is None}
-
-
-def _dump(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        omitted = obj._omitted() if hasattr(obj, "_omitted") else _none_optionals(obj)
-        return {f.name: _dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.name not in omitted}
-    if isinstance(obj, list):
-        return [_dump(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _dump(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _load(tp: Any, data: Any) -> Any:
-    """`data` (parsed JSON) as type `tp`: dataclasses, lists and dicts of them,
-    optionals; plain JSON values are taken as they are."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _load(inner, data)
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return [_load(inner, x) for x in data]
-    if origin is dict:
-        _, inner = typing.get_args(tp)
-        return {k: _load(inner, v) for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(data, dict):
-            raise TypeError(f"{tp.__name__} must be an object, not {type(data).__name__}")
-        hints = _hints(tp)
-        # Fields a newer minor version added are not ours to keep.
-        return tp(**{f.name: _load(hints[f.name], data[f.name])
-                     for f in dataclasses.fields(tp) if f.name in data})
-    return data
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(tp: type) -> dict[str, Any]:
-    if tp not in _HINTS:
-        _HINTS[tp] = typing.get_type_hints(tp)
-    return _HINTS[tp]
-
-
 def json_schema() -> dict:
     """The JSON Schema of run.json, made from these types. data/run.schema.json
     is this, committed so other tools can read it; a test keeps the two equal
@@ -396,7 +390,7 @@ def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
         name = tp.__name__
         if name not in defs:
             defs[name] = {}   # recursion guard
-            hints = _hints(tp)
+            hints = jsonio.type_hints(tp)
             fields = dataclasses.fields(tp)
             if hasattr(tp, "_omitted"):
                 required = ["status"]   # the rest depends on the status
@@ -407,4 +401,8 @@ def _schema_of(tp: Any, defs: dict[str, dict]) -> dict:
                                          for f in fields},
                           "required": required, "additionalProperties": False}
         return {"$ref": f"#/$defs/{name}"}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        # As the statuses were before they were Enums: the schema file and
+        # its version stay as they are.
+        return {"type": "string"}
     return dict(_JSON[tp])

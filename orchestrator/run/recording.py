@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.core.models import GuestRun, Kernel, Series
+from orchestrator.core.models import GuestRun, Kernel, Series, Status
 from orchestrator.guest import vm
 from orchestrator.run.boots import Booted
 from orchestrator.run.record import (
     BisectStep,
     BootRecord,
+    BootStatus,
     BuildRecord,
+    BuildStatus,
     Comparison,
     ConfigRecord,
     Outcome,
     Problems,
     SideRecord,
+    StepOutcome,
     TestRecord,
 )
 from orchestrator.run.verdict import ConfigVerdict, Side
@@ -30,21 +33,25 @@ def series(s: Series) -> dict:
 
 
 def built(k: Kernel) -> BuildRecord:
-    return BuildRecord("cached" if k.cached else "ok", round(k.seconds, 1), k.cached,
-                       str(k.image), str(k.log), k.key, k.compiled, k.ccache, k.banner,
-                       k.uncached, str(k.dotconfig))
+    return BuildRecord(
+        status=BuildStatus.CACHED if k.cached else BuildStatus.OK,
+        seconds=round(k.seconds, 1), cached=k.cached, image=str(k.image), log=str(k.log),
+        key=k.key, compiled=k.compiled, ccache=k.ccache, banner=k.banner,
+        uncached=k.uncached, dotconfig=str(k.dotconfig))
 
 
 def failed_build(log) -> BuildRecord:
-    return BuildRecord("failed", log=str(log))
+    return BuildRecord(status=BuildStatus.FAILED, log=str(log))
 
 
 def boot(g: GuestRun) -> BootRecord:
     return BootRecord(
-        "ok" if g.ok else "failed", g.accel, g.cached, round(g.seconds, 1), str(g.console),
-        str(g.junit) if g.junit else None, str(g.harness_log) if g.harness_log else None,
-        g.harness_rc, g.died_in, g.error, g.banner,
-        None if g.ok else vm.console_tail(g.console))
+        status=BootStatus.OK if g.ok else BootStatus.FAILED, accel=g.accel, cached=g.cached,
+        seconds=round(g.seconds, 1), console=str(g.console),
+        junit=str(g.junit) if g.junit else None,
+        harness_log=str(g.harness_log) if g.harness_log else None,
+        harness_rc=g.harness_rc, died_in=g.died_in, error=g.error, banner=g.banner,
+        console_tail=None if g.ok else vm.console_tail(g.console))
 
 
 def outcome(side: Side) -> Outcome:
@@ -52,8 +59,8 @@ def outcome(side: Side) -> Outcome:
 
 
 def tests(side: Side) -> list[TestRecord]:
-    return [TestRecord(t.name, t.status.value, t.message, t.seconds, t.properties,
-                       t.outcomes or None)
+    return [TestRecord(t.name, t.status, t.message, t.seconds, t.properties,
+                       [Status(o) for o in t.outcomes] or None)
             for t in side.tests.values()]
 
 
@@ -63,13 +70,13 @@ def booted_side(build_: BuildRecord, b: Booted) -> SideRecord:
 
 
 def not_booted(build_: BuildRecord) -> SideRecord:
-    return SideRecord(build_, BootRecord("not run"), tests=[])
+    return SideRecord(build_, BootRecord(status=BootStatus.NOT_RUN), tests=[])
 
 
 def judged(c: ConfigRecord, v: ConfigVerdict) -> None:
     """A config's verdict into its record."""
-    c.comparison = [Comparison(x.name, x.baseline.value, x.patched.value, x.transition,
-                               x.reason) for x in v.comparisons]
+    c.comparison = [Comparison(x.name, x.baseline, x.patched, x.transition, x.reason)
+                    for x in v.comparisons]
     c.new_splats = [s.as_dict() for s in v.new_splats]
     c.preexisting_splats = [s.as_dict() for s in v.preexisting_splats]
     c.verdict = v.verdict
@@ -79,8 +86,11 @@ def judged(c: ConfigRecord, v: ConfigVerdict) -> None:
 
 def bisect_step(role: str, r, steps_left: int | None = None) -> BisectStep:
     """One bisect_step.StepResult as run.json's step (orch bisect, orch check)."""
-    return BisectStep(role, r.commit, r.subject, r.outcome, r.reason, r.build,
-                      round(r.build_seconds, 1), str(r.build_log), r.boot, r.boot_seconds,
-                      r.attempts or None, str(r.console) if r.console else None,
-                      r.results or None,
-                      [s.as_dict() for s in r.side.splats] if r.side else None, steps_left)
+    return BisectStep(
+        role=role, commit=r.commit, subject=r.subject, outcome=StepOutcome(r.outcome),
+        reason=r.reason, build=r.build, build_seconds=round(r.build_seconds, 1),
+        build_log=str(r.build_log), boot=r.boot, boot_seconds=r.boot_seconds,
+        boots=r.attempts or None, console=str(r.console) if r.console else None,
+        tests={n: Status(s) for n, s in r.results.items()} or None,
+        splats=[s.as_dict() for s in r.side.splats] if r.side else None,
+        steps_left=steps_left)

@@ -3,7 +3,15 @@ and `orch report` prints again."""
 
 from __future__ import annotations
 
-from orchestrator.run.record import BisectRecord, ConfigRecord, RunRecord, SideRecord
+from orchestrator.run.record import (
+    BisectRecord,
+    BootStatus,
+    BuildStatus,
+    ConfigRecord,
+    RunRecord,
+    SideRecord,
+)
+from orchestrator.run.verdict import SideStatus
 
 
 def summary(rec: RunRecord) -> str:
@@ -86,9 +94,9 @@ def _config_lines(c: ConfigRecord) -> list[str]:
 
 def _tests(side: SideRecord) -> str:
     v = side.boot
-    if v is None or v.status == "not run":
+    if v is None or v.status == BootStatus.NOT_RUN:
         return "-"
-    if v.status != "ok" or (side.outcome and side.outcome.status == "ERROR"):
+    if v.status != BootStatus.OK or (side.outcome and side.outcome.status == SideStatus.ERROR):
         return "ERROR"
     counts: dict[str, int] = {}
     for t in side.tests or []:
@@ -99,7 +107,7 @@ def _tests(side: SideRecord) -> str:
 
 def _build(side: SideRecord) -> str:
     b = side.build
-    if b.status == "ok" and b.seconds is not None:
+    if b.status == BuildStatus.OK and b.seconds is not None:
         return f"built {b.seconds:.0f}s"
     return b.status
 

@@ -10,6 +10,7 @@ own, and a regression anywhere wins over an infrastructure error elsewhere.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from orchestrator.core.errors import Exit
@@ -22,10 +23,24 @@ NOT_RUN = "not run (guest crashed)"
 REGRESSION = {"regressed", "now skipped"}
 
 
+class SideStatus(enum.StrEnum):
+    """One side (one kernel) judged alone."""
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+
+
+class Verdict(enum.StrEnum):
+    """One config, baseline against patched."""
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INFRA_ERROR = "INFRA-ERROR"
+
+
 @dataclass
 class Side:
-    """One side judged alone: PASS, FAIL or ERROR, and every expected test."""
-    status: str
+    """One side judged alone, and every expected test."""
+    status: SideStatus
     reason: str
     tests: dict[str, TestResult]
     infra: bool = False          # its ERROR is orch's or the machine's, not the kernel's
@@ -46,7 +61,7 @@ def judge_side(expected: list[str], run: GuestRun | None, patched: bool,
 
 def _judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Side:
     if run is None:
-        return Side("ERROR", "not booted", {n: TestResult(n, Status.MISS, "not run")
+        return Side(SideStatus.ERROR, "not booted", {n: TestResult(n, Status.MISS, "not run")
                                             for n in expected}, infra=True)
     got = {t.name: t for t in run.tests}
     tests: dict[str, TestResult] = {}
@@ -61,9 +76,9 @@ def _judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Sid
             tests[n] = TestResult(n, Status.MISS, "expected, but the guest did not report it")
     statuses = [t.status for t in tests.values()]
     if not run.ok:
-        return Side("ERROR", run.error, tests, run.infra, run.died_in)
+        return Side(SideStatus.ERROR, run.error, tests, run.infra, run.died_in)
     if run.harness_rc not in (0, 1):
-        return Side("ERROR", f"the guest's pytest exited {_rc(run.harness_rc)} "
+        return Side(SideStatus.ERROR, f"the guest's pytest exited {_rc(run.harness_rc)} "
                     "(0 or 1 means it ran the suite)", tests, False, run.died_in)
     if not any(s in RAN for s in statuses):
         # A baseline may lack what the series adds; a patched kernel on
@@ -71,10 +86,10 @@ def _judge_side(expected: list[str], run: GuestRun | None, patched: bool) -> Sid
         why = ("every expected test skipped" if statuses and all(s == Status.SKIP
                for s in statuses) else "no expected test ran")
         if patched or not any(s == Status.SKIP for s in statuses):
-            return Side("ERROR", why, tests, False)
+            return Side(SideStatus.ERROR, why, tests, False)
     if any(s in BAD for s in statuses):
-        return Side("FAIL", "", tests)
-    return Side("PASS", "", tests)
+        return Side(SideStatus.FAIL, "", tests)
+    return Side(SideStatus.PASS, "", tests)
 
 
 def _rc(rc: int | None) -> str:
@@ -85,7 +100,9 @@ def _rc(rc: int | None) -> str:
 
 
 @dataclass
-class Comparison:
+class JudgedComparison:
+    """One test, baseline against patched, as the judge found it (run.json
+    keeps it as record.Comparison)."""
     name: str
     baseline: Status
     patched: Status
@@ -109,20 +126,20 @@ def transition(base: Status, patched: Status, patched_message: str = "") -> str:
     return "still failing"
 
 
-def compare(expected: list[str], b: Side, p: Side) -> list[Comparison]:
+def compare(expected: list[str], b: Side, p: Side) -> list[JudgedComparison]:
     out = []
     for n in expected:
         bt, pt = b.tests[n], p.tests[n]
-        out.append(Comparison(n, bt.status, pt.status,
-                              transition(bt.status, pt.status, pt.message),
-                              pt.message if pt.status != Status.PASS else ""))
+        out.append(JudgedComparison(n, bt.status, pt.status,
+                                    transition(bt.status, pt.status, pt.message),
+                                    pt.message if pt.status != Status.PASS else ""))
     return out
 
 
 @dataclass
 class ConfigVerdict:
-    verdict: str                        # PASS, FAIL, INFRA-ERROR
-    comparisons: list[Comparison]
+    verdict: Verdict
+    comparisons: list[JudgedComparison]
     new_splats: list[Splat]
     preexisting_splats: list[Splat]
     regressions: list[str] = field(default_factory=list)   # "test: regressed", new splats
@@ -149,13 +166,13 @@ def judge_config(name: str, expected: list[str], b: Side, p: Side,
     # A splat only the patched kernel shows is the series' regression, even
     # when every test passed; one the baseline shows too is pre-existing.
     new = new_splats(b_splats, p_splats)
-    v = ConfigVerdict("PASS", comps, new, [s for s in p_splats if s not in new])
-    if p.status == "ERROR" and p.infra:
+    v = ConfigVerdict(Verdict.PASS, comps, new, [s for s in p_splats if s not in new])
+    if p.status == SideStatus.ERROR and p.infra:
         # What the patched side reported is about another kernel, or none.
         v.infra.append(f"config {name}: patched guest: {p.reason}")
-        if b.status == "ERROR":
+        if b.status == SideStatus.ERROR:
             v.infra.insert(0, f"config {name}: baseline guest: {b.reason}")
-        v.verdict = "INFRA-ERROR"
+        v.verdict = Verdict.INFRA_ERROR
         return v
     where = f" (during {p.died_in})" if p.died_in else ""
     for s in sorted(new, key=lambda s: s.kind != "panic"):
@@ -167,27 +184,28 @@ def judge_config(name: str, expected: list[str], b: Side, p: Side,
                                  + (f" ({c.reason})" if c.transition == "now skipped" else ""))
         elif c.patched in BAD:
             v.failures.append(f"config {name}: {c.name} {c.transition}")
-    if b.status == "ERROR":
+    if b.status == SideStatus.ERROR:
         v.infra.append(f"config {name}: baseline guest: {b.reason}")
-    if p.status == "ERROR":
+    if p.status == SideStatus.ERROR:
         line = f"config {name}: patched guest: {p.reason}"
-        if b.status == "ERROR":
+        if b.status == SideStatus.ERROR:
             v.infra.append(line)
         else:
             v.failures.insert(0, line)
-    v.verdict = "FAIL" if v.regressions or v.failures else "INFRA-ERROR" if v.infra else "PASS"
+    v.verdict = (Verdict.FAIL if v.regressions or v.failures
+                 else Verdict.INFRA_ERROR if v.infra else Verdict.PASS)
     return v
 
 
-def run_exit(verdicts: dict[str, ConfigVerdict]) -> tuple[Exit, str]:
+def run_exit(verdicts: dict[str, ConfigVerdict]) -> tuple[Exit, Verdict]:
     """Exit 0 only when every config passed; 1 when any shows a regression
     or a patched failure, whatever another config's infrastructure did;
     otherwise 5."""
-    if any(v.verdict == "FAIL" for v in verdicts.values()):
-        return Exit.TESTS_FAILED, "FAIL"
-    if all(v.verdict == "PASS" for v in verdicts.values()):
-        return Exit.OK, "PASS"
-    return Exit.INFRA, "INFRA-ERROR"
+    if any(v.verdict == Verdict.FAIL for v in verdicts.values()):
+        return Exit.TESTS_FAILED, Verdict.FAIL
+    if all(v.verdict == Verdict.PASS for v in verdicts.values()):
+        return Exit.OK, Verdict.PASS
+    return Exit.INFRA, Verdict.INFRA_ERROR
 
 
 HEADLINE = 300

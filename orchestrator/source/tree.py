@@ -23,7 +23,7 @@ from pathlib import Path
 import git
 
 from orchestrator.core.errors import BadInput, Exit, OrchError
-from orchestrator.core.models import Base, Series
+from orchestrator.core.models import Base, PatchStatus, Series
 from orchestrator.core.paths import cache_dir
 from orchestrator.kernel import buildtree
 from orchestrator.source import debsrc, hermetic
@@ -85,7 +85,7 @@ class Workspace:
 
 
 @dataclass
-class Rejection:
+class RejectedFile:
     file: str
     hunks: list[str] = field(default_factory=list)
 
@@ -97,7 +97,7 @@ class Applied:
     tree_id: str              # the source state of `head`, for the build cache
     ok: bool
     failed_patch: int | None = None
-    rejections: list[Rejection] = field(default_factory=list)
+    rejections: list[RejectedFile] = field(default_factory=list)
     error: str = ""
 
 
@@ -325,16 +325,16 @@ def apply_series(ws: Workspace, base: Base, series: Series, log_dir: Path) -> Ap
                 res = repo.git.am("--no-gpg-sign", "--committer-date-is-author-date",
                                   str(f), with_extended_output=True)
                 out.write(res[1] + res[2] + "\n")
-                patch.status = "applied"
+                patch.status = PatchStatus.APPLIED
             except git.GitCommandError as e:
                 out.write(f"{e.stdout}\n{e.stderr}\n")
-                patch.status = "failed"
+                patch.status = PatchStatus.FAILED
                 rejections = _rejections(repo, f, out)
                 patch.detail = "; ".join(
                     f"{r.file}: " + (", ".join(r.hunks) if r.hunks else "does not apply")
                     for r in rejections) or _first_error(e.stderr)
                 for later in series.patches[patch.index:]:
-                    later.status = "skipped"
+                    later.status = PatchStatus.SKIPPED
                 checkout(ws.src, base.commit)
                 return Applied(base, base.commit, "", False, patch.index, rejections,
                                patch.detail)
@@ -349,7 +349,7 @@ def _first_error(stderr: str) -> str:
     return "git am failed"
 
 
-def _rejections(repo: git.Repo, patch_file: Path, out) -> list[Rejection]:
+def _rejections(repo: git.Repo, patch_file: Path, out) -> list[RejectedFile]:
     """Which files and hunks do not apply: let `git apply --reject` try."""
     try:
         repo.git.am("--abort")
@@ -362,13 +362,13 @@ def _rejections(repo: git.Repo, patch_file: Path, out) -> list[Rejection]:
     except git.GitCommandError as e:
         text = (e.stdout or "") + (e.stderr or "")
     out.write("$ git apply --reject --verbose\n" + text + "\n")
-    rejs: list[Rejection] = []
-    current: Rejection | None = None
+    rejs: list[RejectedFile] = []
+    current: RejectedFile | None = None
     contexts: list[str] = []
     for line in text.splitlines():
         m = re.match(r"^Applying patch (\S+) with \d+ reject", line)
         if m:
-            current = Rejection(m.group(1))
+            current = RejectedFile(m.group(1))
             rejs.append(current)
             rejfile = Path(repo.working_tree_dir) / (m.group(1) + ".rej")
             contexts = (re.findall(r"^@@ [^@]* @@ ?(.*)$", rejfile.read_text(errors="replace"), re.M)
@@ -380,5 +380,5 @@ def _rejections(repo: git.Repo, patch_file: Path, out) -> list[Rejection]:
             current.hunks.append(f"hunk #{m.group(1)}" + (f" ({ctx[:60]})" if ctx else ""))
     # Files git could not even try (missing, or a corrupt diff).
     for m in re.finditer(r"^error: (\S+?): (does not exist in index|No such file or directory)", text, re.M):
-        rejs.append(Rejection(m.group(1), ["file does not exist"]))
+        rejs.append(RejectedFile(m.group(1), ["file does not exist"]))
     return rejs

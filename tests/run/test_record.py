@@ -5,15 +5,24 @@ is validated against the schema by schema_check.py."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import enum
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
 from schema_check import schema_errors
 
+from orchestrator.core import jsonio
+from orchestrator.core.errors import BadInput
+from orchestrator.fanout import jobfiles
+from orchestrator.nightly import night
 from orchestrator.run import record, summary
 from orchestrator.run.record import (
     Accel,
@@ -32,30 +41,45 @@ from orchestrator.run.record import (
 )
 
 REPO = Path(__file__).resolve().parent.parent.parent
+# run.json, night.json and job.json as orch wrote them before their statuses
+# were Enums, frozen: written by the code of commit 34a9f01 from this file's
+# full_record (finished, with a series and a three-step bisect added),
+# tests/night_sample.py's sample_night, and a failed series job of its plan.
+# Every later orch must read them, and write them again byte for byte.
+RECORDS = REPO / "tests" / "data" / "records"
 
 
 def full_record(tmp_path: Path) -> RunRecord:
-    built = BuildRecord("ok", 12.5, False, "/k/bzImage", "/l/build.log", "abc", 3,
-                        {"hits": 1, "misses": 2, "hit_rate": 0.33}, "Linux version 7.2.13", [])
-    side = SideRecord(built, BootRecord("ok", "tcg", False, 30.0, "/l/console", "/r/junit.xml",
-                                        "/r/harness.log", 1, None, "", "Linux version 7.2.13"),
+    built = BuildRecord(status="ok", seconds=12.5, cached=False, image="/k/bzImage",
+                        log="/l/build.log", key="abc", compiled=3,
+                        ccache={"hits": 1, "misses": 2, "hit_rate": 0.33},
+                        banner="Linux version 7.2.13", uncached=[])
+    side = SideRecord(built, BootRecord(status="ok", accel="tcg", cached=False, seconds=30.0,
+                                        console="/l/console", junit="/r/junit.xml",
+                                        harness_log="/r/harness.log", harness_rc=1,
+                                        died_in=None, error="",
+                                        banner="Linux version 7.2.13"),
                       Outcome("FAIL", "", False, None),
                       [TestRecord("guest_tests/t.py::a", "FAIL", "boom", 1.5, {"k": "v"},
                                   ["PASS", "FAIL"])],
                       [{"kind": "warning", "title": "x", "frames": [], "line": 3,
                         "fingerprint": "f"}], {"scale.json": {"n": [1, 2]}})
-    crashed = SideRecord(BuildRecord("cached", 0.1, True, "/k2", "/l2", "def", 0, None, "b", []),
-                         BootRecord("failed", "tcg", True, 5.0, "/c", None, None, None,
-                                    "guest_tests/t.py::a", "kernel panicked: x", "b",
-                                    ["line 1"]),
+    crashed = SideRecord(BuildRecord(status="cached", seconds=0.1, cached=True, image="/k2",
+                                     log="/l2", key="def", compiled=0, ccache=None, banner="b",
+                                     uncached=[]),
+                         BootRecord(status="failed", accel="tcg", cached=True, seconds=5.0,
+                                    console="/c", junit=None, harness_log=None,
+                                    harness_rc=None, died_in="guest_tests/t.py::a",
+                                    error="kernel panicked: x", banner="b",
+                                    console_tail=["line 1"]),
                          Outcome("ERROR", "kernel panicked: x", False, "guest_tests/t.py::a"),
                          [], [], {})
     cfg = ConfigRecord("base", side, crashed, {"status": "compared", "added": [], "removed": []},
                        [Comparison("guest_tests/t.py::a", "FAIL", "ERROR", "still failing", "")],
                        [], [], "FAIL", 0, Problems([], ["config base: x"], []))
     pending = ConfigRecord("debug")
-    failed = ConfigRecord("kasan", SideRecord(BuildRecord("failed", log="/l/b.log"),
-                                              BootRecord("not run"), tests=[]))
+    failed = ConfigRecord("kasan", SideRecord(BuildRecord(status="failed", log="/l/b.log"),
+                                              BootRecord(status="not run"), tests=[]))
     return RunRecord("0.1.0", ["orch", "test"], str(tmp_path), record.now(),
                      verdict="FAIL", exit_code=1, error="config base: x",
                      series={"subject": "s", "version": 3, "patches": []},
@@ -148,3 +172,127 @@ def test_report_on_a_broken_record_is_one_line(tmp_path):
     r = orch_report(tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("orch: error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+# -- the typed records, byte for byte ----------------------------------------
+
+def through_typed_records(src: Path, dest: Path, name: str):
+    """`name` read from `src` by its reader and written into `dest` by its writer."""
+    if name == "run.json":
+        rec = record.read(src / name)
+        rec.write(dest / name)
+    elif name == "night.json":
+        rec = night.read(src)
+        rec.write(dest)
+    else:
+        rec = jobfiles.read_job(src)
+        rec.write(dest)
+    return rec
+
+
+def enum_fields(obj, where: str = ""):
+    """(where, value, Enum type) of every field of `obj` typed with an Enum,
+    however deep (in lists, dicts and optionals)."""
+    if dataclasses.is_dataclass(obj):
+        hints = jsonio.type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            yield from _typed(hints[f.name], getattr(obj, f.name), f"{where}.{f.name}")
+
+
+def _typed(tp, value, where):
+    if value is None:
+        return
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        yield from _typed(args[0], value, where)
+    elif typing.get_origin(tp) is list:
+        for i, v in enumerate(value):
+            yield from _typed(args[0], v, f"{where}[{i}]")
+    elif typing.get_origin(tp) is dict:
+        for k, v in value.items():
+            yield from _typed(args[1], v, f"{where}[{k!r}]")
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        yield where, value, tp
+    else:
+        yield from enum_fields(value, where)
+
+
+@pytest.mark.parametrize("name,kinds", [
+    ("run.json", {"RunState", "RunVerdict", "BuildStatus", "BootStatus", "SideStatus", "Status",
+                  "Verdict", "EachPatchStatus", "StepOutcome"}),
+    ("night.json", {"RunState", "CellStatus", "Status"}),
+    ("job.json", {"JobState"}),
+])
+def test_records_round_trip_byte_for_byte(tmp_path, name, kinds):
+    rec = through_typed_records(RECORDS, tmp_path, name)
+    assert (tmp_path / name).read_bytes() == (RECORDS / name).read_bytes()
+    typed = list(enum_fields(rec))
+    assert {tp.__name__ for _, _, tp in typed} == kinds
+    assert [w for w, v, tp in typed if type(v) is not tp] == []
+
+
+def test_round_trip_sees_a_status_written_by_its_name(tmp_path, monkeypatch):
+    """The mutant: a dump that writes a member's name ("NOT_RUN") where
+    run.json has its value ("not run")."""
+    real = jsonio.dump
+    monkeypatch.setattr(jsonio, "dump",
+                        lambda obj: obj.name if isinstance(obj, enum.Enum) else real(obj))
+    for name in ("run.json", "night.json", "job.json"):
+        through_typed_records(RECORDS, tmp_path, name)
+        assert (tmp_path / name).read_bytes() != (RECORDS / name).read_bytes(), name
+
+
+UNKNOWN = [
+    ("run.json", ("configs", 0, "baseline", "build", "status"), "BuildStatus"),
+    ("run.json", ("bisect", "steps", 1, "outcome"), "StepOutcome"),
+    ("run.json", ("state",), "RunState"),
+    ("night.json", ("cells", 2, "status"), "CellStatus"),
+    ("night.json", ("cells", 0, "tests", 1, "patched"), "Status"),
+    ("job.json", ("state",), "JobState"),
+]
+
+
+def refusal(tmp_path: Path, name: str, where: tuple) -> str | None:
+    """The one line a reader gives for `name` with the status at `where`
+    made up, or None when it takes the record."""
+    data = json.loads((RECORDS / name).read_text())
+    node = data
+    for k in where[:-1]:
+        node = node[k]
+    node[where[-1]] = "EXPLODED"
+    d = tmp_path / "bad"
+    d.mkdir(exist_ok=True)
+    (d / name).write_text(json.dumps(data))
+    try:
+        through_typed_records(d, tmp_path, name)
+    except BadInput as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("name,where,kind", UNKNOWN)
+def test_an_unknown_status_is_refused_in_one_line(tmp_path, name, where, kind):
+    line = refusal(tmp_path, name, where)
+    assert line is not None and "\n" not in line, line
+    assert f"'EXPLODED' is not a {kind} (one of " in line, line
+
+
+@pytest.mark.parametrize("name,where,kind", UNKNOWN)
+def test_a_reader_that_keeps_strings_takes_an_unknown_status(tmp_path, monkeypatch,
+                                                              name, where, kind):
+    """The mutant: statuses loaded as the strings they are, as before."""
+    monkeypatch.setattr(jsonio, "_member", lambda tp, data: data)
+    assert refusal(tmp_path, name, where) is None
+
+
+def test_report_on_an_unknown_status_is_one_line(tmp_path):
+    data = json.loads((RECORDS / "run.json").read_text())
+    data["configs"][0]["patched"]["boot"]["status"] = "exploded"
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    r = orch_report(tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        (f"orch: error: {tmp_path / 'run.json'} is not an orch run record: ValueError: "
+         "'exploded' is not a BootStatus (one of 'ok', 'failed', 'not run')")]
+    shutil.copy(RECORDS / "run.json", tmp_path / "run.json")
+    assert orch_report(tmp_path).returncode == 1   # the record as it was: FAIL
