@@ -3,7 +3,8 @@ whatever kernel booted; tests assert behaviour, never kernel versions).
 
 Helpers live beside this file: dontcache_io.py (cachestat, DONTCACHE and
 O_DIRECT I/O), devices.py (null_blk, the virtio-blk scratch disk),
-controls.py (asserted controls), kmsg.py (new kernel log lines).
+controls.py (asserted controls), kmsg.py (new kernel log lines),
+figures.py (declared figures for the nightly's pictures).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from controls import ControlError, Controls
 from devices import create_nullblk, find_scratch_disk, remove_nullblk, SCRATCH_SERIAL
+from figures import Recorder
 from kmsg import KernelLog
 
 
@@ -30,6 +32,12 @@ def _kernel_evidence(record_property):
     """Evidence for the report, never a switch for expectations."""
     record_property("kernel", os.uname().release)
     record_property("dropbehind_work_fn", str(_kallsyms_has("dropbehind_work_fn")))
+
+
+@pytest.fixture
+def figure(request) -> Recorder:
+    """Records a figure declared in figures.py: figure(name, value[, at=x])."""
+    return Recorder(request.node.user_properties)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Scale benchmark: N DONTCACHE writers on N null_blk irqmode=2 devices.
 
 Numbers, not a verdict: it passes when it ran and every write was whole.
-Written to $ORCH_RESULTS/scale.json beside the JUnit file.
+Written to $ORCH_RESULTS/scale.json beside the JUnit file; the means per N
+are also its figures (figures.py), which the nightly draws against N.
 
 What it measures, and how it keeps to that:
 - Fresh ranges: every (N, repeat) gets N new null_blk devices, removed
@@ -248,7 +249,7 @@ def _run_once(n: int, controls) -> tuple[dict, dict | None]:
     return res, table
 
 
-def test_scale_dontcache_writers(nullblk_factory, controls, record_property):
+def test_scale_dontcache_writers(nullblk_factory, controls, record_property, figure):
     """N processes (each pinned to one CPU) write with DONTCACHE to N fresh
     null_blk irqmode=2 devices, N = 1..online CPUs, each N at least 3 times:
     throughput with its spread, pages left cached, and with CONFIG_LOCK_STAT
@@ -306,9 +307,12 @@ def test_scale_dontcache_writers(nullblk_factory, controls, record_property):
         m = s["mib_per_s"]
         record_property(f"n{s['n']}_mib_per_s",
                         f"mean {m['mean']} stdev {m['stdev']} min {m['min']} max {m['max']}")
+        figure("mib_per_s", m["mean"], at=s["n"])
         if "lock_stat" in s:
+            top = s["lock_stat"]["top_by_contentions"]
             record_property(f"n{s['n']}_lock_stat_top", json.dumps(
-                [(r["class"], r["contentions"]["mean"]) for r in s["lock_stat"]["top_by_contentions"]]))
+                [(r["class"], r["contentions"]["mean"]) for r in top]))
+            figure("contentions", round(sum(r["contentions"]["mean"] for r in top), 1), at=s["n"])
     record_property("lock_stat", absent or "top contended classes in scale.json")
     errors = [e for r in report["runs"] for e in r["errors"]]
     assert not errors, f"writers failed: {errors}"

@@ -5,11 +5,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from orchestrator.core import figures
 from orchestrator.core.models import Status, TestResult
 from orchestrator.core.sanitize import clean
 from orchestrator.core.untrusted import UntrustedError, read_capped
 
 MAX_BYTES = 8 << 20
+# Distinct property names kept per test case: a guest's million would fill
+# run.json, night.json and the history's rows.
+MAX_PROPERTIES = 512
+DROPPED = "properties_dropped"
 
 
 class JUnitError(Exception):
@@ -43,11 +48,26 @@ def parse(path: Path) -> list[TestResult]:
                 status = st
                 message = el.get("message") or (el.text or "")
                 break
-        props = {clean(p.get("name"), 100): clean(p.get("value"), 500)
-                 for p in case.iter("property")}
+        props = _properties(case)
         try:
             seconds = float(case.get("time", "0"))
         except ValueError:
             seconds = 0.0
         results.append(TestResult(full, status, clean(message), seconds, props))
     return results
+
+
+def _properties(case: ET.Element) -> dict[str, str]:
+    """The test case's properties (the last value of a name repeated), at
+    most MAX_PROPERTIES names, the figures among them screened (figures.screen)."""
+    props: dict[str, str] = {}
+    dropped = 0
+    for p in case.iter("property"):
+        name = clean(p.get("name"), 100)
+        if name in props or len(props) < MAX_PROPERTIES:
+            props[name] = clean(p.get("value"), 500)
+        else:
+            dropped += 1
+    if dropped:
+        props[DROPPED] = f"{dropped} more left out (at most {MAX_PROPERTIES} names kept)"
+    return figures.screen(props)

@@ -6,16 +6,35 @@ figures all come from run.json (RunRecord), which `orch test` wrote.
 
 from __future__ import annotations
 
-import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from orchestrator.core import figures
 from orchestrator.core.errors import Exit
+from orchestrator.core.figures import Declaration
+from orchestrator.core.models import Status
 from orchestrator.core.sanitize import clean
-from orchestrator.nightly.night import Cell, SeriesRev, Splat, TestCell, TreeState
-from orchestrator.run.record import ConfigRecord, RunRecord
+from orchestrator.nightly.night import (
+    Cell,
+    CellSplat,
+    CellStatus,
+    SeriesRev,
+    TestCell,
+    TreeState,
+)
+from orchestrator.run import options
+from orchestrator.run.record import (
+    BootStatus,
+    BuildStatus,
+    ConfigRecord,
+    RunRecord,
+    RunState,
+)
 from orchestrator.source.intake import DEFAULT_LORE
 
-STATUS_OF_EXIT = {int(Exit.OK): "PASS", int(Exit.TESTS_FAILED): "FAIL",
-                  int(Exit.NO_APPLY): "NO-APPLY", int(Exit.PATCHED_BUILD): "BUILD-FAILED"}
+STATUS_OF_EXIT = {int(Exit.OK): CellStatus.PASS, int(Exit.TESTS_FAILED): CellStatus.FAIL,
+                  int(Exit.NO_APPLY): CellStatus.NO_APPLY,
+                  int(Exit.PATCHED_BUILD): CellStatus.BUILD_FAILED}
 
 
 def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None,
@@ -23,33 +42,32 @@ def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None,
     """The one command that reproduces a cell on a developer's machine: the
     revision by its Message-ID (b4 fetches exactly that revision), the tree's
     commit as the base, the config, and the test when one is named."""
-    argv = ["orch", "test", s.msgid]
-    if lore_url and lore_url.rstrip("/") != DEFAULT_LORE:
-        argv += ["--lore-url", lore_url]
-    argv += ["--debian-source", t.label.removeprefix("debian:")] if t.kind == "debian" \
-        else ["--tree", t.path]
-    argv += ["--on", t.commit, "--config", config]
-    if test:
-        argv += ["--guest-test", test]
-    return shlex.join(argv)
+    where = ({"debian_package": t.label.removeprefix("debian:")} if t.kind == "debian"
+             else {"tree": Path(t.path)})
+    return options.command_line(options.Options(
+        msgid=s.msgid, lore_url=lore_url or DEFAULT_LORE, on=t.commit, configs=[config],
+        guest_tests=[test] if test else None, **where))
 
 
 def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
                 run_dir: str, lore_url: str | None = None) -> Cell:
-    code = rec.exit_code if rec.state == "done" else None
-    status = STATUS_OF_EXIT.get(code, "ERROR") if code is not None else "ERROR"
-    detail = clean(rec.error or ("" if rec.state == "done" else f"run {rec.state}"), 300)
-    cell = Cell(s.key, s.version, s.msgid, t.label, t.commit, config, status, detail, run_dir,
-                reproduce(s, t, config, lore_url=lore_url),
+    code = rec.exit_code if rec.state == RunState.DONE else None
+    status = STATUS_OF_EXIT.get(code, CellStatus.ERROR) if code is not None else CellStatus.ERROR
+    detail = clean(rec.error or ("" if rec.state == RunState.DONE else f"run {rec.state}"), 300)
+    cell = Cell(series=s.key, version=s.version, msgid=s.msgid, tree=t.label, commit=t.commit,
+                config=config, status=status, detail=detail, run_dir=run_dir,
+                reproduce=reproduce(s, t, config, lore_url=lore_url),
                 accel=rec.accel.mode if rec.accel else None)
     cfg = next((c for c in rec.configs if c.name == config), None)
     if cfg is None:
         return cell
     _tests(cell, cfg)
     _durations(cell, cfg)
-    cell.figures = figures(cfg)
-    failing = [t.name for t in cell.tests if t.patched in ("FAIL", "ERROR")]
-    if status == "FAIL" and len(failing) == 1:
+    got = cell_figures(cfg)
+    cell.figures = got.values
+    cell.declarations = got.declarations or None
+    failing = [t.name for t in cell.tests if t.patched in (Status.FAIL, Status.ERROR)]
+    if status == CellStatus.FAIL and len(failing) == 1:
         cell.reproduce = reproduce(s, t, config, failing[0], lore_url)
     return cell
 
@@ -64,8 +82,8 @@ def _tests(cell: Cell, cfg: ConfigRecord) -> None:
                                     (p.properties if p else {}).items()}))
     for side, splats in (("patched", cfg.new_splats), ("baseline", cfg.preexisting_splats)):
         for sp in splats or []:
-            cell.splats.append(Splat(str(sp.get("fingerprint", "")),
-                                     clean(str(sp.get("title", "")), 200), side))
+            cell.splats.append(CellSplat(str(sp.get("fingerprint", "")),
+                                         clean(str(sp.get("title", "")), 200), side))
 
 
 def _durations(cell: Cell, cfg: ConfigRecord) -> None:
@@ -73,51 +91,42 @@ def _durations(cell: Cell, cfg: ConfigRecord) -> None:
         sr = getattr(cfg, side)
         if sr.build.seconds is not None:
             cell.build_seconds[side] = round(sr.build.seconds, 1)
-            cell.built[side] = sr.build.status == "ok" and not sr.build.cached
+            cell.built[side] = sr.build.status == BuildStatus.OK and not sr.build.cached
         if sr.boot is not None and sr.boot.seconds is not None:
             cell.boot_seconds[side] = round(sr.boot.seconds, 1)
-            cell.booted[side] = sr.boot.status == "ok" and not sr.boot.cached
+            cell.booted[side] = sr.boot.status == BootStatus.OK and not sr.boot.cached
 
 
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError, OverflowError):   # OverflowError: an int of 400 digits
-        return None
-    return f if f == f and abs(f) != float("inf") else None
+# A cell's figures at most: what night.json and the history keep of a guest
+# that floods them (each test is capped already: figures.MAX_NAMES).
+MAX_CELL_FIGURES = 1024
 
 
-def figures(cfg: ConfigRecord) -> dict[str, float]:
-    """The figures a night plots and watches, from what the guest reported
-    (untrusted: anything that is not a finite number is left out)."""
-    out: dict[str, float] = {}
-    for t in cfg.patched.tests or []:
-        p = t.properties or {}
-        frac = _num(p.get("fraction_evicted"))
-        if frac is None:
-            written, left = _num(p.get("pages_written")), _num(p.get("pages_still_cached"))
-            if written and left is not None:
-                frac = (written - left) / written
-        if frac is not None and 0 <= frac <= 1:
-            out[f"evicted:{t.name}"] = round(frac, 4)
-    for side in ("baseline", "patched"):
-        data = (getattr(cfg, side).guest_data or {}).get("scale.json")
-        if not isinstance(data, dict) or not isinstance(data.get("summary"), list):
-            continue
-        for row in data["summary"][:64]:
-            if not isinstance(row, dict) or _num(row.get("n")) is None:
-                continue
-            n = int(_num(row["n"]))
-            mib = row.get("mib_per_s")
-            mib = _num(mib.get("mean")) if isinstance(mib, dict) else _num(mib)
-            if mib is not None:
-                out[f"scale:{side}:mib_per_s:{n}"] = mib
-            lock = row.get("lock_stat")
-            if isinstance(lock, dict):
-                top = lock.get("top_by_contentions")
-                if isinstance(top, list):
-                    total = sum(_num(r.get("contentions", {}).get("mean")) or 0.0
-                                for r in top if isinstance(r, dict)
-                                and isinstance(r.get("contentions"), dict))
-                    out[f"scale:{side}:contentions:{n}"] = round(total, 1)
+@dataclass
+class CellFigures:
+    values: dict[str, float] = field(default_factory=dict)        # figures.night_key/sweep_key
+    declarations: dict[str, Declaration] = field(default_factory=dict)   # by figure name
+
+
+def cell_figures(cfg: ConfigRecord) -> CellFigures:
+    """The figures a night keeps, draws and watches, whatever they measure:
+    those the guest's tests declared (figures.parse: the untrusted rest is
+    left out). A figure over the nights is the patched kernel's; a sweep's
+    points are each side's, for the picture of one against the other. A key
+    two tests report is the first one's."""
+    out = CellFigures()
+    for side in figures.SIDES[::-1]:                 # the patched side's declarations first
+        for t in getattr(cfg, side).tests or []:
+            got = figures.parse(t.properties or {})
+            keys = {figures.night_key(n, t.name): v for n, v in got.values.items()
+                    } if side == "patched" and t.name else {}
+            keys.update({figures.sweep_key(side, n, x): v for n, points in got.sweeps.items()
+                         for x, v in points.items()})
+            for k, v in keys.items():
+                if len(out.values) < MAX_CELL_FIGURES:
+                    out.values.setdefault(k, v)
+            for n, d in got.declarations.items():
+                out.declarations.setdefault(n, d)
+    used = {k.name for k in map(figures.parse_key, out.values) if k is not None}
+    out.declarations = {n: d for n, d in out.declarations.items() if n in used}
     return out

@@ -61,85 +61,138 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3g}"
 
 
-def chart(title: str, lines: list[Line], x_label: str, y_label: str, *,
-          x_names: dict[float, str] | None = None, y_range: tuple[float, float] | None = None,
-          note: str = "") -> str:
-    """A line chart; x_names labels x ticks (e.g. nights) instead of numbers."""
-    drawn = [(ln, sorted(tuple(p) for p in ln.points if _placeable(p))) for ln in lines]
-    drawn = [(ln, good) for ln, good in drawn if good]
-    rows = min(len(drawn), MAX_ROWS) + (len(drawn) > MAX_ROWS)
-    height = H + (ROW * rows + 8 if rows else 0)
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{W}" '
+@dataclass
+class _Frame:
+    """Where data (x, y) lands in the picture."""
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    pw: float = W - LEFT - RIGHT
+    ph: float = PH
+
+    def sx(self, x: float) -> float:
+        return LEFT + (x - self.x0) / (self.x1 - self.x0) * self.pw
+
+    def sy(self, y: float) -> float:
+        return TOP + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
+
+
+def _frame(drawn: list[tuple[Line, list]], y_range: tuple[float, float] | None) -> _Frame:
+    xs = [x for _, good in drawn for x, _ in good]
+    ys = [y for _, good in drawn for _, y in good]
+    x0, x1 = min(xs), max(xs)
+    if x0 == x1:
+        x0, x1 = x0 - 1, x1 + 1
+    # From 0 (a rate's height is the point), with room above the top;
+    # a range given is widened to what is drawn, never cuts it off.
+    y0, y1 = y_range if y_range else (min(0.0, min(ys)), max(0.0, max(ys)) * 1.1)
+    y0, y1 = min(y0, min(ys)), max(y1, max(ys))
+    if y1 <= y0:
+        y1 = y0 + 1
+    return _Frame(x0, x1, y0, y1)
+
+
+def _head(title: str, height: float) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{W}" '
             f'height="{height}" viewBox="0 0 {W} {height}" role="img" '
             f'aria-label="{escape(title, {chr(34): "&quot;"})}">'
             f'<title>{escape(title)}</title>'
             f'<rect width="{W}" height="{height}" fill="#fff" stroke="#ccc"/>'
             f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14" '
             f'font-weight="bold">{escape(_fit(title, W - 16, 8.5))}</text>')
-    if not drawn:
-        return head + (f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" fill="#888">'
-                       'no data</text></svg>')
-    xs = [x for _, good in drawn for x, _ in good]
-    ys = [y for _, good in drawn for _, y in good]
-    x0, x1 = min(xs), max(xs)
-    if x0 == x1:
-        x0, x1 = x0 - 1, x1 + 1
-    # From 0 (a throughput's height is the point), with room above the top.
-    y0, y1 = y_range if y_range else (min(0.0, min(ys)), max(0.0, max(ys)) * 1.1)
-    if y1 <= y0:
-        y1 = y0 + 1
-    pw, ph = W - LEFT - RIGHT, PH
 
-    def sx(x: float) -> float:
-        return LEFT + (x - x0) / (x1 - x0) * pw
 
-    def sy(y: float) -> float:
-        return TOP + ph - (y - y0) / (y1 - y0) * ph
-
-    out = [head, f'<line x1="{LEFT}" y1="{TOP + ph}" x2="{LEFT + pw}" y2="{TOP + ph}" '
-           'stroke="#333"/>', f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + ph}" '
-           'stroke="#333"/>']
-    for t in _ticks(y0, y1):
-        if y0 <= t <= y1:
-            out.append(f'<line x1="{LEFT}" y1="{sy(t):.1f}" x2="{LEFT + pw}" y2="{sy(t):.1f}" '
-                       f'stroke="#eee"/><text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" '
-                       f'text-anchor="end" font-size="11">{_fmt(t)}</text>')
-    xt = sorted(t for t in x_names if x0 <= t <= x1) if x_names else [
-        t for t in _ticks(x0, x1, 6) if x0 <= t <= x1]
+def _axes(f: _Frame, x_label: str, y_label: str, x_names: dict[float, str] | None) -> list[str]:
+    """The axes, their ticks and grid, and their labels."""
+    out = [(f'<line x1="{LEFT}" y1="{TOP + f.ph}" x2="{LEFT + f.pw}" y2="{TOP + f.ph}" '
+            'stroke="#333"/>'),
+           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + f.ph}" stroke="#333"/>']
+    for t in _ticks(f.y0, f.y1):
+        if f.y0 <= t <= f.y1:
+            out.append(f'<line x1="{LEFT}" y1="{f.sy(t):.1f}" x2="{LEFT + f.pw}" '
+                       f'y2="{f.sy(t):.1f}" stroke="#eee"/><text x="{LEFT - 6}" '
+                       f'y="{f.sy(t) + 4:.1f}" text-anchor="end" font-size="11">{_fmt(t)}</text>')
+    xt = sorted(t for t in x_names if f.x0 <= t <= f.x1) if x_names else [
+        t for t in _ticks(f.x0, f.x1, 6) if f.x0 <= t <= f.x1]
     for t in xt:
         name = x_names[t] if x_names else _fmt(t)
-        out.append(f'<text x="{sx(t):.1f}" y="{TOP + ph + 16}" text-anchor="middle" '
+        out.append(f'<text x="{f.sx(t):.1f}" y="{TOP + f.ph + 16}" text-anchor="middle" '
                    f'font-size="11">{escape(name)}</text>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{H - 8}" text-anchor="middle" '
-               f'font-size="12">{escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{TOP + ph / 2}" text-anchor="middle" font-size="12" '
-               f'transform="rotate(-90 14 {TOP + ph / 2})">{escape(y_label)}</text>')
+    out.append(f'<text x="{LEFT + f.pw / 2}" y="{H - 8}" text-anchor="middle" '
+               f'font-size="12">{escape(_fit(x_label, f.pw, 6.5))}</text>')
+    out.append(f'<text x="14" y="{TOP + f.ph / 2}" text-anchor="middle" font-size="12" '
+               f'transform="rotate(-90 14 {TOP + f.ph / 2})">'
+               f'{escape(_fit(y_label, f.ph, 6.5))}</text>')
+    return out
+
+
+def _style(i: int, ln: Line) -> tuple[str, str]:
+    """A line's colour and dash: past the palette, dashes tell apart lines
+    of the same colour."""
+    dashed = ln.dashed != (i // len(COLOURS) % 2 == 1)
+    return COLOURS[i % len(COLOURS)], ' stroke-dasharray="5,3"' if dashed else ""
+
+
+def _series(f: _Frame, drawn: list[tuple[Line, list]]) -> list[str]:
+    """Each line and its points (a point's value on hover)."""
+    out = []
     for i, (ln, good) in enumerate(drawn):
-        c = COLOURS[i % len(COLOURS)]
-        # Past the palette, dashes tell apart lines of the same colour.
-        dashed = ln.dashed != (i // len(COLOURS) % 2 == 1)
-        dash = ' stroke-dasharray="5,3"' if dashed else ""
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in good)
+        c, dash = _style(i, ln)
+        coords = " ".join(f"{f.sx(x):.1f},{f.sy(y):.1f}" for x, y in good)
         # The first lines wider: one that another covers exactly (base and
-        # debug evicting alike) still shows around it.
+        # debug measuring alike) still shows around it.
         width = 2 + 1.5 * max(0, min(len(drawn), 3) - 1 - i)
         out.append(f'<polyline fill="none" stroke="{c}" stroke-width="{width}"{dash} '
                    f'points="{coords}"/>')
-        for x, y in good:
-            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}">'
-                       f'<title>{escape(ln.label)}: {_fmt(y)}</title></circle>')
-        if i < MAX_ROWS:
-            ly = H + ROW * i
-            out.append(f'<line x1="{LEFT}" y1="{ly + 6}" x2="{LEFT + 18}" y2="{ly + 6}" '
-                       f'stroke="{c}" stroke-width="2"{dash}/>'
-                       f'<text x="{LEFT + 24}" y="{ly + 10}" font-size="11">'
-                       f'<title>{escape(ln.label)}</title>'
-                       f'{escape(_fit(ln.label, pw - 24, 6.2))}</text>')
+        out += [f'<circle cx="{f.sx(x):.1f}" cy="{f.sy(y):.1f}" r="3" fill="{c}">'
+                f'<title>{escape(ln.label)}: {_fmt(y)}</title></circle>' for x, y in good]
+    return out
+
+
+def _legend(drawn: list[tuple[Line, list]]) -> list[str]:
+    """One row a line below the plot, MAX_ROWS of them, the rest counted."""
+    out = []
+    for i, (ln, _) in enumerate(drawn[:MAX_ROWS]):
+        c, dash = _style(i, ln)
+        ly = H + ROW * i
+        out.append(f'<line x1="{LEFT}" y1="{ly + 6}" x2="{LEFT + 18}" y2="{ly + 6}" '
+                   f'stroke="{c}" stroke-width="2"{dash}/>'
+                   f'<text x="{LEFT + 24}" y="{ly + 10}" font-size="11">'
+                   f'<title>{escape(ln.label)}</title>'
+                   f'{escape(_fit(ln.label, W - LEFT - RIGHT - 24, 6.2))}</text>')
     if len(drawn) > MAX_ROWS:
         out.append(f'<text x="{LEFT}" y="{H + ROW * MAX_ROWS + 10}" font-size="11" '
                    f'fill="#666">+{len(drawn) - MAX_ROWS} more</text>')
+    return out
+
+
+def _notes(note: str, hint: str) -> list[str]:
+    """Above the plot: a warning on the left (advisory figures), and on the
+    right which way is better."""
+    out = []
     if note:
         out.append(f'<text x="{LEFT}" y="{TOP - 6}" font-size="10" fill="#a60">'
-                   f'{escape(note)}</text>')
-    out.append("</svg>")
-    return "".join(out)
+                   f'{escape(_fit(note, (W - LEFT - RIGHT) / 2, 5.5))}</text>')
+    if hint:
+        out.append(f'<text x="{W - RIGHT}" y="{TOP - 6}" text-anchor="end" font-size="10" '
+                   f'fill="#666">{escape(_fit(hint, (W - LEFT - RIGHT) / 2 - 8, 5.5))}</text>')
+    return out
+
+
+def chart(title: str, lines: list[Line], x_label: str, y_label: str, *,
+          x_names: dict[float, str] | None = None, y_range: tuple[float, float] | None = None,
+          note: str = "", hint: str = "") -> str:
+    """A line chart; x_names labels x ticks (e.g. nights) instead of numbers;
+    `hint` says which way is better."""
+    drawn = [(ln, sorted(tuple(p) for p in ln.points if _placeable(p))) for ln in lines]
+    drawn = [(ln, good) for ln, good in drawn if good]
+    rows = min(len(drawn), MAX_ROWS) + (len(drawn) > MAX_ROWS)
+    head = _head(title, H + (ROW * rows + 8 if rows else 0))
+    if not drawn:
+        return head + (f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" fill="#888">'
+                       'no data</text></svg>')
+    f = _frame(drawn, y_range)
+    parts = [head, *_axes(f, x_label, y_label, x_names), *_series(f, drawn), *_legend(drawn),
+             *_notes(note, hint), "</svg>"]
+    return "".join(parts)

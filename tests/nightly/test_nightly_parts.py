@@ -3,6 +3,8 @@ migrations, the comparison rules and the exit status."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sqlite3
 import subprocess
 import sys
@@ -12,9 +14,11 @@ import pytest
 from helpers import REPO
 from night_sample import IRQ, TASK, sample_night
 
+from orchestrator.core import figures
 from orchestrator.core.errors import BadInput, OrchError
-from orchestrator.nightly import compare, config_file, history
-from orchestrator.nightly.night import Cell, Splat, TestCell, TreeState
+from orchestrator.nightly import cell_rows, compare, config_file, history, night
+from orchestrator.nightly.night import Cell, CellSplat, TestCell, TreeState
+from orchestrator.run.record import ConfigRecord, RunRecord, TestRecord
 
 
 def _toml(tmp_path, text: str):
@@ -146,10 +150,11 @@ def test_a_second_nightly_on_the_same_history_is_refused(tmp_path):
 # -- comparison --------------------------------------------------------------
 
 def _cell(status="PASS", version=2, tests=None, splats=(), figures=None, accel="tcg"):
-    return Cell("change-id:x", version, "m@x", "t", "c" * 40, "base", status, "", "cells/x",
-                "orch test m@x --tree /t --on cccc --config base",
+    return Cell(series="change-id:x", version=version, msgid="m@x", tree="t", commit="c" * 40,
+                config="base", status=status, detail="", run_dir="cells/x",
+                reproduce="orch test m@x --tree /t --on cccc --config base",
                 tests=[TestCell(n, "FAIL", s, "") for n, s in (tests or {}).items()],
-                splats=[Splat(f, "WARNING: x", "patched") for f in splats],
+                splats=[CellSplat(f, "WARNING: x", "patched") for f in splats],
                 figures=figures or {}, accel=accel)
 
 
@@ -238,3 +243,112 @@ def test_orch_test_on_applies_on_exactly_that_commit(tmp_path, env, mini):
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--tree", str(mini),
              "--on", "nosuchref")
     assert r.returncode == 2 and "no such commit" in r.stderr
+
+
+# -- figures: what a cell keeps of them ----------------------------------------------------
+
+SCALE = "guest_tests/test_scale_bench.py::test_scale_dontcache_writers"
+# A cell's fields in night.json before figures carried declarations.
+OLD_CELL_FIELDS = {"series", "version", "msgid", "tree", "commit", "config", "status", "detail",
+                   "run_dir", "reproduce", "tests", "splats", "build_seconds", "boot_seconds",
+                   "built", "booted", "figures", "accel"}
+
+
+def guest_recorder(props: list):
+    """guest_tests/figures.py's Recorder with the suite's own DECLARED."""
+    spec = importlib.util.spec_from_file_location("guest_figures",
+                                                  REPO / "guest_tests" / "figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Recorder(props)
+
+
+def dontcache_config() -> ConfigRecord:
+    """What the DONTCACHE suite's tests record through its helper, with the
+    numbers of tests/night_sample.py's older night: the eviction figure of
+    two tests, and the scale sweep on both sides."""
+    cfg = ConfigRecord("base")
+    for side, base in (("baseline", 40.0), ("patched", 35.0)):
+        tests = []
+        for test in (IRQ, TASK):
+            props: list = []
+            guest_recorder(props)("evicted", 1.0)
+            tests.append(TestRecord(test, "PASS", "", 1.0, dict(props)))
+        props = []
+        record = guest_recorder(props)
+        for n in (1, 2):
+            record("mib_per_s", round(base * n * (0.9 if n == 2 else 1.0), 1), at=n)
+            record("contentions", float(3 * n * n if side == "patched" else n), at=n)
+        cfg.side(side).tests = tests + [TestRecord(SCALE, "PASS", "", 1.0, dict(props))]
+    return cfg
+
+
+def key_changes(values: dict[str, float], older: dict[str, float]) -> set[str]:
+    """The keys on one side only: a figure whose key changed starts its
+    history again (figure-moved needs past nights under the same key)."""
+    return set(values) ^ set(older)
+
+
+def test_the_dontcache_suites_figures_keep_the_keys_of_older_nights():
+    got = cell_rows.cell_figures(dontcache_config())
+    older = sample_night().cells[0].figures          # what a night before declarations kept
+    assert key_changes(got.values, older) == set() and got.values == older
+    assert set(got.declarations) == {"evicted", "mib_per_s", "contentions"}
+    assert got.declarations["contentions"].better == figures.Better.LOWER
+
+
+def test_control_the_key_check_sees_a_changed_key(monkeypatch):
+    monkeypatch.setattr(figures, "x_text", lambda x: repr(float(x)))     # "2.0", not "2"
+    got = cell_rows.cell_figures(dontcache_config())
+    assert "scale:patched:mib_per_s:2.0" in key_changes(got.values,
+                                                        sample_night().cells[0].figures)
+
+
+def new_fields(night_json: dict) -> set[str]:
+    return {k for c in night_json["cells"] for k in c} - OLD_CELL_FIELDS
+
+
+def _record(cfg: ConfigRecord) -> RunRecord:
+    return RunRecord("0", ["orch", "test"], "/r", "now", state="done", verdict="PASS",
+                     exit_code=0, configs=[cfg])
+
+
+def test_declarations_travel_in_night_json_and_nothing_new_without_them(tmp_path):
+    plan = sample_night().plan
+    s, t = plan.series[0], plan.trees[0]
+    bare = ConfigRecord("base")
+    bare.patched.tests = [TestRecord(IRQ, "PASS", "", 1.0, {"pages_still_cached": "0"})]
+    n = sample_night()
+    n.cells = [cell_rows.from_record(_record(bare), s, t, "base", "cells/a")]
+    assert new_fields(sample_night().to_json()) == set() == new_fields(n.to_json())
+    n.put(cell_rows.from_record(_record(dontcache_config()), plan.series[1], t, "base",
+                                "cells/b"))
+    assert new_fields(n.to_json()) == {"declarations"}
+    n.write(tmp_path)
+    data = json.loads((tmp_path / night.FILE).read_text())
+    assert data["cells"][1]["declarations"]["contentions"] == {
+        "title": "lock contentions vs writers", "unit": "lock contentions (lock_stat)",
+        "better": "lower", "x": "writers (N devices)"}
+    back = night.read(tmp_path)
+    assert back.cells[1].declarations == n.cells[1].declarations
+    assert back.cells[1].declarations["evicted"].y_range == (0.0, 1.05)
+
+
+def test_control_the_new_fields_check_sees_an_empty_declaration():
+    n = sample_night()
+    n.cells[0].declarations = {}         # what a cell without figures must not write
+    assert new_fields(n.to_json()) == {"declarations"}
+
+
+def test_a_shards_declarations_are_cleaned_when_read(tmp_path):
+    """night.json from a CI shard is an artifact: what its declarations hold
+    is made plain text and numbers again."""
+    n = sample_night()
+    n.write(tmp_path)
+    data = json.loads((tmp_path / night.FILE).read_text())
+    data["cells"][0]["declarations"] = {"x": {"title": ["<b>", 1], "unit": "u\x1b[31m" * 50,
+                                              "y_min": "abc", "y_max": 2}}
+    (tmp_path / night.FILE).write_text(json.dumps(data))
+    d = night.read(tmp_path).cells[0].declarations["x"]
+    assert d.title == "['<b>', 1]" and len(d.unit) <= 40 and "\x1b" not in d.unit
+    assert d.y_min is None and d.y_range is None and d.better is None

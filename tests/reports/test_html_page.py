@@ -8,6 +8,7 @@ never run. Each browser check has a control that shows it can fail."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -27,8 +28,9 @@ from helpers import IRQ_TEST, build_only, orch, run_json, series
 from night_sample import HOSTILE, IRQ, TASK, sample_history, sample_night
 
 from orchestrator import cli
+from orchestrator.core import figures
 from orchestrator.reports import html_page, svg_plot
-from orchestrator.run.record import ConfigRecord, RunRecord
+from orchestrator.run.record import ConfigRecord, RunRecord, TestRecord
 
 NIGHT = "2026-11-28"
 
@@ -197,12 +199,18 @@ def test_night_site_in_a_browser(tmp_path):
     assert "v3" in html and "578fc99b56ba" in html and "moved from 7.2.12-1" in html
     # Plots: per series, eviction over nights; per cell, throughput and lock
     # contention against the writers, marked advisory (the cells ran under TCG).
-    assert html.count("<svg") == 2 + 2 * 2
+    # The sample night is one from before figures carried declarations: its
+    # titles, units and directions are the suite's own table's
+    # (guest_tests/figures.py). The other series has no figures: its picture
+    # says so.
+    assert html.count("<svg") == 2 + 2 * 2 and html.count(">no data</text>") == 1
     assert len(drawn_lines(html)) == 2 + 2 * 2 * 2          # eviction: base and debug
     for title in ("DONTCACHE pages evicted, by night", "base: throughput vs writers",
                   "debug: lock contentions vs writers"):
         assert f">{title}</text>" in html, title
     assert html.count("advisory: measured under TCG") == 5
+    assert html.count(">higher is better</text>") == 1 + 2 and \
+        html.count(">lower is better</text>") == 2
     assert "test_dontcache_write_irq_completion_evicts base" in html   # a legend
     # Untrusted text only ever escaped, in every page and every plot.
     for p in pages:
@@ -273,13 +281,28 @@ def test_legend_names_tell_tests_apart():
 
 # -- one `orch test` run -----------------------------------------------------------------
 
-def scale_json(base: float) -> dict:
-    """scale.json as guest_tests/test_scale_bench.py writes it (its summary)."""
-    return {"summary": [{"n": n, "mib_per_s": {"mean": base * n, "stdev": 1.0},
-                         "lock_stat": {"top_by_contentions": [
-                             {"class": f"<b>{HOSTILE}</b>", "contentions": {"mean": 2.0 * n}},
-                             {"class": "other", "contentions": {"mean": 1.0}}]}}
-                        for n in (1, 2, 4)]}
+def scale_figures(base: float) -> dict[str, str]:
+    """The properties guest_tests/test_scale_bench.py records for its sweeps,
+    by the suite's own helper (guest_tests/figures.py), with a title a
+    hostile guest could declare."""
+    props: list[tuple[str, str]] = []
+    record = guest_figures().Recorder(props, {
+        "mib_per_s": {**guest_figures().DECLARED["mib_per_s"], "title": HOSTILE},
+        "contentions": guest_figures().DECLARED["contentions"]})
+    for n in (1, 2, 4):
+        record("mib_per_s", base * n, at=n)
+        record("contentions", 2.0 * n + 1.0, at=n)
+    return dict(props)
+
+
+def guest_figures():
+    """guest_tests/figures.py, the suite's helper (a module of the guest's
+    sys.path, not of the host's)."""
+    spec = importlib.util.spec_from_file_location("guest_figures",
+                                                  helpers.REPO / "guest_tests" / "figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_orch_report_html_of_a_run(tmp_path, env, mini, monkeypatch):
@@ -297,8 +320,8 @@ def test_orch_report_html_of_a_run(tmp_path, env, mini, monkeypatch):
     data = run_json(rd)
     cfg = data["configs"][0]
     cfg["comparison"][0]["reason"] = f"regressed: {HOSTILE}"
-    cfg["baseline"]["guest_data"] = {"scale.json": scale_json(40.0)}
-    cfg["patched"]["guest_data"] = {"scale.json": scale_json(30.0)}
+    cfg["baseline"]["tests"][0]["properties"].update(scale_figures(40.0))
+    cfg["patched"]["tests"][0]["properties"].update(scale_figures(30.0))
     (rd / "run.json").write_text(json.dumps(data))
 
     r = orch(env, tmp_path, "report", str(rd), "--html")
@@ -315,7 +338,8 @@ def test_orch_report_html_of_a_run(tmp_path, env, mini, monkeypatch):
     escaped = "&lt;script&gt;console.error(&#34;pwned&#34;)&lt;/script&gt;"
     assert f"<h1>orch test: mini: {escaped}" in html and f"regressed: {escaped}" in html
     assert html.count("<svg") == 2 and len(drawn_lines(html)) == 4
-    assert ">base: throughput vs writers</text>" in html and "advisory" in html
+    assert '>base: &lt;script&gt;console.error("pwned")' in html and "advisory" in html
+    assert ">base: lock contentions vs writers</text>" in html
     assert_links_resolve(page)
     assert {"logs/build-base-patched.log", "logs/console-base-patched.log"} <= set(links(page))
     dom, console = browse(tmp_path, page)
@@ -337,22 +361,28 @@ def test_orch_report_html_of_a_build_only_run(tmp_path, env, mini):
     assert_links_resolve(page)
 
 
-@pytest.mark.parametrize("summary", [
-    "not a list", None, [None, 3, "x", [1, 2]],
-    [{"n": "two", "mib_per_s": 1}, {"n": 1, "mib_per_s": {"mean": "NaN"}},
-     {"n": 2, "mib_per_s": [1]}, {"n": 3, "lock_stat": "x"},
-     {"n": 4, "lock_stat": {"top_by_contentions": [7, {"contentions": 5}, {"contentions": {}}]}}],
-    [{"n": 1, "mib_per_s": 10 ** 400}, {"n": 10 ** 400, "mib_per_s": 1e308},
-     {"n": 1e300, "mib_per_s": -1e300}, {"n": 2, "mib_per_s": 20.0}],
+@pytest.mark.parametrize("props", [
+    {"figure.x@1": "not a list", "figure.x@two": "1", "figure.x@nan": "2"},
+    {"figure.x@1": "NaN", "figure.x@2": "Infinity", "figure.x@3": "1e999",
+     "figure.x@4": str(10 ** 400), "figure.x@1e300": "1", "figure.x@5": "-1e300"},
+    {"figure.x@1": "1", "figure.x@2": "2", "figure.x.title": HOSTILE, "figure.x.x": HOSTILE,
+     "figure.x.unit": HOSTILE, "figure.x.better": HOSTILE, "figure.x.min": "7",
+     "figure.x.max": "-7"},
+    {f"figure.{HOSTILE}@1": "1", "figure.x@1": HOSTILE, "figure.@1": "1", "figure.": "2"},
 ])
-def test_a_run_page_survives_any_scale_json(tmp_path, summary):
-    """scale.json is the guest's: whatever its shape, the page is written
-    and shows what can be placed."""
+def test_a_run_page_survives_any_figures(tmp_path, props):
+    """A run.json's properties are the guest's (or an artifact's): whatever
+    they say, the page is written, shows what can be placed and escapes
+    the rest."""
     rec = RunRecord("0", ["orch", "test"], str(tmp_path), "now", verdict="PASS", exit_code=0,
                     configs=[ConfigRecord("base")])
-    rec.configs[0].patched.guest_data = {"scale.json": {"summary": summary}}
+    rec.configs[0].patched.tests = [TestRecord("guest_tests/t.py::test_x", "PASS", "", 1.0,
+                                               props)]
     html = html_page.write_run_page(rec, tmp_path).read_text()
-    assert "config base" in html
+    assert "config base" in html and "<script" not in html and "<img" not in html
+    placeable = [k for k in props if re.fullmatch(r"figure\.x@[1-5]", k)
+                 and figures.number(props[k]) is not None]
+    assert len(drawn_lines(html)) == (len(placeable) >= 2)
 
 
 @pytest.mark.parametrize("bad", ['{"schema_version": "9.0"}', "{}"])

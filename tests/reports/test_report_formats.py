@@ -21,7 +21,7 @@ import pytest
 from junitparser import JUnitXml
 from night_sample import HOSTILE, IRQ, SCALE, TASK, sample_night
 
-from orchestrator.nightly.night import Cell, Change, Splat, TestCell
+from orchestrator.nightly.night import Cell, CellSplat, Change, TestCell
 from orchestrator.reports import junit_report
 from orchestrator.reports.junit_report import junit_xml
 from orchestrator.reports.kcidb_report import kcidb_json
@@ -45,7 +45,7 @@ def nasty_night():
     n.plan.series[1].title = "[PATCH] mm: " + NASTY
     for c in n.cells:
         c.detail = "detail " + NASTY
-        c.splats = [Splat("a1b2c3d4e5f6", "WARNING " + NASTY, "patched")]
+        c.splats = [CellSplat("a1b2c3d4e5f6", "WARNING " + NASTY, "patched")]
         for t in c.tests:
             t.message = "AssertionError " + NASTY
             t.properties = {"k" + NASTY: "v" + NASTY}
@@ -564,7 +564,7 @@ def test_cell_with_only_a_baseline_splat():
     """A splat on the baseline is linked to the baseline build and is no
     JUnit failure (it is not the series' doing)."""
     n = sample_night()
-    n.cells[0].splats = [Splat("ffee00", "BUG: sleeping function called", "baseline")]
+    n.cells[0].splats = [CellSplat("ffee00", "BUG: sleeping function called", "baseline")]
     data = kcidb_json(n)
     kcidb_io.schema.LATEST.validate(data)
     inc = [i for i in data["incidents"] if i["issue_id"] == "orch:splat:ffee00"]
@@ -588,7 +588,8 @@ def test_unknown_cell_and_test_status_is_not_a_pass():
 
 def test_cell_without_tests_that_passed():
     n = sample_night()
-    n.cells = [Cell(n.cells[0].series, 3, n.cells[0].msgid, n.cells[0].tree, n.cells[0].commit,
-                    "base", "PASS", "", None, "orch test x")]
+    n.cells = [Cell(series=n.cells[0].series, version=3, msgid=n.cells[0].msgid,
+                    tree=n.cells[0].tree, commit=n.cells[0].commit, config="base",
+                    status="PASS", detail="", run_dir=None, reproduce="orch test x")]
     (case,) = list(list(JUnitXml.fromstring(junit_xml(n)))[0])
     assert case.name.startswith("run[") and case.is_passed
