@@ -10,7 +10,8 @@ import traceback
 from pathlib import Path
 
 from orchestrator import __version__, commands
-from orchestrator.commands import check, common
+from orchestrator.bisect.check import BAD_INPUT_RC
+from orchestrator.commands import common
 from orchestrator.core.errors import Exit, OrchError
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         # Under `git bisect run`, 2 would mean "bad": a bad `orch check`
         # invocation must stop the bisect instead.
         if argv[:1] == ["check"] and e.code not in (0, None):
-            return check.BAD_INPUT_RC
+            return BAD_INPUT_RC
         raise
     signal.signal(signal.SIGTERM, _sigterm)
     try:

@@ -10,6 +10,7 @@ with the same selection boots nothing (result_cache).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,8 +113,9 @@ class Stepper:
         job = boots.BootJob(k, self.dir / "results" / name,
                             self.logs / f"console-{self.kc.name}-{name}.log", "patched",
                             reuse=not s.rerun, sample=sample)
-        settings = boots.BootSettings(s.boot.tests, s.boot.expected, s.boot.test_timeout,
-                                      s.boot.repeat, self.accel, confined=s.sandbox)
+        # s.boot came from options.boot_settings (confined included); only
+        # the accelerator is learnt here, at the first boot.
+        settings = dataclasses.replace(s.boot, accel=self.accel)
         return boots.boot(job, settings, s.guest_timeout,
                           lambda text: self.progress.status(f"boot {short(k.key)}", text))
 

@@ -1,5 +1,7 @@
 """One module per `orch` subcommand; each has NAME, HELP, register(sub) and
-main(args, argv). They compose the stages and own their records."""
+main(args, argv): its flags, turned into its engine's options and one call
+of the engine (run, bisect, fanout). No command imports another (pyproject's
+independence contract); common.py is the flag groups they share."""
 
 from orchestrator.commands import bisect, check, job, merge, nightly, plan, report, test
 

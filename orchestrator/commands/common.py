@@ -103,16 +103,13 @@ def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
                        help="boot the baseline kernels even when their results are kept")
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, settings.Setting]:
-    """Flags over the environment over the config file over the defaults
-    (settings.py checks them all alike); the cache location takes effect
-    for the whole command."""
+def settings_of(args: argparse.Namespace) -> settings.Settings:
+    """The command's settings, built once: flags over the environment over
+    the config file over the defaults (settings.py checks them all alike);
+    the cache location takes effect for the whole command."""
     # Each setting's flag has the setting's name as its argparse dest.
-    flags = {name: getattr(args, name) for name in settings.NAMES
-             if getattr(args, name, None) is not None}
-    eff = settings.load(flags)
-    settings.apply_cache(eff)
-    return eff
+    return settings.resolve({name: getattr(args, name) for name in settings.NAMES
+                             if getattr(args, name, None) is not None})
 
 
 def add_modes(g, build: str, splat: str, fixed: str) -> None:

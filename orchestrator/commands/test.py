@@ -1,83 +1,18 @@
-"""`orch test`: intake -> tree -> apply -> build -> boot+test -> judge.
-
-This command owns its run record: every step's result goes into run.json
-before the next starts, so whatever stops a run (an error, Ctrl-C, a kill)
-leaves a readable record. The stages themselves (builds, boots, verdict)
-only return values.
-"""
+"""`orch test`: a series, baseline against patched (run.series_run)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
-import sys
-import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import __version__
 from orchestrator.commands import common
-from orchestrator.core.errors import BadInput, Exit, OrchError
-from orchestrator.core.models import Base, Kernel, Series
-from orchestrator.core.progress import Progress
-from orchestrator.guest import selection, vm
-from orchestrator.kernel import build, compiler_warnings, kconfig
-from orchestrator.run import (
-    boots,
-    builds,
-    record,
-    recording,
-    settings,
-    summary,
-    verdict,
-)
-from orchestrator.run.record import (
-    Accel,
-    ApplyRecord,
-    ConfigRecord,
-    EachPatchStep,
-    Rejection,
-    RunRecord,
-    TreeRecord,
-    now,
-)
-from orchestrator.source import debsrc, intake, tree
+from orchestrator.core.errors import BadInput, Exit
+from orchestrator.run import lifecycle, series_run, settings
+from orchestrator.run.options import Options, default_run_dir, series_label
+from orchestrator.source import intake
 
 NAME = "test"
 HELP = "test a series: baseline vs patched"
-
-
-@dataclass
-class Options:
-    msgid: str | None = None
-    mbox: Path | None = None
-    range: str | None = None                # A..B of the tree, the series
-    lore_url: str = intake.DEFAULT_LORE
-    lore_timeout: float = intake.B4_TIMEOUT
-    offline: bool = False
-    latest: bool = False
-    tree: Path | None = None
-    base: str | None = None
-    on: str | None = None                   # exactly this commit (--on), whatever the series names
-    debian_package: str = debsrc.DEFAULT_PACKAGE
-    configs: list[str] = field(default_factory=list)
-    run_dir: Path | None = None
-    json_out: Path | None = None
-    guest_timeout: float = vm.BOOT_TIMEOUT
-    guest_tests: list[str] | None = None
-    test_timeout: float = vm.TEST_TIMEOUT   # one guest test
-    repeat: int = 1                         # each guest test N times in one boot
-    timeout: float | None = None            # the whole run
-    each_patch: bool = False
-    build_only: bool = False
-    rerun: bool = False                     # boot every kernel again
-    rerun_baseline: bool = False            # boot the baselines again
-    rerun_patched: bool = False             # boot the patched kernels again (the nightly)
-    sandbox: bool = True
-    jobs: int = field(default_factory=build.jobs)
-    argv: list[str] = field(default_factory=list)
 
 
 def register(sub) -> None:
@@ -106,329 +41,31 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    eff = common.settings_of(args)
+    s = common.settings_of(args)
     if args.print_config:
-        print(settings.format_effective(eff))
+        print(settings.format_effective(s.effective))
         return int(Exit.OK)
-    check_intake(args)
-    msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
-    val = {k: s.value for k, s in eff.items()}
-    opts = Options(msgid=msgid, mbox=args.mbox, range=args.range, lore_url=val["lore_url"],
-                   lore_timeout=val["lore_timeout"], offline=args.offline,
-                   latest=args.latest, tree=val["tree"], base=args.base, on=args.on,
-                   debian_package=val["debian_source"], configs=list(val["configs"]),
-                   run_dir=args.run_dir, json_out=args.json_out,
-                   guest_timeout=val["guest_timeout"], guest_tests=args.guest_tests,
-                   test_timeout=val["test_timeout"], repeat=args.repeat,
-                   timeout=val["timeout"], each_patch=args.each_patch,
-                   build_only=args.build_only, rerun=args.rerun,
-                   rerun_baseline=args.rerun_baseline, sandbox=args.sandbox,
-                   jobs=val["jobs"], argv=["orch", *argv])
+    opts = options(args, argv, s)
+    try:
+        return series_run.test(opts)
+    finally:
+        lifecycle.print_summary(opts.run_dir)
+
+
+def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> Options:
+    """The run the flags and settings ask for; a bad combination stops here."""
+    opts = Options(msgid=args.msgid, mbox=args.mbox, range=args.range, lore_url=s.lore_url,
+                   lore_timeout=s.lore_timeout, offline=args.offline, latest=args.latest,
+                   tree=s.tree, base=args.base, on=args.on, debian_package=s.debian_source,
+                   configs=list(s.configs), run_dir=args.run_dir, json_out=args.json_out,
+                   guest_timeout=s.guest_timeout, guest_tests=args.guest_tests,
+                   test_timeout=s.test_timeout, repeat=args.repeat, timeout=s.timeout,
+                   each_patch=args.each_patch, build_only=args.build_only, rerun=args.rerun,
+                   rerun_baseline=args.rerun_baseline, sandbox=args.sandbox, jobs=s.jobs,
+                   argv=["orch", *argv])
+    series_run.check_intake(opts)
+    opts.msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
     if args.repeat <= 0:
         raise BadInput("--repeat must be positive")
-    opts.run_dir = opts.run_dir or default_run_dir(opts)
-    try:
-        return test(opts)
-    finally:
-        run_json = opts.run_dir / "run.json"
-        if run_json.exists():
-            print(summary.summary(record.read(run_json)), file=sys.stderr)
-            print(f"run directory: {opts.run_dir}", file=sys.stderr)
-
-
-def check_intake(args: argparse.Namespace) -> None:
-    """One series, from one place; a malformed range stops before any work."""
-    if args.on is not None and (args.base is not None or args.range is not None):
-        raise BadInput("--on names the commit to test on: give it without --base or --range")
-    if args.range is None:
-        if args.msgid is None and args.mbox is None:
-            raise BadInput("give a Message-ID, --mbox FILE or --range A..B")
-        return
-    if args.msgid is not None or args.mbox is not None:
-        raise BadInput("--range is the series: give it without a Message-ID or --mbox")
-    if args.base is not None:
-        # The range's commits sit on A; another base would test other code.
-        raise BadInput("--range A..B tests the commits on A: give it without --base")
-    tree.parse_range(args.range)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "run"
-
-
-def default_run_dir(opts: Options) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    what = opts.msgid or opts.range or (opts.mbox.name if opts.mbox else "run")
-    return Path("orch-runs") / f"{stamp}-{slug(what)}"
-
-
-class Run:
-    """The run directory and its record; `save()` after every change."""
-
-    def __init__(self, opts: Options, progress: Progress):
-        self.opts = opts
-        self.dir = (opts.run_dir or default_run_dir(opts)).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.logs = self.dir / "logs"
-        self.logs.mkdir(exist_ok=True)
-        self.progress = progress
-        self.rec = RunRecord(__version__, opts.argv, str(self.dir), now())
-        self.rec.sandbox = "view" if opts.sandbox else "off"
-        self.deadline = (time.monotonic() + opts.timeout) if opts.timeout else None
-        self.save()
-
-    def left(self, limit: float, before: str) -> float:
-        """`limit`, or less when the whole-run timeout is nearer."""
-        if self.deadline is None:
-            return limit
-        rest = self.deadline - time.monotonic()
-        if rest <= 0:
-            raise OrchError(f"the whole-run timeout ({self.opts.timeout:.0f}s) ran out "
-                            f"before {before}", Exit.INFRA)
-        return min(limit, rest)
-
-    def save(self) -> None:
-        self.rec.write(self.dir / "run.json")
-        if self.opts.json_out:
-            self.rec.write(self.opts.json_out)
-
-    def say(self, msg: str) -> None:
-        self.progress.say(msg)
-
-    def finish(self, code: Exit, verdict_: str, error: str | None = None,
-               state: str = "done") -> int:
-        self.rec.exit_code, self.rec.verdict, self.rec.error = int(code), verdict_, error
-        self.rec.state, self.rec.finished = state, now()
-        self.save()
-        return int(code)
-
-
-ERROR_VERDICTS = {Exit.BAD_INPUT: "BAD-INPUT", Exit.NO_APPLY: "NO-APPLY",
-                  Exit.PATCHED_BUILD: "PATCHED-BUILD-FAILED", Exit.INFRA: "INFRA-ERROR"}
-
-
-def test(opts: Options, progress: Progress | None = None) -> int:
-    run = Run(opts, progress or Progress())
-    try:
-        return _test(run)
-    except OrchError as e:
-        run.finish(e.exit, ERROR_VERDICTS.get(e.exit, "ERROR"), str(e))
-        raise
-    except KeyboardInterrupt:
-        run.finish(Exit.INTERRUPTED, "INTERRUPTED", "interrupted", state="interrupted")
-        raise
-    except Exception as e:
-        (run.logs / "traceback.txt").write_text(traceback.format_exc())
-        run.finish(Exit.INFRA, "INFRA-ERROR", f"internal error: {type(e).__name__}: {e}"[:500])
-        raise
-    finally:
-        run.progress.done()
-
-
-def _test(run: Run) -> int:
-    opts, rec = run.opts, run.rec
-    configs = opts.configs or kconfig.default_matrix()
-    kcs = [kconfig.load(c) for c in configs]  # bad names fail before any work
-    # What the guests must report, known before any work: a selection that
-    # matches nothing stops here (status 2), not after two boots.
-    expected = [] if opts.build_only else selection.collect(opts.guest_tests)
-    rec.expected_tests, rec.repeat = expected, opts.repeat
-    run.save()
-
-    # 1. intake (a --range is read from the tree, so that comes first)
-    t = _open_tree(run) if opts.range else None
-    series, base = _intake(run, t)
-    rec.series = recording.series(series)
-    run.save()
-    run.say(f"series v{series.version}: {series.subject} ({len(series.patches)} patches)")
-
-    # 2. tree and base
-    t = t or _open_tree(run)
-    base = base or tree.resolve_base(t, series, opts.base, opts.on)
-    rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
-    run.save()
-    run.say(f"base {base.commit[:12]}: {base.reason}")
-
-    # 3-4. apply and build, holding the worktree only for that: the kernels
-    # live in the kernel cache, so the boots need no worktree and another
-    # run may check out and build while these boot.
-    ws = tree.workspace(t, announce=run.say)
-    try:
-        kernels = _apply_and_build(run, ws, series, base, kcs)
-    finally:
-        ws.lock.release()
-        ws.close()      # the series' build layers: its kernels are in the cache
-    if opts.build_only:
-        return run.finish(Exit.OK, "BUILT")
-
-    # 5. boot and test each kernel once (or take its kept results)
-    kvm, why = vm.probe_kvm(next(iter(kernels.values())).image)
-    rec.accel = Accel("kvm" if kvm else "tcg", why)
-    run.say(f"vm: {rec.accel.mode} ({why})")
-    booted = _boot_all(run, kcs, kernels, expected, rec.accel.mode)
-
-    # 6. verdict: each config on its own, then the run
-    verdicts: dict[str, verdict.ConfigVerdict] = {}
-    for c in kcs:
-        b, p = booted[(c.name, "baseline")].judged, booted[(c.name, "patched")].judged
-        verdicts[c.name] = verdict.judge_config(c.name, expected, b, p)
-        recording.judged(rec.config(c.name), verdicts[c.name])
-    run.save()
-    code, word = verdict.run_exit(verdicts)
-    return run.finish(code, word, verdict.headline(verdicts) or None)
-
-
-def _open_tree(run: Run) -> tree.Tree:
-    return tree.open_tree(run.opts.tree, run.opts.debian_package, log_dir=run.logs)
-
-
-def _intake(run: Run, t: tree.Tree | None) -> tuple[Series, Base | None]:
-    """The series through b4 (from lore, an mbox, or the --range's commits
-    as an mbox, offline); for a range also its base, A."""
-    opts = run.opts
-    outdir, mbox, offline = run.dir / "series", opts.mbox, opts.offline
-    rng = None
-    if opts.range:
-        run.say(f"git format-patch {opts.range} in {t.label}")
-        rng = tree.format_range(t, opts.range, outdir)
-        mbox, offline = rng.mbox, True
-    else:
-        run.say("b4: fetching the series"
-                + (f" {opts.msgid}" if opts.msgid else f" from {opts.mbox}"))
-    series = intake.fetch(opts.msgid, mbox=mbox, outdir=outdir, log=run.logs / "b4.log",
-                          lore_url=opts.lore_url, timeout=run.left(opts.lore_timeout, "b4"),
-                          offline=offline, latest=opts.latest)
-    if rng is None:
-        return series, None
-    series.source, series.range, series.commits = "range", rng.text, rng.commits
-    # Not resolve_base: A is the base whatever the tree's HEAD or the
-    # base-commit: trailer, and the record says it came from the range.
-    return series, Base(rng.base, f"the start of --range {rng.text} ({rng.base[:12]})")
-
-
-def _apply_and_build(run: Run, ws: tree.Workspace, series: Series, base,
-                     kcs: list[kconfig.KConfig]) -> dict[tuple[str, str], Kernel]:
-    rec = run.rec
-    # Apply first: a series that does not apply costs no build.
-    applied = tree.apply_series(ws, base, series, run.logs)
-    rec.series = recording.series(series)
-    rec.apply = ApplyRecord(applied.ok, applied.head, applied.failed_patch,
-                            [Rejection(r.file, r.hunks) for r in applied.rejections])
-    run.save()
-    if not applied.ok:
-        p = series.patches[applied.failed_patch - 1]
-        raise OrchError(f"patch {p.index}/{len(series.patches)} \"{p.subject}\" does not apply "
-                        f"to {base.commit[:12]}: {applied.error}", Exit.NO_APPLY)
-    run.say(f"applied {len(series.patches)} patches on {base.commit[:12]}")
-    # Keep the patched commit reachable while we move the worktree about.
-    tree.keep_ref(ws.src, "refs/orch/last-patched", applied.head)
-    rec.configs = [ConfigRecord(c.name) for c in kcs]
-    run.save()
-
-    # Every baseline, then (with --each-patch) every prefix of the series,
-    # then every patched, so the worktree moves forward only and each build
-    # is incremental on the previous one in its directory.
-    kernels: dict[tuple[str, str], Kernel] = {}
-    for c, k in _build(run, ws, kcs, builds.Source(
-            base.commit, tree.tree_id(ws.src, base.commit), "baseline", "baseline")).items():
-        kernels[(c, "baseline")] = k
-    if run.opts.each_patch:
-        _each_patch(run, ws, kcs, series,
-                    tree.commits_between(ws.src, base.commit, applied.head)[:-1])
-    for c, k in _build(run, ws, kcs, builds.Source(
-            applied.head, applied.tree_id, "patched", "patched")).items():
-        kernels[(c, "patched")] = k
-    for c in kcs:
-        cr = rec.config(c.name)
-        cr.warnings = compiler_warnings.diff(kernels[(c.name, "baseline")].warnings,
-                                             kernels[(c.name, "patched")].warnings)
-        added = cr.warnings["added"]
-        if added:
-            run.say(f"config {c.name}: the series adds {len(added)} compiler warning(s): "
-                    + "; ".join(added[:3]))
-    run.save()
-    return kernels
-
-
-def _settings(run: Run, label: str) -> builds.BuildSettings:
-    return builds.BuildSettings(run.opts.jobs, run.opts.sandbox,
-                                run.left(build.BUILD_TIMEOUT, f"the {label} build"),
-                                run.deadline, run.opts.timeout)
-
-
-def _build(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig],
-           src: builds.Source) -> dict[str, Kernel]:
-    def record(config: str, k: Kernel | None, log: Path) -> None:
-        if src.label == src.side:   # the baseline or patched build, not a patch step
-            side = recording.built(k) if k else recording.failed_build(log)
-            setattr(run.rec.config(config), src.side, recording.not_booted(side))
-            run.save()
-    return builds.build_all(ws, kcs, src, run.logs, _settings(run, src.label), run.progress,
-                            record)
-
-
-def _each_patch(run: Run, ws: tree.Workspace, kcs: list[kconfig.KConfig], series: Series,
-                commits: list[str]) -> None:
-    """Build after every patch but the last (the patched build is the last):
-    a series must build at each step, or bisecting through it breaks."""
-    n = len(series.patches)
-    run.rec.each_patch = steps = []
-    for i, commit in enumerate(commits, start=1):
-        p = series.patches[i - 1]
-        step = EachPatchStep(i, p.subject, "building")
-        steps.append(step)
-        run.save()
-        try:
-            ks = _build(run, ws, kcs, builds.Source(commit, tree.tree_id(ws.src, commit),
-                                                    "patched", f"patch {i}/{n}"))
-        except OrchError as e:
-            step.status, step.error = "failed", str(e)
-            p.detail = "breaks the build"
-            run.rec.series = recording.series(series)
-            run.save()
-            if e.exit != Exit.PATCHED_BUILD:
-                raise
-            raise OrchError(f"patch {i}/{n} \"{p.subject}\" breaks the build: {e}",
-                            Exit.PATCHED_BUILD)
-        step.status = "ok"
-        step.configs = {name: recording.built(k) for name, k in ks.items()}
-        run.save()
-
-
-def _boot_all(run: Run, kcs: list[kconfig.KConfig], kernels: dict[tuple[str, str], Kernel],
-              expected: list[str], accel: str) -> dict[tuple[str, str], boots.Booted]:
-    opts = run.opts
-    boot_settings = boots.BootSettings(opts.guest_tests, expected, opts.test_timeout,
-                                       opts.repeat, accel, confined=opts.sandbox)
-    jobs = [boots.BootJob(kernels[(c.name, side)], run.dir / "results" / c.name / side,
-                          run.logs / f"console-{c.name}-{side}.log", side,
-                          reuse=not (opts.rerun or (side == "baseline" and opts.rerun_baseline)
-                                     or (side == "patched" and opts.rerun_patched)))
-            for c in kcs for side in ("baseline", "patched")]
-    out: dict[tuple[str, str], boots.Booted] = {}
-
-    def timeout(job: boots.BootJob) -> float:
-        run.say(f"{job.side} boot + guest tests, config {job.kernel.config}")
-        return run.left(opts.guest_timeout, f"the {job.side} boot")
-
-    def booted(job: boots.BootJob, b: boots.Booted) -> None:
-        side, name = job.side, job.kernel.config
-        out[(name, side)] = b
-        cr = run.rec.config(name)
-        setattr(cr, side, recording.booted_side(cr.side(side).build, b))
-        run.save()
-        if b.guest.cached:
-            run.say(f"{side} config {name}: results of an earlier boot of this kernel with "
-                    "this suite (--rerun boots it again)")
-        if b.guest.removed:
-            run.say(f"{side} config {name}: " + vm.with_removed("", b.guest.removed, 50))
-        counts: dict[str, int] = {}
-        for tr in b.judged.tests.values():
-            counts[tr.status.value] = counts.get(tr.status.value, 0) + 1
-        run.say(f"{side} config {name}: {b.judged.status}: "
-                + ", ".join(f"{v} {k}" for k, v in counts.items())
-                + (f" ({b.judged.reason})" if b.judged.reason else ""))
-
-    boots.boot_all(jobs, boot_settings, timeout, booted,
-                   lambda job, text: run.progress.status(f"boot {job.label}", text))
-    return out
+    opts.run_dir = opts.run_dir or default_run_dir(series_label(opts))
+    return opts

@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core import proc
+from orchestrator.core import names, proc
 from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.sanitize import clean
 from orchestrator.nightly.night import SeriesRev
@@ -60,7 +60,7 @@ def newest_revision(msgid: str, lore_url: str, workdir: Path, log: Path,
                      timeout=timeout, latest=True, b4_cache=out / "b4-cache")
     own = _revision_msgid(out) or s.msgid   # b4 -c may have moved to a newer revision
     key = _key(s.change_id, msgid)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", key.split(":", 1)[1])[:60]
+    name = names.slug(key.split(":", 1)[1], 60, strip=False, empty="")
     pinned = workdir / f"{name}-v{s.version}.mbx"
     shutil.copyfile(s.mbx, pinned)
     shutil.rmtree(out, ignore_errors=True)

@@ -31,7 +31,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.core import paths
@@ -82,6 +82,33 @@ MEANINGS = {"tree": "the debian_source tree", "configs": "kconfigs/matrix",
 class Setting:
     value: object
     source: str  # "default", "flag --guest-timeout", "env ORCH_CACHE", or the file's path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting's value, typed, built once per command (resolve()):
+    what the command's options are made from. `effective` keeps where each
+    came from, for --print-config."""
+    lore_url: str
+    tree: Path | None
+    debian_source: str
+    configs: list[str]
+    cache: Path
+    lore_timeout: float
+    guest_timeout: float
+    test_timeout: float
+    timeout: float | None
+    jobs: int
+    effective: Mapping[str, Setting] = field(repr=False, compare=False)
+
+
+def resolve(flags: Mapping[str, object]) -> Settings:
+    """The settings of this command: `flags` over the environment over the
+    config file over the defaults (load()); the cache location takes effect
+    for the whole command."""
+    eff = load(flags)
+    apply_cache(eff)
+    return Settings(**{name: s.value for name, s in eff.items()}, effective=eff)
 
 
 class _Broken(Exception):

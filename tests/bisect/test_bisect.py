@@ -20,8 +20,8 @@ import standin_guest
 from helpers import IRQ_TEST, REPO, TASK_TEST, git, run_json
 
 from orchestrator import cli
+from orchestrator.bisect import search as bisect_cmd
 from orchestrator.bisect.judge import Mode
-from orchestrator.commands import bisect as bisect_cmd
 
 TESTS = [IRQ_TEST, TASK_TEST]
 
@@ -365,4 +365,4 @@ def test_check_bad_input_stops_the_bisect(tmp_path, mini, env, args):
 
 def test_options_mode_default():
     assert bisect_cmd.Options().mode == Mode.TEST
-    assert os.path.basename(bisect_cmd.__file__) == "bisect.py"
+    assert os.path.basename(bisect_cmd.__file__) == "search.py"

@@ -18,11 +18,11 @@ import pytest
 from lore_mails import day
 from test_nightly import COUNTER_CID, FEATURE_CID, world  # noqa: F401 (the fixture)
 
-from orchestrator.commands import job as job_cmd
-from orchestrator.commands import merge as merge_cmd
-from orchestrator.commands import nightly
-from orchestrator.commands import plan as plan_cmd
 from orchestrator.fanout import cache_transfer, jobfiles
+from orchestrator.fanout import job_run as job_cmd
+from orchestrator.fanout import merging as merge_cmd
+from orchestrator.fanout import nightly_run as nightly
+from orchestrator.fanout import planning as plan_cmd
 from orchestrator.nightly import config_file, history
 
 NIGHT = "2026-11-27"

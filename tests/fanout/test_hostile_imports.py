@@ -21,7 +21,7 @@ import pytest
 from test_fanout import _runner, planned  # noqa: F401 (the fixture)
 from test_nightly import world  # noqa: F401 (the fixture planned needs)
 
-from orchestrator.commands import job as job_cmd
+from orchestrator.fanout import job_run as job_cmd
 from orchestrator.fanout import jobfiles
 
 EVIL = "e" * 32          # a key the baseline job never exported

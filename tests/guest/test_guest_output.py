@@ -37,7 +37,7 @@ from helpers import REPO, TESTS_DIR, run_json, series
 from test_fanout import NIGHT, planned  # noqa: F401 (the fixture)
 from test_nightly import world  # noqa: F401 (the fixture under planned)
 
-from orchestrator.commands import job as job_cmd
+from orchestrator.fanout import job_run as job_cmd
 
 # The quota of a guest's results directory (untrusted_tree.RESULTS).
 FILE_CAP, TOTAL_CAP = 16 << 20, 64 << 20

@@ -25,10 +25,10 @@ from helpers import (
     sigterm_when,
 )
 
-from orchestrator.commands import test as test_cmd
 from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.progress import Progress
 from orchestrator.guest import vm
+from orchestrator.run import series_run as test_cmd
 
 # Compiled at every link, as in Kbuild: the banner (init/version.o, new
 # each build) and the compressed kernel (piggy.o, which never uses ccache).

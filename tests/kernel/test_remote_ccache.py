@@ -20,7 +20,7 @@ import pytest
 import standin_guest
 from helpers import IRQ_TEST, git, series
 
-from orchestrator.commands import job as job_cmd
+from orchestrator.fanout import job_run as job_cmd
 from orchestrator.fanout import jobfiles
 from orchestrator.kernel import ccache_stats, remote_ccache
 from orchestrator.nightly import night as nightrec
@@ -150,7 +150,7 @@ def test_baseline_jobs_fill_it_series_jobs_only_read_it(redis, mini, tmp_path, m
     # -- one machine (orch test, both URLs set): its baseline build may write,
     #    its patched build only reads ----------------------------------------------
     monkeypatch.setenv("ORCH_CACHE", str(tmp_path / "runner3"))
-    from orchestrator.commands import test as test_cmd
+    from orchestrator.run import series_run as test_cmd
     rd = tmp_path / "single"
     test_cmd.test(test_cmd.Options(mbox=evil, offline=True, tree=mini, on=commit,
                                    configs=["base"], run_dir=rd, guest_tests=[IRQ_TEST]))

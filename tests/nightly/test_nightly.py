@@ -24,8 +24,9 @@ from helpers import IRQ_TEST, browse, git, series
 from lore_mails import day, post
 from lore_server import LoreServer
 
-from orchestrator.commands import nightly
+from orchestrator.fanout import nightly_run as nightly
 from orchestrator.nightly import config_file, history
+from orchestrator.run import series_run
 
 FEATURE_CID = "20261126-mini-feature-0a1b2c"
 COUNTER_CID = "20261126-mini-counter-3d4e5f"
@@ -166,7 +167,7 @@ def test_a_killed_night_reruns_only_what_is_missing(world, monkeypatch):
     """Interrupted after its first cell: the rerun of the same night follows
     the stored plan (lore is not asked again) and runs only the second."""
     world["srv"].archive.hide(*_v3_mails(world))
-    real = nightly.test_cmd.test
+    real = series_run.test
     calls = []
 
     def killed_after_one(opts, progress=None):
@@ -175,13 +176,13 @@ def test_a_killed_night_reruns_only_what_is_missing(world, monkeypatch):
             raise KeyboardInterrupt
         return real(opts, progress)
 
-    monkeypatch.setattr(nightly.test_cmd, "test", killed_after_one)
+    monkeypatch.setattr(series_run, "test", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         _night(world, "2026-11-27")
     n = json.loads((world["out"] / "nights" / "2026-11-27" / "night.json").read_text())
     assert n["state"] == "interrupted" and [c["status"] for c in n["cells"]] == ["PASS"]
     asked = len(world["srv"].requests)
-    monkeypatch.setattr(nightly.test_cmd, "test", real)
+    monkeypatch.setattr(series_run, "test", real)
     boots = len(world["boots"])
     code, n = _night(world, "2026-11-27")
     assert code == 0 and n["state"] == "done"

@@ -1,0 +1,129 @@
+"""One bisect step for `git bisect run` (`orch check`), in your own checkout.
+
+It tests the commit checked out in the tree (HEAD; uncommitted changes are
+not part of it), or BISECT_HEAD in a `git bisect start --no-checkout`: the
+build and the boot happen in orch's own worktree, so the checkout git
+bisect moves is only read. The same rules and caches as `orch bisect`: a
+commit built or booted before costs nothing. Its record is a run.json with
+one step, kept in orch's cache, never in your checkout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.bisect import revs
+from orchestrator.bisect.judge import BAD, GOOD, SKIP, Mode
+from orchestrator.bisect.stepping import Stepper, StepSettings, short
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.paths import cache_dir
+from orchestrator.core.progress import Progress
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import build, kconfig
+from orchestrator.run import options, recording
+from orchestrator.run.lifecycle import Lifecycle, Run
+from orchestrator.run.record import BisectRecord, RunVerdict, TreeRecord
+from orchestrator.source import tree
+
+# What git bisect run reads: 0 good, 1 bad, 125 skip, 128 or more stops it.
+GOOD_RC, BAD_RC, SKIP_RC = 0, 1, 125
+BAD_INPUT_RC, INFRA_RC, INTERRUPTED_RC = 128, 129, 130
+RC_OF = {GOOD: GOOD_RC, BAD: BAD_RC, SKIP: SKIP_RC, "old": GOOD_RC, "new": BAD_RC}
+
+
+@dataclass
+class CheckOptions:
+    tree: Path | None = None                # None: the current directory's checkout
+    configs: list[str] = field(default_factory=list)   # one at most (the first of a file's)
+    guest_tests: list[str] | None = None
+    mode: Mode = Mode.TEST
+    repeat: int = 1
+    run_dir: Path | None = None
+    guest_timeout: float = vm.BOOT_TIMEOUT
+    test_timeout: float = vm.TEST_TIMEOUT
+    rerun: bool = False
+    sandbox: bool = True
+    jobs: int = field(default_factory=build.jobs)
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Commit:
+    """What is checked: the commit, its tree, the config, what must report."""
+    commit: str
+    tree: tree.Tree
+    kc: kconfig.KConfig
+    expected: list[str]
+
+
+def check(opts: CheckOptions, progress: Progress | None = None) -> int:
+    """The library entry point: git's exit status for the checked-out commit
+    (GOOD_RC, BAD_RC, SKIP_RC); an OrchError or KeyboardInterrupt for the
+    command to turn into one that stops the bisect."""
+    what = _resolve(opts)
+    run = Run(opts.run_dir or record_root() / f"{dt.datetime.now():%Y%m%d-%H%M%S}-"
+              f"{short(what.commit)}", opts.argv, progress or Progress(), sandbox=opts.sandbox)
+    try:
+        with Lifecycle(run):
+            return _step(run, opts, what)
+    finally:
+        run.progress.done()
+
+
+def _resolve(opts: CheckOptions) -> _Commit:
+    """The input, checked before any work: a bad one stops the bisect."""
+    if opts.repeat <= 0:
+        raise BadInput("--repeat must be positive")
+    if opts.mode in (Mode.TEST, Mode.FIXED) and not opts.guest_tests:
+        raise BadInput("give the guest test(s) with --guest-test ID (or --build / --splat)")
+    # The tree: --tree, else the checkout git bisect run is in (not the
+    # Debian default of `orch test`: a check is always about your tree).
+    t = tree.open_tree(opts.tree if opts.tree is not None else Path.cwd())
+    # `git bisect start --no-checkout` moves BISECT_HEAD, not HEAD (git's
+    # documented way for a run script): nothing in your checkout changes
+    # per step, which suits orch, which builds elsewhere anyway.
+    commit = (tree.has_commit(t.repo, "BISECT_HEAD")
+              or revs.resolve(t.repo, "HEAD", "HEAD of"))
+    if len(opts.configs) > 1:
+        raise BadInput("a check builds one config: give --config once")
+    kc = kconfig.load(opts.configs[0] if opts.configs else kconfig.default_matrix()[0])
+    expected = selection.collect(opts.guest_tests) if opts.mode != Mode.BUILD else []
+    return _Commit(commit, t, kc, expected)
+
+
+def _step(run: Run, opts: CheckOptions, what: _Commit) -> int:
+    rec, commit, t = run.rec, what.commit, what.tree
+    rec.tree = TreeRecord(str(t.repo), t.label, commit, "HEAD of the tree")
+    rec.expected_tests, rec.repeat = what.expected, opts.repeat
+    rec.bisect = BisectRecord(mode=opts.mode.value, terms=[], good=commit, bad=commit,
+                              config=what.kc.name, tests=list(opts.guest_tests or []),
+                              repeat=opts.repeat, commits=1, max_steps=1)
+    run.save()
+    ws = tree.workspace(t, announce=run.say)
+    ws.lock.release()
+    stepper = Stepper(ws, what.kc, StepSettings(
+        opts.mode, opts.jobs, opts.sandbox, options.boot_settings(opts, what.expected),
+        opts.guest_timeout, opts.rerun), run.dir, run.progress)
+    r = stepper.step(commit)
+    rec.bisect.steps.append(recording.bisect_step("check", r))
+    rc = RC_OF[r.outcome]
+    print(f"orch check: {short(commit)} {r.subject[:60]}: {r.outcome} ({r.reason}); "
+          f"build {r.build}, boot {r.boot or '-'}; run directory {run.dir}", file=sys.stderr)
+    run.finish(Exit.OK, RunVerdict(r.outcome.upper()), None)
+    return rc
+
+
+def stopped(e: OrchError | KeyboardInterrupt) -> int:
+    """What git bisect run must read of a check that did not come to an
+    answer: one that stops the bisect (bad input, the infrastructure, an
+    interrupt), never one it would take for good, bad or skip."""
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED_RC
+    return BAD_INPUT_RC if e.exit == Exit.BAD_INPUT else INFRA_RC
+
+
+def record_root() -> Path:
+    return cache_dir() / "checks"

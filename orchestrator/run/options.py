@@ -1,0 +1,136 @@
+"""What an `orch test` run is asked to do (Options), the one command line
+that says it (argv_of), and the one way any run's options become the
+boot settings its results are kept under (boot_settings).
+
+The nightly's cells, a CI job's baseline and a bisect's steps all boot
+through boot_settings, so two of them that boot the same kernel with the
+same suite find each other's results (result_cache) by construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.core.names import slug
+from orchestrator.guest import vm
+from orchestrator.kernel import build
+from orchestrator.run.boots import BootSettings
+from orchestrator.source import intake
+
+
+@dataclass
+class Options:
+    msgid: str | None = None
+    mbox: Path | None = None
+    range: str | None = None                # A..B of the tree, the series
+    lore_url: str = intake.DEFAULT_LORE
+    lore_timeout: float = intake.B4_TIMEOUT
+    offline: bool = False
+    latest: bool = False
+    tree: Path | None = None
+    base: str | None = None
+    on: str | None = None                   # exactly this commit (--on), whatever the series names
+    debian_package: str | None = None       # None: debsrc.DEFAULT_PACKAGE
+    configs: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+    json_out: Path | None = None
+    guest_timeout: float = vm.BOOT_TIMEOUT
+    guest_tests: list[str] | None = None
+    test_timeout: float = vm.TEST_TIMEOUT   # one guest test
+    repeat: int = 1                         # each guest test N times in one boot
+    timeout: float | None = None            # the whole run
+    each_patch: bool = False
+    build_only: bool = False
+    rerun: bool = False                     # boot every kernel again
+    rerun_baseline: bool = False            # boot the baselines again
+    rerun_patched: bool = False             # boot the patched kernels again (the nightly)
+    sandbox: bool = True
+    jobs: int = field(default_factory=build.jobs)
+    argv: list[str] = field(default_factory=list)
+
+
+# Each option's flag, in the order a command line names them: the series,
+# where it is tested, on what, then how (a reader finds the first part in
+# every command orch prints). None: the positional Message-ID.
+# rerun_patched, argv: no flag (the nightly's own, and the line itself).
+FLAGS: tuple[tuple[str, str | None], ...] = (
+    ("msgid", None), ("mbox", "--mbox"), ("lore_url", "--lore-url"),
+    ("debian_package", "--debian-source"), ("tree", "--tree"), ("range", "--range"),
+    ("base", "--base"), ("on", "--on"), ("configs", "--config"), ("run_dir", "--run-dir"),
+    ("guest_tests", "--guest-test"), ("repeat", "--repeat"), ("build_only", "--build-only"),
+    ("offline", "--offline-mode"), ("latest", "--latest"), ("lore_timeout", "--lore-timeout"),
+    ("jobs", "--jobs"), ("sandbox", "--no-sandbox"), ("guest_timeout", "--guest-timeout"),
+    ("test_timeout", "--test-timeout"), ("timeout", "--timeout"),
+    ("each_patch", "--each-patch"), ("rerun", "--rerun"),
+    ("rerun_baseline", "--rerun-baseline"), ("json_out", "--json"),
+)
+
+
+def argv_of(opts: Options, fields: Collection[str] | None = None) -> list[str]:
+    """`orch test` with `opts`: every option that differs from its default
+    (of `fields` only, when given), in FLAGS' order. What orch records and
+    prints as a command line to run again."""
+    default = Options()
+    argv = ["orch", "test"]
+    for name, flag in FLAGS:
+        if fields is not None and name not in fields:
+            continue
+        value = getattr(opts, name)
+        if not _given(name, value, getattr(default, name)):
+            continue
+        argv += _words(flag, value)
+    return argv
+
+
+def _given(name: str, value: object, default: object) -> bool:
+    if name == "lore_url":   # lore's address with or without its last "/"
+        return str(value).rstrip("/") != intake.DEFAULT_LORE.rstrip("/")
+    return value not in (default, None, [])
+
+
+def _words(flag: str | None, value: object) -> list[str]:
+    if flag is None:
+        return [str(value)]
+    if isinstance(value, bool):   # --no-sandbox is sandbox=False
+        return [flag]
+    if isinstance(value, list):
+        return [w for v in value for w in (flag, str(v))]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return [flag, str(value)]
+
+
+def command_line(opts: Options, fields: Collection[str] | None = None) -> str:
+    """argv_of() as one shell line."""
+    return shlex.join(argv_of(opts, fields))
+
+
+class BootOptions(Protocol):
+    """What decides a boot besides the kernel, in any command's options."""
+    guest_tests: list[str] | None
+    test_timeout: float
+    repeat: int
+    sandbox: bool
+
+
+def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") -> BootSettings:
+    """The boot settings (and so the results key) of a run with `opts`:
+    `expected` is what its selection collected, `accel` what the host offers."""
+    return BootSettings(opts.guest_tests, expected, opts.test_timeout, opts.repeat, accel,
+                        confined=opts.sandbox)
+
+
+def default_run_dir(what: str, kind: str = "") -> Path:
+    """orch-runs/<time>-[<kind>-]<what>, for a run given no --run-dir."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("orch-runs") / f"{stamp}-{kind + '-' if kind else ''}{slug(what, 60, empty='run')}"
+
+
+def series_label(opts: Options) -> str:
+    """What a test run is of, for its default directory."""
+    return opts.msgid or opts.range or (opts.mbox.name if opts.mbox else "run")
