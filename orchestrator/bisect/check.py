@@ -21,8 +21,8 @@ from orchestrator.bisect.stepping import Stepper, StepSettings, short
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.paths import cache_dir
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection, vm
-from orchestrator.kernel import build, kconfig
+from orchestrator.guest import selection
+from orchestrator.kernel import kconfig
 from orchestrator.run import options, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
 from orchestrator.run.record import BisectRecord, RunVerdict, TreeRecord
@@ -35,19 +35,12 @@ RC_OF = {GOOD: GOOD_RC, BAD: BAD_RC, SKIP: SKIP_RC, "old": GOOD_RC, "new": BAD_R
 
 
 @dataclass
-class CheckOptions:
+class CheckOptions(options.BootFlags):
+    """`orch check`'s options."""
     tree: Path | None = None                # None: the current directory's checkout
     configs: list[str] = field(default_factory=list)   # one at most (the first of a file's)
-    guest_tests: list[str] | None = None
     mode: Mode = Mode.TEST
-    repeat: int = 1
     run_dir: Path | None = None
-    guest_timeout: float = vm.BOOT_TIMEOUT
-    test_timeout: float = vm.TEST_TIMEOUT
-    rerun: bool = False
-    sandbox: bool = True
-    jobs: int = field(default_factory=build.jobs)
-    argv: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

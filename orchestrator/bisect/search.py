@@ -15,7 +15,7 @@ boot the first bad commit and its parent once more to confirm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.bisect import revs
@@ -29,8 +29,8 @@ from orchestrator.bisect.stepping import (
 )
 from orchestrator.core.errors import BadInput, Exit
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection, vm
-from orchestrator.kernel import build, kconfig
+from orchestrator.guest import selection
+from orchestrator.kernel import kconfig
 from orchestrator.run import options, record, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
 from orchestrator.run.record import (
@@ -48,30 +48,14 @@ TERMS = {Mode.TEST: revs.TEST_TERMS, Mode.BUILD: revs.TEST_TERMS,
 
 
 @dataclass
-class Options:
+class Options(options.BootFlags, options.SourceFlags):
+    """`orch bisect`'s options."""
     good: str | None = None
     bad: str | None = None
-    msgid: str | None = None
-    mbox: Path | None = None
-    lore_url: str = intake.DEFAULT_LORE
-    lore_timeout: float = intake.B4_TIMEOUT
-    offline: bool = False
-    latest: bool = False
-    tree: Path | None = None
-    base: str | None = None
-    debian_package: str | None = None       # None: debsrc.DEFAULT_PACKAGE
     config: str | None = None
-    guest_tests: list[str] | None = None
     mode: Mode = Mode.TEST
-    repeat: int = 1
     resume: Path | None = None
     run_dir: Path | None = None
-    guest_timeout: float = vm.BOOT_TIMEOUT
-    test_timeout: float = vm.TEST_TIMEOUT
-    rerun: bool = False
-    sandbox: bool = True
-    jobs: int = field(default_factory=build.jobs)
-    argv: list[str] = field(default_factory=list)
 
 
 def bisect(opts: Options, progress: Progress | None = None) -> int:

@@ -24,34 +24,45 @@ from orchestrator.source import intake
 
 
 @dataclass
-class Options:
+class SourceFlags:
+    """Where the series and its tree come from: what test and bisect share."""
     msgid: str | None = None
     mbox: Path | None = None
-    range: str | None = None                # A..B of the tree, the series
     lore_url: str = intake.DEFAULT_LORE
     lore_timeout: float = intake.B4_TIMEOUT
     offline: bool = False
     latest: bool = False
     tree: Path | None = None
     base: str | None = None
-    on: str | None = None                   # exactly this commit (--on), whatever the series names
     debian_package: str | None = None       # None: debsrc.DEFAULT_PACKAGE
-    configs: list[str] = field(default_factory=list)
-    run_dir: Path | None = None
-    json_out: Path | None = None
-    guest_timeout: float = vm.BOOT_TIMEOUT
+
+
+@dataclass
+class BootFlags:
+    """How kernels are built and booted: what test, bisect and check share."""
     guest_tests: list[str] | None = None
-    test_timeout: float = vm.TEST_TIMEOUT   # one guest test
     repeat: int = 1                         # each guest test N times in one boot
-    timeout: float | None = None            # the whole run
-    each_patch: bool = False
-    build_only: bool = False
+    guest_timeout: float = vm.BOOT_TIMEOUT
+    test_timeout: float = vm.TEST_TIMEOUT   # one guest test
     rerun: bool = False                     # boot every kernel again
-    rerun_baseline: bool = False            # boot the baselines again
-    rerun_patched: bool = False             # boot the patched kernels again (the nightly)
     sandbox: bool = True
     jobs: int = field(default_factory=build.jobs)
     argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Options(BootFlags, SourceFlags):
+    """`orch test`'s options."""
+    range: str | None = None                # A..B of the tree, the series
+    on: str | None = None                   # exactly this commit (--on), whatever the series names
+    configs: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+    json_out: Path | None = None
+    timeout: float | None = None            # the whole run
+    each_patch: bool = False
+    build_only: bool = False
+    rerun_baseline: bool = False            # boot the baselines again
+    rerun_patched: bool = False             # boot the patched kernels again (the nightly)
 
 
 # Each option's flag, in the order a command line names them: the series,
