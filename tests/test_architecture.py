@@ -39,14 +39,20 @@ def test_every_package_is_installed_and_named_in_a_contract():
         assert f'"orchestrator.{name}"' in text, name
 
 
-def test_an_upward_import_breaks_the_contract(tmp_path):
-    """The mutant: core importing a kernel module (an upward import), and a
-    report starting a process. Both are reported, by module and line."""
+def _copy(tmp_path: Path) -> Path:
+    """A copy of the package and its contracts, to break."""
     root = tmp_path / "tree"
     root.mkdir()
     shutil.copy(REPO / "pyproject.toml", root)
     shutil.copytree(REPO / "orchestrator", root / "orchestrator",
                     ignore=shutil.ignore_patterns("__pycache__", "share"))
+    return root
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path):
+    """The mutant: core importing a kernel module (an upward import), and a
+    report starting a process. Both are reported, by module and line."""
+    root = _copy(tmp_path)
     errors = root / "orchestrator" / "core" / "errors.py"
     errors.write_text(errors.read_text() + "\nfrom orchestrator.kernel import kimage  # noqa\n")
     page = root / "orchestrator" / "reports" / "svg_plot.py"
@@ -55,3 +61,15 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "orchestrator.core.errors -> orchestrator.kernel.kimage" in r.stdout
     assert "orchestrator.reports.svg_plot -> orchestrator.core.proc" in r.stdout
+
+
+def test_a_command_importing_another_breaks_the_contract(tmp_path):
+    """Commands are thin: each parses its flags and calls its engine. One
+    that takes another command's code is caught."""
+    root = _copy(tmp_path)
+    bisect = root / "orchestrator" / "commands" / "bisect.py"
+    bisect.write_text(bisect.read_text() + "\nfrom orchestrator.commands import test  # noqa\n")
+    r = _lint(root)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "none imports another BROKEN" in r.stdout
+    assert "orchestrator.commands.bisect -> orchestrator.commands.test" in r.stdout
