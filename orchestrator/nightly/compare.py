@@ -12,6 +12,8 @@ their spread over past nights, never a failure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orchestrator.core.models import Status
 from orchestrator.nightly.night import Cell, CellStatus, Change, TreeState
 
@@ -65,6 +67,14 @@ def cell_changes(now: Cell, title: str, prev: Cell | None, prev_night: str | Non
             add("build-broken", f"{title} v{now.version} no longer builds on {_where(now)}"
                 f"{since}", True)
         return out
+    _result_changes(now, prev, prev_night, figures_past or {}, add)
+    return out
+
+
+def _result_changes(now: Cell, prev: Cell, prev_night: str | None,
+                    figures_past: dict[str, list[float]], add: Callable[..., None]) -> None:
+    """What moved between two results of one cell: tests that newly fail or
+    pass, splats new on the patched kernel, figures outside their past range."""
     before = {t.name: t.patched for t in prev.tests}
     for t in now.tests:
         was = before.get(t.name)
@@ -79,7 +89,7 @@ def cell_changes(now: Cell, title: str, prev: Cell | None, prev_night: str | Non
         if s.side == "patched" and s.fingerprint not in old:
             add("new-splat", f"new splat on {_where(now)}: {s.title}", True)
     for name, value in sorted(now.figures.items()):
-        past = (figures_past or {}).get(name, [])
+        past = figures_past.get(name, [])
         if len(past) < MIN_PAST:
             continue
         lo, hi = min(past), max(past)
@@ -87,7 +97,6 @@ def cell_changes(now: Cell, title: str, prev: Cell | None, prev_night: str | Non
             add("figure-moved", f"{name} on {_where(now)}: {value:g}, outside {lo:g}..{hi:g} "
                 f"over {len(past)} nights" + (" (advisory under TCG)" if now.accel == "tcg"
                                                else " (advisory)"), False)
-    return out
 
 
 def tree_changes(trees: list[TreeState]) -> list[Change]:
