@@ -6,9 +6,12 @@ and the shared ccache written by baseline jobs only."""
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 from test_ci_examples import EX, broken_copy, check_jsonschema, load_yaml
 
 from orchestrator import cli
@@ -176,3 +179,42 @@ def test_an_empty_night_still_merges():
 def load_yaml_text(text: str) -> dict:
     from ruamel.yaml import YAML
     return YAML(typ="safe").load(text)
+
+
+# -- the generated text, byte for byte ---------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parent.parent / "data" / "ci_golden"
+VARIANTS = {   # file name: how it is made (the schemas above check shape, these the text)
+    "github-engine.yml": lambda j: ci_files.github(j, "nights/plan"),
+    "github-redis-selfhosted.yml": lambda j: ci_files.github(j, "nights/plan",
+                                                             ["self-hosted", "kvm"], "redis"),
+    "gitlab-engine.yml": lambda j: ci_files.gitlab(j, "nights/plan"),
+    "gitlab-redis-tags.yml": lambda j: ci_files.gitlab(j, "nights/plan", ["a", "b"], "redis"),
+}
+
+
+def _generated() -> dict[str, str]:
+    jobs = jobfiles.cut(_plan(), group_size=2)
+    return {name: make(jobs) for name, make in VARIANTS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_the_generated_files_are_what_they_were(name):
+    """A refactor of ci_files must not change a byte a runner reads (keys,
+    order, quoting). After a deliberate change: ORCH_UPDATE_GOLDEN=1."""
+    text = _generated()[name]
+    if os.environ.get("ORCH_UPDATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / name).write_text(text)
+    assert text == (GOLDEN / name).read_text()
+
+
+def test_a_reordered_key_is_caught():
+    """The mutant: the same YAML with two top-level keys swapped."""
+    text = _generated()["github-engine.yml"]
+    lines = text.splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if line.startswith("on:"))
+    j = next(n for n, line in enumerate(lines) if line.startswith("jobs:"))
+    mutant = "".join(lines[:i] + lines[j:] + lines[i:j])
+    assert YAML(typ="safe").load(mutant) == YAML(typ="safe").load(text)   # the same document...
+    assert mutant != (GOLDEN / "github-engine.yml").read_text()   # ...and yet caught
