@@ -116,3 +116,14 @@ def canaries(tmp_path, monkeypatch):
         yield c
     finally:
         ROOT_CANARY.unlink(missing_ok=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the modules in the order of their names, whatever package
+    directory holds them: the real-kernel tests share kernels and kept
+    results through the cache, and that order is the one they were written
+    for (test_bisect_e2e builds the port's tree first; test_kernel_e2e's and
+    test_mutants_e2e's kernels are the ones test_nightly_e2e's night reuses,
+    so its second series costs an incremental build at most). A stable
+    sort: tests keep their order within a module."""
+    items.sort(key=lambda item: item.path.name)

@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import FIXED, MINI, REPO, one_error_line, series
+from helpers import FIXED, MINI, REPO, TESTS_DIR, one_error_line, series
 
 from orchestrator.kernel import kimage
 
@@ -33,6 +33,7 @@ BANNER = (b"Linux version 7.2.13 (orch@orch) (gcc (Debian 12.2.0) 12.2.0) "
 HEADER = "7.2.13 (orch@orch) #3 SMP Thu Nov 27 23:38:06 UTC 2026"
 ZEROS = 64 << 20
 AS_LIMIT = 1 << 30           # the child's address space: a held 4 GiB bomb cannot fit
+PEAK_CHILD = TESTS_DIR / "peak_child.py"
 RSS_LIMIT = 96 << 20         # the child's peak, its decoder's included (~30 MiB)
 
 CHECK = """\
@@ -97,17 +98,38 @@ def _limited() -> None:
 
 def run_measured(argv: list[str], env: dict, cwd: Path | None = None,
                  limit: bool = True) -> tuple[int, str, str, int]:
-    """(exit status, stdout, stderr, peak RSS in bytes of the process and of
-    every process it waited for), the address space capped when `limit`."""
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        p = subprocess.Popen(argv, stdout=fo, stderr=fe, env=env, cwd=cwd,
-                             preexec_fn=_limited if limit else None)
-        _pid, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        fo.seek(0)
-        fe.seek(0)
-        return (p.returncode, fo.read().decode(errors="replace"),
-                fe.read().decode(errors="replace"), usage.ru_maxrss * 1024)
+    """(exit status, stdout, stderr, peak RSS in bytes of the Python process
+    `argv` starts and of every process it waited for), the address space
+    capped when `limit`. The peak is measured inside it (peak_child.py)."""
+    assert argv[0] == sys.executable and argv[1] in ("-c", "-m"), argv
+    with tempfile.TemporaryDirectory() as d:
+        peak_file = Path(d) / "peak"
+        p = subprocess.run([sys.executable, str(PEAK_CHILD), *argv[1:]], capture_output=True,
+                           env={**env, "PEAK_FILE": str(peak_file)}, cwd=cwd,
+                           preexec_fn=_limited if limit else None)
+        peak = int(peak_file.read_text()) if peak_file.exists() else 0
+    return (p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
+            peak)
+
+
+def test_the_peak_is_the_childs_own_not_pytests(tmp_path):
+    """The measurement itself, against its mutant: pytest holding 256 MiB
+    does not make a small child look big (wait4's ru_maxrss did), and a
+    child that takes 200 MiB is seen taking it."""
+    ballast = bytearray(256 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])     # resident, not just mapped
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    _rc, _out, _err, small = run_measured([sys.executable, "-c", "pass"], env)
+    _rc, _out, _err, big = run_measured(
+        [sys.executable, "-c", "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])"],
+        env)
+    assert small < 64 << 20, small >> 20
+    assert big > 200 << 20, big >> 20
+    with tempfile.TemporaryFile() as fo:
+        p = subprocess.Popen([sys.executable, "-c", "pass"], stdout=fo, preexec_fn=_limited)
+        _pid, _status, usage = os.wait4(p.pid, 0)
+    assert usage.ru_maxrss * 1024 > 256 << 20     # the old way: pytest's size, not the child's
+    del ballast
 
 
 @pytest.mark.parametrize("fmt", list(BOMBS))
