@@ -163,7 +163,7 @@ def _prepare(bd: buildtree.BuildDir, log: Path) -> None:
         with open(log, "a") as f:
             f.write("# orch: build directory had no warning record; rebuilt once\n")
     bd.path.mkdir(parents=True, exist_ok=True)
-    sandbox.adopt(bd.path)
+    sandbox.own(bd.path)   # what it holds: sandbox.run adopts before each step
     if bd.trusted:
         removed = recover_interrupted(bd)
         if removed:
