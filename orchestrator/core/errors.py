@@ -10,9 +10,12 @@ class Exit(enum.IntEnum):
     TESTS_FAILED = 1  # the patched kernel failed tests (or splatted)
     BAD_INPUT = 2     # bad invocation or input: unknown msgid, bad mbox, no tree
     NO_APPLY = 3      # the series does not apply
-    INCONCLUSIVE = 3  # orch bisect: only skipped commits left, or not confirmed
     PATCHED_BUILD = 4 # the patched build failed
     INFRA = 5         # baseline build, VM, harness timeout: not the series' fault
+    # One meaning per number across commands (a script need not know which
+    # command it ran): 3 was also "inconclusive" and "incomplete" once.
+    INCONCLUSIVE = 6  # orch bisect: only skipped commits left, or not confirmed
+    INCOMPLETE = 7    # a run that never finished, a night whose job did not report
     INTERRUPTED = 130
 
 

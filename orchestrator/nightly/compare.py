@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from orchestrator.core.errors import Exit
 from orchestrator.core.models import Status
 from orchestrator.nightly.night import Cell, CellStatus, Change, TreeState
 
@@ -127,4 +128,4 @@ def exit_status(cells: list[Cell], changes: list[Change], incomplete: bool = Fal
         return 5
     if any(ch.regression for ch in changes):
         return 1
-    return 3 if incomplete else 0
+    return int(Exit.INCOMPLETE) if incomplete else 0

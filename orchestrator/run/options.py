@@ -41,6 +41,7 @@ class SourceFlags:
 class BootFlags:
     """How kernels are built and booted: what test, bisect and check share."""
     guest_tests: list[str] | None = None
+    keyword: str | None = None              # -k EXPR: pytest's selection by expression
     repeat: int = 1                         # each guest test N times in one boot
     guest_timeout: float = vm.BOOT_TIMEOUT
     test_timeout: float = vm.TEST_TIMEOUT   # one guest test
@@ -63,6 +64,9 @@ class Options(BootFlags, SourceFlags):
     build_only: bool = False
     rerun_baseline: bool = False            # boot the baselines again
     rerun_patched: bool = False             # boot the patched kernels again (the nightly)
+    # The guest tests the series is expected to fix (--expect-fixed ID|GLOB):
+    # None means "the tests about what the series touches"; ["none"], none.
+    expect_fixed: list[str] | None = None
 
 
 # Each option's flag, in the order a command line names them: the series,
@@ -73,7 +77,8 @@ FLAGS: tuple[tuple[str, str | None], ...] = (
     ("msgid", None), ("mbox", "--mbox"), ("lore_url", "--lore-url"),
     ("debian_package", "--debian-source"), ("tree", "--tree"), ("range", "--range"),
     ("base", "--base"), ("on", "--on"), ("configs", "--config"), ("run_dir", "--run-dir"),
-    ("guest_tests", "--guest-test"), ("repeat", "--repeat"), ("build_only", "--build-only"),
+    ("guest_tests", "--guest-test"), ("keyword", "-k"), ("expect_fixed", "--expect-fixed"),
+    ("repeat", "--repeat"), ("build_only", "--build-only"),
     ("offline", "--offline-mode"), ("latest", "--latest"), ("lore_timeout", "--lore-timeout"),
     ("jobs", "--jobs"), ("sandbox", "--no-sandbox"), ("guest_timeout", "--guest-timeout"),
     ("test_timeout", "--test-timeout"), ("timeout", "--timeout"),
