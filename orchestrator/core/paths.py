@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from orchestrator.core.errors import BadInput, Exit, OrchError
@@ -72,3 +73,111 @@ def data_root() -> Path:
     raise OrchError(f"orch's kconfigs/ and guest_tests/ are neither in {INSTALLED} nor in "
                     f"{CHECKOUT}: reinstall orch, or set {DATA_ENV} to a directory "
                     "holding them", Exit.INFRA)
+
+
+# Paths the user names (--run-dir, --json, --cache, ORCH_CACHE, --out, ...)
+# are checked when the command reads its flags, before any work: a path that
+# cannot be written is the user's input (exit 2, one line naming the flag),
+# not an OSError an hour into a run, and it must fail before a run directory
+# exists. Asking the file system is the only test that holds: root passes
+# every os.access() check, yet cannot create anything under /proc.
+
+def writable_dir(path: Path, what: str) -> Path:
+    """`path`, `~`-expanded: a directory that exists and takes new files,
+    or one that can be created (its nearest existing ancestor is a
+    directory that takes new directories). Nothing is left behind."""
+    p = Path(path).expanduser()
+    if _exists(p, what):
+        if not p.is_dir():
+            raise BadInput(f"{_named(what, p)}: not a directory")
+        _probe(p, what, p, "cannot write there")
+        return p
+    _probe(_ancestor(p, p, what, "cannot create a directory there"), what, p,
+           "cannot create a directory there")
+    return p
+
+
+def writable_file(path: Path, what: str) -> Path:
+    """`path`, `~`-expanded: a file orch may create or replace (a regular
+    file or nothing there yet, in a directory that is or can be made)."""
+    p = Path(path).expanduser()
+    if _exists(p, what):
+        if p.is_dir():
+            raise BadInput(f"{_named(what, p)}: a directory, not a file")
+        if not p.is_file():
+            raise BadInput(f"{_named(what, p)}: not a regular file")
+    parent = p.parent
+    if _exists(parent, what):
+        if not parent.is_dir():
+            raise BadInput(f"{_named(what, p)}: cannot write a file there: {parent} is not a "
+                           "directory")
+        _probe(parent, what, p, "cannot write a file there")
+    else:
+        _probe(_ancestor(parent, p, what, "cannot write a file there"), what, p,
+               "cannot write a file there")
+    return p
+
+
+def readable_dir(path: Path, what: str) -> Path:
+    """`path`, `~`-expanded: a directory that exists and can be listed."""
+    p = Path(path).expanduser()
+    if not _exists(p, what):
+        raise BadInput(f"{_named(what, p)}: no such directory")
+    if not p.is_dir():
+        raise BadInput(f"{_named(what, p)}: not a directory")
+    try:
+        next(os.scandir(p), None)
+    except OSError as e:
+        raise BadInput(f"{_named(what, p)}: cannot read it: {e.strerror or e}")
+    return p
+
+
+def readable_file(path: Path, what: str) -> Path:
+    """`path`, `~`-expanded: a regular file that exists and can be read."""
+    p = Path(path).expanduser()
+    if not _exists(p, what):
+        raise BadInput(f"{_named(what, p)}: no such file")
+    if not p.is_file():
+        raise BadInput(f"{_named(what, p)}: not a regular file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise BadInput(f"{_named(what, p)}: cannot read it: {e.strerror or e}")
+    return p
+
+
+def _named(what: str, p: Path) -> str:
+    """`--out DIR`, or `ORCH_CACHE=DIR` for an environment variable (`what`
+    ending in "=")."""
+    return f"{what}{p}" if what.endswith("=") else f"{what} {p}"
+
+
+def _exists(p: Path, what: str) -> bool:
+    try:
+        os.stat(p)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:   # a name too long, a loop of links, no permission to look
+        raise BadInput(f"{_named(what, p)}: {e.strerror or e}")
+
+
+def _ancestor(start: Path, p: Path, what: str, doing: str) -> Path:
+    """The nearest existing ancestor of `start` (`p` or its parent), which
+    must be a directory."""
+    for a in start.parents:
+        if _exists(a, what):
+            if not a.is_dir():
+                raise BadInput(f"{_named(what, p)}: {doing}: {a} is not a directory")
+            return a
+    raise BadInput(f"{_named(what, p)}: {doing}: no existing directory above it")  # not even /
+
+
+def _probe(directory: Path, what: str, p: Path, doing: str) -> None:
+    """Create and remove a directory in `directory`: what orch will do there."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".orch-probe-", dir=directory))
+    except OSError as e:
+        where = "" if directory == p else f"{directory}: "
+        raise BadInput(f"{_named(what, p)}: {doing}: {where}{e.strerror or e}")

@@ -33,7 +33,7 @@ from orchestrator.core import names, proc
 from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.sanitize import clean
 from orchestrator.nightly.night import SeriesRev
-from orchestrator.source import intake
+from orchestrator.source import intake, lore
 
 
 @dataclass
@@ -101,8 +101,8 @@ def search(query: str, lore_url: str, timeout: float = intake.B4_TIMEOUT) -> lis
     its cover letter, else its first patch (no mbox: newest_revision() pins
     one). The hits' whole threads are asked for (t=1), so a match in a
     reply still names its series. Nothing matched: []."""
-    url = f"{lore_url.rstrip('/')}/all/?" + urllib.parse.urlencode({"x": "m", "t": "1",
-                                                                   "q": query})
+    lore_url = lore.base_url(lore_url)
+    url = f"{lore_url}/all/?" + urllib.parse.urlencode({"x": "m", "t": "1", "q": query})
     req = urllib.request.Request(url, data=b"x=m", method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -110,10 +110,9 @@ def search(query: str, lore_url: str, timeout: float = intake.B4_TIMEOUT) -> lis
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return []   # public-inbox: nothing matched
-        raise OrchError(f"lore search failed at {lore_url}: HTTP {e.code}", Exit.INFRA)
+        raise lore.unreachable(lore_url, f"HTTP {e.code}")
     except (urllib.error.URLError, OSError) as e:
-        raise OrchError(f"lore unreachable at {lore_url}: {getattr(e, 'reason', e)}",
-                        Exit.INFRA)
+        raise lore.unreachable(lore_url, str(getattr(e, "reason", e)))
     if len(data) > MAX_SEARCH:
         raise OrchError(f"lore search at {lore_url} answered more than {MAX_SEARCH >> 20} MiB",
                         Exit.INFRA)

@@ -15,31 +15,19 @@ import sys
 from email.header import decode_header, make_header
 from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import unquote
 
 from orchestrator.core import proc
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Patch, Series
 from orchestrator.core.sanitize import clean
-from orchestrator.source import hermetic
+from orchestrator.source import hermetic, lore
 
-DEFAULT_LORE = "https://lore.kernel.org"
+DEFAULT_LORE = lore.DEFAULT
 B4_TIMEOUT = 300
 
-# A Message-ID as people paste it: bare, in <>, or as a lore URL.
-_URL = re.compile(r"^https?://[^/]+/(?:[^/]+/)?([^/]+@[^/]+?)/?(?:[#?].*)?$")
-_MSGID = re.compile(r"[\x21-\x7e]+@[\x21-\x7e]+")
-
-
-def normalize_msgid(raw: str) -> str:
-    s = raw.strip()
-    m = _URL.match(s)
-    if m:
-        s = unquote(m.group(1))
-    s = s.removeprefix("id:").strip().lstrip("<").rstrip(">")
-    if not _MSGID.fullmatch(s) or "/" in s or s.startswith("-"):
-        raise BadInput(f"not a Message-ID: {raw!r}")
-    return s
+# The Message-ID forms people paste are lore's to read (lore.message_id);
+# the commands and NIGHTLY.toml call it by this older name.
+normalize_msgid = lore.message_id
 
 
 def b4_command() -> list[str]:
@@ -169,9 +157,9 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
         mbox = mbox.resolve()
         check_mbox(mbox)
     outdir.mkdir(parents=True, exist_ok=True)
+    base = lore.base_url(lore_url)
     argv = [*b4_command(), "--no-stdin", *hermetic.b4_args(),
-            "-c", f"b4.midmask={lore_url.rstrip('/')}/all/%s",
-            "-c", f"b4.linkmask={lore_url.rstrip('/')}/r/%s"]
+            "-c", f"b4.midmask={base}/all/%s", "-c", f"b4.linkmask={base}/r/%s"]
     if offline:
         argv.append("--offline-mode")
     argv += ["am", "-o", str(outdir), "-n", "series"]
@@ -185,25 +173,32 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
     if b4_cache is not None:
         env["XDG_CACHE_HOME"] = str(b4_cache)
     r = proc.run(argv, log=log, cwd=outdir, timeout=timeout, env=env)
-    text = r.output
-    where = f"{mbox}" if mbox else lore_url
+    where = f"{mbox}" if mbox else base
     if r.timed_out:
         raise OrchError(f"b4 timed out after {timeout:.0f}s talking to {where} (see {log})",
                         Exit.INFRA)
     mbx = outdir / "series.mbx"
     if not r.ok or not mbx.exists():
-        low = text.lower()
-        if "no patches found" in low or ("no messages" in low and mbox):
-            raise BadInput(f"no patches in {where}" + (f" for {msgid}" if msgid else ""))
-        if msgid and ("404" in text or "not known" in low or "not found" in low
-                      or "unable to find" in low or "could not find" in low):
-            raise BadInput(f"unknown Message-ID {msgid} at {where}")
-        if "connection" in low or "timed out" in low or "name resolution" in low:
-            raise OrchError(f"lore unreachable at {lore_url} (see {log})", Exit.INFRA)
-        raise BadInput(f"b4 could not get a series from {where}: "
-                       f"{_last_line(text)} (see {log})")
-    return read_series(mbx, outdir / "series.cover", text, msgid,
+        raise _failed(r.output, msgid, mbox, where, base, log)
+    return read_series(mbx, outdir / "series.cover", r.output, msgid,
                        "mbox" if mbox else "lore")
+
+
+def _failed(text: str, msgid: str | None, mbox: Path | None, where: str, base: str,
+            log: Path) -> OrchError:
+    """b4 got no series: the input's fault (exit 2) only when lore answered
+    that it has no such message, or the mails hold no patches; lore not
+    answering, or answering with an error, is the infrastructure's (exit 5)."""
+    low = text.lower()
+    if ("no patches found" in low or "could not find any patches" in low
+            or ("no messages" in low and mbox)):
+        return BadInput(f"no patches in {where}" + (f" for {msgid}" if msgid else ""))
+    f = lore.failure(text)
+    if f.trouble is lore.Trouble.UNKNOWN and msgid:
+        return BadInput(f"unknown Message-ID {msgid} at {where}")
+    if f.trouble in (lore.Trouble.NETWORK, lore.Trouble.SERVER, lore.Trouble.UNKNOWN):
+        return lore.unreachable(base, f.reason, log)
+    return BadInput(f"b4 could not get a series from {where}: {_last_line(text)} (see {log})")
 
 
 def _last_line(text: str) -> str:

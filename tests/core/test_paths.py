@@ -136,3 +136,75 @@ def test_a_selection_outside_the_data_root_keeps_its_path(tmp_path):
     (got,) = selection.collect([str(tmp_path / "test_outside.py")])
     assert got.endswith("/test_outside.py::test_a"), got
     assert selection.rootdir(REPO, None) == REPO
+
+
+# -- paths the user names: checked before any work -----------------------------
+
+@pytest.fixture
+def places(tmp_path):
+    (tmp_path / "file").write_text("x\n")
+    (tmp_path / "dir").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("rel, says", [
+    ("/proc/orch-x", "--out /proc/orch-x: cannot create a directory there: /proc: "),
+    ("/proc/orch-x/deeper", "--out /proc/orch-x/deeper: cannot create a directory there: /proc: "),
+    ("file", "--out {t}/file: not a directory"),
+    ("file/sub", "--out {t}/file/sub: cannot create a directory there: {t}/file is not a "
+     "directory"),
+    ("x" * 300, "--out {t}/" + "x" * 300 + ": File name too long"),
+])
+def test_writable_dir_refuses(places, rel, says):
+    with pytest.raises(BadInput) as e:
+        paths.writable_dir(places / rel, "--out")
+    assert str(e.value).startswith(says.format(t=places)), str(e.value)
+
+
+@pytest.mark.parametrize("rel, says", [
+    ("/proc/orch-x.json", "--json /proc/orch-x.json: cannot write a file there: /proc: "),
+    ("dir", "--json {t}/dir: a directory, not a file"),
+    ("file/run.json", "--json {t}/file/run.json: cannot write a file there: {t}/file is not a "
+     "directory"),
+    ("file/a/run.json", "--json {t}/file/a/run.json: cannot write a file there: {t}/file is not "
+     "a directory"),
+    ("/dev/null", "--json /dev/null: not a regular file"),
+])
+def test_writable_file_refuses(places, rel, says):
+    with pytest.raises(BadInput) as e:
+        paths.writable_file(places / rel, "--json")
+    assert str(e.value).startswith(says.format(t=places)), str(e.value)
+
+
+def test_writable_places_are_taken_and_left_as_they_were(places):
+    before = sorted(p.name for p in places.rglob("*"))
+    assert paths.writable_dir(places / "dir", "--out") == places / "dir"
+    assert paths.writable_dir(places / "new" / "deep", "--out") == places / "new" / "deep"
+    assert paths.writable_file(places / "file", "--json") == places / "file"
+    assert paths.writable_file(places / "dir" / "run.json", "--json")
+    assert paths.writable_file(places / "new" / "run.json", "--json")
+    # Asked, not made: no directory created, no probe left behind.
+    assert sorted(p.name for p in places.rglob("*")) == before
+
+
+def test_an_environment_variable_is_named_with_its_value(places):
+    with pytest.raises(BadInput, match=r"^ORCH_CACHE=/proc/orch-c: cannot create a directory"):
+        paths.writable_dir(Path("/proc/orch-c"), "ORCH_CACHE=")
+
+
+def test_home_is_expanded(places, monkeypatch):
+    monkeypatch.setenv("HOME", str(places))
+    assert paths.writable_dir(Path("~/dir"), "--cache") == places / "dir"
+
+
+@pytest.mark.parametrize("check, rel, says", [
+    (paths.readable_dir, "nosuch", "--plan {t}/nosuch: no such directory"),
+    (paths.readable_dir, "file", "--plan {t}/file: not a directory"),
+    (paths.readable_file, "nosuch", "--plan {t}/nosuch: no such file"),
+    (paths.readable_file, "dir", "--plan {t}/dir: not a regular file"),
+])
+def test_readable_refuses(places, check, rel, says):
+    with pytest.raises(BadInput) as e:
+        check(places / rel, "--plan")
+    assert str(e.value) == says.format(t=places)
+    assert check(places / ("dir" if check is paths.readable_dir else "file"), "--plan")

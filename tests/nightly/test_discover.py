@@ -11,6 +11,7 @@ remote removed, a version added) gives the other answer.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from fake_apt import make_repo
-from helpers import V3_COVER, git, series
+from helpers import REPO, V3_COVER, git, orch, series
 from lore_mails import day, post
 from lore_server import LORE_DATA_DIR, LoreServer
 
@@ -432,3 +433,64 @@ def test_a_search_answer_that_inflates_without_end_is_refused():
         assert found.msgid == "a@b"
     finally:
         srv.shutdown()
+
+
+# -- one lore handling: the base URL, and what no lore is ----------------------
+
+def test_search_takes_the_lore_url_in_every_form(lore):
+    """`/all/` is the inbox orch adds: a base that names it already must not
+    send the search to /all/all/ (the loopback lore, like lore, finds
+    nothing there; a NIGHTLY.toml's URL was stripped, a caller's was not)."""
+    q = f's:"{TITLE}"'
+    want = [discover.Found(KEY, V3_COVER, 3, CID, TITLE)]
+    for url in (lore.url, f"{lore.url}/", f"{lore.url}/all", f"{lore.url}/all/"):
+        assert discover.search(q, url) == want, url
+        assert lore.requests[-1].path == "/all/"
+
+
+def test_search_against_no_lore_says_why(lore):
+    with pytest.raises(OrchError) as e:
+        discover.search("s:x", "http://lore.invalid/all/")
+    assert e.value.exit == Exit.INFRA
+    assert str(e.value).startswith("lore unreachable at http://lore.invalid: ")
+
+
+@pytest.fixture
+def no_lore(tmp_path, mini, b4_env):
+    """NIGHTLY.toml whose lore cannot be resolved (RFC 6761: .invalid never
+    is), one tracked series, the stand-in tree; orch's environment."""
+    toml = tmp_path / "nightly.toml"
+    toml.write_text('lore_url = "http://lore.invalid/all/"\nconfigs = ["base"]\n'
+                    f'[[series]]\nmsgid = "{V3_COVER}"\n'
+                    f'[[tree]]\npath = "{mini}"\nref = "main"\nlabel = "mini"\n')
+    env = {**b4_env, "PYTHONPATH": str(REPO), "ORCH_CACHE": str(tmp_path / "cache")}
+    return toml, env
+
+
+def _no_lore_problem(problems: list[str]) -> None:
+    """The reason a night records for a series lore could not be asked about."""
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"tracked: {V3_COVER}: lore unreachable at "
+                                  "http://lore.invalid: "), problems
+    assert "unknown Message-ID" not in problems[0]
+
+
+def test_orch_plan_records_no_lore_as_unreachable(tmp_path, no_lore):
+    toml, env = no_lore
+    r = orch(env, tmp_path, "plan", str(toml), "--out", str(tmp_path / "plan"))
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    _no_lore_problem(plan["problems"])
+    assert plan["lore_url"] == "http://lore.invalid" and plan["series"] == []
+
+
+def test_orch_nightly_records_no_lore_as_unreachable(tmp_path, no_lore):
+    toml, env = no_lore
+    out = tmp_path / "out"
+    r = orch(env, tmp_path, "nightly", str(toml), "--out", str(out), "--night", "2026-11-27")
+    assert r.returncode == 5, r.stderr           # the night produced no result
+    night = json.loads((out / "nights" / "2026-11-27" / "night.json").read_text())
+    _no_lore_problem(night["plan"]["problems"])
+    errors = [c["text"] for c in night["changes"] if c["kind"] == "error"]
+    _no_lore_problem(errors)
+    assert "lore unreachable at http://lore.invalid" in " ".join(r.stdout.split())

@@ -60,7 +60,7 @@ def test_a_branch_is_tested_as_a_series_of_its_commits(env, tmp_path, mini):
         ("mini: add a", "applied"), ("mini: add b", "applied")]
     assert rec["tree"]["base"] == base
     assert "--range main..topic" in rec["tree"]["base_reason"]
-    assert "series: mini: add a (v1, 2 patches) --range main..topic" in r.stderr
+    assert "series: mini: add a (v1, 2 patches) --range main..topic" in r.stdout
     # What was tested is the branch: the patched source is topic's tree.
     applied = (rd / "logs" / "git-am.log").read_text()
     assert "[1/2] mini: add a" in applied and "[2/2] mini: add b" in applied
