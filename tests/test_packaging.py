@@ -98,7 +98,7 @@ def test_installed_orch_has_its_data(installed):
     assert modules <= have, sorted(modules - have)
     # Every kconfig (the matrix too), every guest test module and the README.
     for sub, ships in (("kconfigs", lambda p: True),
-                       ("guest_tests", lambda p: p.suffix == ".py" or p.name == "README.md")):
+                       ("guest_tests", lambda p: p.suffix == ".py" or p.name in ("README.md", "about.toml"))):
         shipped = {p.name for p in (REPO / sub).iterdir() if p.is_file() and ships(p)}
         got = {p.name for p in (root / sub).iterdir() if p.is_file()}
         assert got == shipped and shipped, sub

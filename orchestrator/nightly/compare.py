@@ -79,7 +79,13 @@ def _result_changes(now: Cell, prev: Cell, prev_night: str | None,
     before = {t.name: t.patched for t in prev.tests}
     for t in now.tests:
         was = before.get(t.name)
-        if t.patched in FAILED and was == Status.PASS:
+        if (t.patched in FAILED and was == Status.PASS and now.status == CellStatus.PASS
+                and t.baseline in FAILED):
+            # The run's verdict: a test failing in a PASS cell fails on the
+            # baseline too and is not one the series is expected to fix.
+            add("known-failure", f"{t.name} fails on {_where(now)} (passed on {prev_night}), "
+                "on the baseline too: a known failure, not this series'", False, t.name)
+        elif t.patched in FAILED and was == Status.PASS:
             add("new-failure", f"{t.name} fails on {_where(now)} (passed on {prev_night}): "
                 f"{t.message}".rstrip(": "), True, t.name)
         elif t.patched == Status.PASS and was in FAILED:
@@ -122,7 +128,7 @@ def _status_text(c: Cell) -> str:
 
 def exit_status(cells: list[Cell], changes: list[Change], incomplete: bool = False) -> int:
     """0: nothing new fails; 1: something does; 5: the night has no result;
-    3: nothing new fails but the night is `incomplete` (a CI job of it did
+    7: nothing new fails but the night is `incomplete` (a CI job of it did
     not report: orch merge), which must not read as a pass."""
     if not any(c.status != CellStatus.ERROR for c in cells):
         return 5

@@ -28,9 +28,11 @@ from orchestrator.core import jsonio, paths
 from orchestrator.core.errors import BadInput
 from orchestrator.core.jsonio import opt
 from orchestrator.core.models import Status
+from orchestrator.run.targets import Rule as TargetRule
 from orchestrator.run.verdict import SideStatus, Verdict
 
-SCHEMA_VERSION = "1.2"   # 1.1: bisect; 1.2: sandbox
+SCHEMA_VERSION = "1.3"   # 1.1: bisect; 1.2: sandbox; 1.3: targets, known failures,
+#                          a bisect step's kernel and reproduce line
 SCHEMA_FILE = paths.DATA / "run.schema.json"
 
 
@@ -168,6 +170,9 @@ class Problems:
     regressions: list[str]
     failures: list[str]
     infra: list[str]
+    # Still failing, failing on the baseline too, and not a test the series
+    # is expected to fix (run.targets): listed, not a failure. (1.3)
+    known: list[str] | None = opt()
 
 
 @dataclass
@@ -179,6 +184,7 @@ class Comparison:
     patched: Status
     transition: str
     reason: str
+    known: bool | None = opt()       # a known failure (Problems.known); absent otherwise
 
 
 def _pending() -> SideRecord:
@@ -200,6 +206,18 @@ class ConfigRecord:
 
     def side(self, name: str) -> SideRecord:
         return self.baseline if name == "baseline" else self.patched
+
+
+@dataclass
+class TargetsRecord:
+    """The guest tests the series is expected to fix (run.targets): only
+    these fail the run when they fail on the baseline too. (1.3)"""
+    rule: TargetRule                 # expect-fixed, touched, all
+    tests: list[str]
+    patterns: list[str] | None = opt()     # --expect-fixed as given
+    about: list[str] | None = opt()        # the about.toml files read (rule touched)
+    touched: list[str] | None = opt()      # the files the series touches, the first 50
+    touched_count: int | None = opt()
 
 
 @dataclass
@@ -266,6 +284,15 @@ class BisectStep:
     tests: dict[str, Status] | None = opt()  # test -> status
     splats: list[dict] | None = opt()
     steps_left: int | None = opt()   # git's estimate after this step
+    # The kernel it built and booted, as `orch test` records a build's: its
+    # kernel cache key, the banner inside the image, the image's SHA-256
+    # (what its kept results are keyed by) and the banner the booted
+    # kernel printed. (1.3)
+    key: str | None = opt()
+    banner: str | None = opt()
+    sha256: str | None = opt()
+    boot_banner: str | None = opt()
+    reproduce: str | None = opt()    # the `orch test` that builds and boots it again (1.3)
 
 
 @dataclass(kw_only=True)
@@ -286,6 +313,7 @@ class BisectRecord:
     candidates: list[CommitRecord] | None = opt()
     reproduce: str | None = opt()    # an orch test of the finding
     note: str | None = opt()         # why the result is not a plain "found"
+    keyword: str | None = opt()      # -k EXPR: the selection besides `tests` (resume keeps it)
 
 
 @dataclass
@@ -304,6 +332,7 @@ class RunRecord:
     configs: list[ConfigRecord] = field(default_factory=list)
     expected_tests: list[str] | None = opt()
     repeat: int | None = opt()
+    targets: TargetsRecord | None = opt()
     apply: ApplyRecord | None = opt()
     accel: Accel | None = opt()
     each_patch: list[EachPatchStep] | None = opt()

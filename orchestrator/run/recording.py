@@ -20,8 +20,11 @@ from orchestrator.run.record import (
     Problems,
     SideRecord,
     StepOutcome,
+    TargetsRecord,
     TestRecord,
 )
+from orchestrator.run.targets import MAX_TOUCHED, Targets
+from orchestrator.run.targets import Rule as TargetRule
 from orchestrator.run.verdict import ConfigVerdict, Side
 
 
@@ -75,13 +78,21 @@ def not_booted(build_: BuildRecord) -> SideRecord:
 
 def judged(c: ConfigRecord, v: ConfigVerdict) -> None:
     """A config's verdict into its record."""
-    c.comparison = [Comparison(x.name, x.baseline, x.patched, x.transition, x.reason)
+    known = set(v.known_tests)
+    c.comparison = [Comparison(x.name, x.baseline, x.patched, x.transition, x.reason,
+                               True if x.name in known else None)
                     for x in v.comparisons]
     c.new_splats = [s.as_dict() for s in v.new_splats]
     c.preexisting_splats = [s.as_dict() for s in v.preexisting_splats]
     c.verdict = v.verdict
     c.regressions = len(v.regressions)
-    c.problems = Problems(v.regressions, v.failures, v.infra)
+    c.problems = Problems(v.regressions, v.failures, v.infra, v.known)
+
+
+def targets(t: Targets) -> TargetsRecord:
+    return TargetsRecord(t.rule, t.tests, t.patterns, t.about or None,
+                         t.touched[:MAX_TOUCHED] if t.rule != TargetRule.EXPECT_FIXED else None,
+                         len(t.touched) if t.rule != TargetRule.EXPECT_FIXED else None)
 
 
 def bisect_step(role: str, r, steps_left: int | None = None) -> BisectStep:
@@ -93,4 +104,6 @@ def bisect_step(role: str, r, steps_left: int | None = None) -> BisectStep:
         boots=r.attempts or None, console=str(r.console) if r.console else None,
         tests={n: Status(s) for n, s in r.results.items()} or None,
         splats=[s.as_dict() for s in r.side.splats] if r.side else None,
-        steps_left=steps_left)
+        steps_left=steps_left, key=r.kernel.key if r.kernel else None,
+        banner=(r.kernel.banner or None) if r.kernel else None, sha256=r.sha256,
+        boot_banner=r.boot_banner, reproduce=r.reproduce)

@@ -15,7 +15,7 @@ from orchestrator.core.models import Base, Kernel, Series
 from orchestrator.core.progress import Progress
 from orchestrator.guest import selection, vm
 from orchestrator.kernel import build, compiler_warnings, kconfig
-from orchestrator.run import boots, builds, recording, verdict
+from orchestrator.run import boots, builds, recording, summary, targets, verdict
 from orchestrator.run.lifecycle import Lifecycle, Run
 from orchestrator.run.options import (
     Options,
@@ -79,7 +79,11 @@ def _test(run: SeriesRun) -> int:
     kcs = [kconfig.load(c) for c in configs]  # bad names fail before any work
     # What the guests must report, known before any work: a selection that
     # matches nothing stops here (status 2), not after two boots.
-    expected = [] if opts.build_only else selection.collect(opts.guest_tests)
+    if opts.build_only and opts.expect_fixed is not None:
+        raise BadInput("--expect-fixed decides which failing tests fail the run: "
+                       "--build-only runs no tests")
+    expected = [] if opts.build_only else selection.collect(opts.guest_tests, opts.keyword)
+    targets.check_patterns(opts.expect_fixed, expected)
     rec.expected_tests, rec.repeat = expected, opts.repeat
     run.save()
 
@@ -89,6 +93,7 @@ def _test(run: SeriesRun) -> int:
     rec.series = recording.series(series)
     run.save()
     run.say(f"series v{series.version}: {series.subject} ({len(series.patches)} patches)")
+    chosen = _targets(run, expected, series)
 
     # 2. tree and base
     t = t or _open_tree(run)
@@ -119,11 +124,23 @@ def _test(run: SeriesRun) -> int:
     verdicts: dict[str, verdict.ConfigVerdict] = {}
     for c in kcs:
         b, p = booted[(c.name, "baseline")].judged, booted[(c.name, "patched")].judged
-        verdicts[c.name] = verdict.judge_config(c.name, expected, b, p)
+        verdicts[c.name] = verdict.judge_config(c.name, expected, b, p, targets=chosen)
         recording.judged(rec.config(c.name), verdicts[c.name])
     run.save()
     code, word = verdict.run_exit(verdicts)
     return run.finish(code, RunVerdict(word), verdict.headline(verdicts) or None)
+
+
+def _targets(run: SeriesRun, expected: list[str], series: Series) -> set[str] | None:
+    """The tests the series is expected to fix, recorded and said before any
+    build; None with --build-only (no verdict)."""
+    if run.opts.build_only:
+        return None
+    t = targets.choose(run.opts.expect_fixed, expected, run.opts.guest_tests, series.mbx)
+    run.rec.targets = recording.targets(t)
+    run.save()
+    run.say(summary.targets_line(run.rec.targets, len(expected)))
+    return set(t.tests)
 
 
 def _open_tree(run: SeriesRun) -> tree.Tree:

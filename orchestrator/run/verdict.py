@@ -4,13 +4,16 @@ reported, so bisect and the nightly job can act on them unattended.
 
 The rules, in short: a test orch expected and a side did not report is
 MISS; a side that tested nothing is never a PASS; a skip on patched of a
-test that ran on baseline is a failure; a config's verdict stands on its
-own, and a regression anywhere wins over an infrastructure error elsewhere.
+test that ran on baseline is a failure; a test that fails on both kernels
+fails the run only when the series is expected to fix it (run.targets),
+else it is a known failure; a config's verdict stands on its own, and a
+regression anywhere wins over an infrastructure error elsewhere.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from orchestrator.core.errors import Exit
@@ -21,6 +24,9 @@ BAD = {Status.FAIL, Status.ERROR, Status.MISS, Status.FLAKY}
 RAN = {Status.PASS, Status.FAIL, Status.ERROR, Status.FLAKY}
 NOT_RUN = "not run (guest crashed)"
 REGRESSION = {"regressed", "now skipped"}
+# A test's own failure on both kernels: what a series not about it cannot
+# be blamed for (FLAKY, MISS and a baseline that did not run it still count).
+FAILED_BOTH = {Status.FAIL, Status.ERROR}
 
 
 class SideStatus(enum.StrEnum):
@@ -145,6 +151,9 @@ class ConfigVerdict:
     regressions: list[str] = field(default_factory=list)   # "test: regressed", new splats
     failures: list[str] = field(default_factory=list)      # other patched failures
     infra: list[str] = field(default_factory=list)
+    # Failing on the baseline too and not a target: listed, never a failure.
+    known: list[str] = field(default_factory=list)
+    known_tests: list[str] = field(default_factory=list)
 
 
 def new_splats(before: list[Splat], after: list[Splat]) -> list[Splat]:
@@ -155,11 +164,20 @@ def new_splats(before: list[Splat], after: list[Splat]) -> list[Splat]:
     return [s for s in after if s.fingerprint not in seen]
 
 
+def known_failure(c: JudgedComparison, targets: Collection[str] | None) -> bool:
+    """Failing on the baseline and on the patched kernel, and not a test the
+    series is expected to fix (`targets`; None: every test is one)."""
+    return (targets is not None and c.name not in targets and c.transition == "still failing"
+            and c.baseline in FAILED_BOTH and c.patched in FAILED_BOTH)
+
+
 def judge_config(name: str, expected: list[str], b: Side, p: Side,
                  b_splats: list[Splat] | None = None,
-                 p_splats: list[Splat] | None = None) -> ConfigVerdict:
+                 p_splats: list[Splat] | None = None,
+                 targets: Collection[str] | None = None) -> ConfigVerdict:
     """Baseline against patched for one config; the splats default to what
-    each side's console showed."""
+    each side's console showed; `targets` are the tests the series is
+    expected to fix (None: all)."""
     b_splats = b.splats if b_splats is None else b_splats
     p_splats = p.splats if p_splats is None else p_splats
     comps = compare(expected, b, p)
@@ -182,6 +200,9 @@ def judge_config(name: str, expected: list[str], b: Side, p: Side,
         if c.transition in REGRESSION:
             v.regressions.append(f"config {name}: {c.name} {c.transition}"
                                  + (f" ({c.reason})" if c.transition == "now skipped" else ""))
+        elif known_failure(c, targets):
+            v.known.append(f"config {name}: {c.name} {c.transition}")
+            v.known_tests.append(c.name)
         elif c.patched in BAD:
             v.failures.append(f"config {name}: {c.name} {c.transition}")
     if b.status == SideStatus.ERROR:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     IRQ_TEST,
+    PATCHES,
     PORT,
     SHORT_SELECTION,
     TASK_TEST,
@@ -65,7 +66,14 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     # full folio_batch, say). The exit status must say exactly that.
     bad = [c["name"] for c in cfg["comparison"]
            if c["patched"] in ("FAIL", "ERROR", "MISS", "FLAKY") or c["transition"] == "now skipped"]
-    assert r.returncode == (1 if bad else 0), r.stderr
+    # v3 touches mm/filemap.c (guest_tests/about.toml): every test is a
+    # target, so its own tests that still fail (the full folio batch, memcg)
+    # keep it a FAIL; none of them is a known failure.
+    assert data["targets"]["rule"] == "touched"
+    assert data["targets"]["tests"] == data["expected_tests"]
+    assert "mm/filemap.c" in data["targets"]["touched"]
+    assert cfg["problems"]["known"] == []
+    assert bad and r.returncode == 1, r.stderr
     assert data["exit_code"] == r.returncode
     assert data["verdict"] == ("FAIL" if bad else "PASS")
     listed = " ".join(cfg["problems"]["regressions"] + cfg["problems"]["failures"])
@@ -81,7 +89,7 @@ def test_port_fixes_dontcache_eviction(tmp_path):
         assert cfg[side]["outcome"]["status"] in ("PASS", "FAIL")
         for t in cfg[side]["tests"]:
             assert t["status"] != "SKIP" or t["message"], t   # every skip says why
-    (line,) = [l for l in r.stderr.splitlines() if l.startswith("verdict:")]
+    (line,) = [l for l in r.stdout.splitlines() if l.startswith("verdict:")]
     assert len(line) < 400, line
     # The import is deterministic: the port's base-commit is found in the tree.
     assert "is in the tree" in data["tree"]["base_reason"]
@@ -104,9 +112,9 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     g = vm.check_booted(GuestRun(True, "tcg", 0, Path(p["boot"]["console"]),
                                  Path(p["boot"]["junit"]), []), other, Path(p["boot"]["junit"]).parent)
     assert not g.ok and g.error.startswith("booted kernel is not the one built")
-    assert f"(exit {r.returncode})" in r.stderr
+    assert f"(exit {r.returncode})" in r.stdout
     # The matrix line, the warning diff and the build figures are there.
-    assert "matrix:" in r.stderr and cfg["verdict"] == data["verdict"]
+    assert "matrix:" in r.stdout and cfg["verdict"] == data["verdict"]
     assert cfg["warnings"]["status"] in ("compared", "compared-partial", "unknown")
     for side in ("baseline", "patched"):
         b = cfg[side]["build"]
@@ -140,6 +148,34 @@ def test_port_fixes_dontcache_eviction(tmp_path):
     assert cfg3["comparison"] == cfg["comparison"] and again["verdict"] == data["verdict"]
     assert "results of an earlier boot of this kernel" in r.stderr
     assert_booted_as_built(cfg3)
+
+
+def test_a_series_the_suite_is_not_about_passes_with_known_failures(tmp_path):
+    """A one-line comment change in mm/readahead.c on 7.2.13: the DONTCACHE
+    tests fail on both kernels (the baseline rejects the flag), and no test
+    is about that file, so they are known failures and the run passes.
+    Before the targets rule this ended `verdict: FAIL (exit 1)`. The
+    baseline's results for SHORT_SELECTION are kept from the port's rerun
+    above: one incremental build (38 s here) and one short boot."""
+    rd = tmp_path / "run"
+    r = orch_real(tmp_path, "--mbox", str(PATCHES / "unrelated-readahead-comment.mbox"),
+                  "--config", "base", "--run-dir", str(rd),
+                  *[a for t in SHORT_SELECTION for a in ("--guest-test", t)])
+    data = run_json(rd)
+    assert r.returncode == 0, r.stderr
+    assert data["exit_code"] == 0 and data["verdict"] == "PASS"
+    assert data["targets"]["rule"] == "touched" and data["targets"]["tests"] == []
+    assert data["targets"]["touched"] == ["mm/readahead.c"]
+    (cfg,) = data["configs"]
+    assert cfg["problems"]["failures"] == [] and cfg["problems"]["regressions"] == []
+    comp = {c["name"]: c for c in cfg["comparison"]}
+    for name in (IRQ_TEST, TASK_TEST):
+        assert comp[name]["baseline"] == "FAIL" and comp[name]["patched"] == "FAIL"
+        assert comp[name]["transition"] == "still failing" and comp[name]["known"] is True
+        assert f"config base: {name} still failing" in cfg["problems"]["known"]
+    assert "known failures (failing on the baseline too; not a target of this series)" in r.stdout
+    assert "verdict: PASS (exit 0)" in r.stdout
+    assert_booted_as_built(cfg)
 
 
 def _base_build_dir(tmp_path) -> Path:

@@ -352,3 +352,71 @@ def test_a_side_carries_its_splats_and_a_config_compares_them():
     v = verdict.judge_config("base", exp, b, p)
     assert v.verdict == "FAIL" and v.new_splats == [new] and v.preexisting_splats == [old]
     assert verdict.judge_config("base", exp, p, p).verdict == "PASS"
+
+
+# -- targets: a still-failing test fails the run only when it is a target ----
+
+STILL = '''
+import os
+SIDE = os.environ.get("CASE_SIDE", "baseline")
+
+def test_fails_on_both():
+    assert 0, "EOPNOTSUPP"
+
+def test_target_fails_on_both():
+    assert 0, "16/16 folios still cached"
+
+def test_fixed():
+    assert SIDE == "patched", "block device rejects RWF_DONTCACHE"
+'''
+
+
+def test_a_still_failing_test_fails_the_run_only_as_a_target(tmp_path):
+    exp, _, b = judged(tmp_path, "still", STILL, "baseline")
+    _, _, p = judged(tmp_path, "still", STILL, "patched")
+    both, target, fixed = exp
+    # No targets (--expect-fixed none, or nothing the series touches): two
+    # known failures, listed, and the config passes.
+    v = verdict.judge_config("base", exp, b, p, targets=set())
+    assert v.verdict == "PASS" and v.failures == [] and v.regressions == []
+    assert v.known == [f"config base: {both} still failing",
+                       f"config base: {target} still failing"]
+    assert v.known_tests == [both, target]
+    assert verdict.run_exit({"base": v}) == (Exit.OK, "PASS")
+    assert verdict.headline({"base": v}) == ""
+    # The target still failing is the series' failure; the other is known.
+    v = verdict.judge_config("base", exp, b, p, targets={target, fixed})
+    assert v.verdict == "FAIL" and v.failures == [f"config base: {target} still failing"]
+    assert v.known_tests == [both]
+    # No rule given (targets=None): every test is a target, as before.
+    v = verdict.judge_config("base", exp, b, p)
+    assert v.verdict == "FAIL" and len(v.failures) == 2 and v.known == []
+
+
+def test_what_is_not_still_failing_is_judged_as_before_for_every_test(tmp_path):
+    """Regressions, now-skipped, new splats, a flaky or missing test, one the
+    baseline did not run and a patched guest that broke fail a config even
+    when no test is a target."""
+    exp, _, b = judged(tmp_path, "cases", CASES, "baseline")
+    _, _, p = judged(tmp_path, "cases", CASES, "patched")
+    v = verdict.judge_config("base", exp, b, p, targets=set())
+    assert v.verdict == "FAIL" and len(v.regressions) == 3 and v.known == []
+
+    def config(base: Status, patched: Status, **kw) -> verdict.ConfigVerdict:
+        return verdict.judge_config("base", ["t.py::a"], side("FAIL", {"t.py::a": base}),
+                                    side("FAIL", {"t.py::a": patched}), targets=set(), **kw)
+
+    assert config(S.FAIL, S.FAIL).verdict == "PASS"
+    assert config(S.ERROR, S.FAIL).verdict == "PASS"
+    for base, patched in ((S.SKIP, S.FAIL), (S.MISS, S.FAIL), (S.FLAKY, S.FAIL),
+                          (S.FAIL, S.FLAKY), (S.FAIL, S.MISS), (S.PASS, S.FAIL)):
+        v = config(base, patched)
+        assert v.verdict == "FAIL" and v.known == [], (base, patched, v)
+    warn = splats.Splat("warning", "WARNING: at mm/filemap.c:1 folio_end_dropbehind")
+    v = config(S.FAIL, S.FAIL, b_splats=[], p_splats=[warn])
+    assert v.verdict == "FAIL" and v.known_tests == ["t.py::a"] and len(v.regressions) == 1
+    broken = side("ERROR", {"t.py::a": S.FAIL}, "the guest's pytest exited 3")
+    v = verdict.judge_config("base", ["t.py::a"], side("FAIL", {"t.py::a": S.FAIL}), broken,
+                             targets=set())
+    assert v.verdict == "FAIL" and v.failures[0].endswith("patched guest: the guest's "
+                                                          "pytest exited 3")
