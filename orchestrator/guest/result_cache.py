@@ -24,7 +24,7 @@ from orchestrator import __version__
 from orchestrator.core import untrusted
 from orchestrator.core.models import GuestRun, Kernel
 from orchestrator.core.paths import cache_dir, data_root
-from orchestrator.guest import selection, vm
+from orchestrator.guest import about, selection, vm
 
 MAX_FILE = 16 << 20
 FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log")
@@ -53,7 +53,9 @@ def _suite_digest(tests: tuple[str, ...], root: Path) -> str:
         top = tops[name]
         files = [top] if top.is_file() else sorted(top.rglob("*"))
         for f in files:
-            if f.is_file() and "__pycache__" not in f.parts:
+            # about.toml says which series a test is about (the verdict's
+            # targets): the guest never reads it, so it keys no result.
+            if f.is_file() and "__pycache__" not in f.parts and f.name != about.FILE:
                 h.update(str(name / f.relative_to(top)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
@@ -73,7 +75,8 @@ def image_digest(image: Path) -> str:
 
 
 def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
-        repeat: int = 1, sample: int = 0, confined: bool = True) -> str:
+        repeat: int = 1, sample: int = 0, confined: bool = True,
+        keyword: str | None = None) -> str:
     """`sample` numbers independent boots of one kernel with one selection
     (a bisect's retry of a kernel that did not come up, its confirmation
     reruns): each is kept on its own, so running the same bisect again
@@ -82,12 +85,17 @@ def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
     `confined`: the guest saw only vm.guest_view(). Kept results are copied
     into run directories, which are published, so results of a guest that
     saw the whole host (--no-sandbox, or any orch before the view) are
-    never handed to a confined run: they are keyed apart."""
+    never handed to a confined run: they are keyed apart.
+
+    `keyword`: -k EXPR. The same --guest-test with another expression runs
+    other tests, and a kept boot of them answers for none of this one's."""
     parts = [__version__, image, sorted(tests or []),
              suite_digest(tuple(sorted(tests or []))), test_timeout, accel, repeat,
              vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]
     if sample:  # sample 0 keeps the key every earlier orch kept results under
         parts.append(f"sample {sample}")
+    if keyword is not None:  # so does a run without -k
+        parts.append(f"keyword {keyword}")
     if confined:
         # 2: no udev in the guest; 3: QEMU unprivileged, its results
         # directory cleaned of links and devices before orch reads it

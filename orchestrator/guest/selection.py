@@ -23,6 +23,8 @@ from orchestrator.core.sanitize import clean
 GUEST_TESTS = "guest_tests"   # the suite, relative to the data root
 PLUGIN = "orchestrator.guest.pytest_plugin"
 COLLECT_TIMEOUT = 120
+# What pytest says of a -k expression it cannot parse.
+BAD_KEYWORD = "Wrong expression passed to '-k'"
 
 
 def targets(tests: list[str] | None) -> list[str]:
@@ -38,34 +40,67 @@ def rootdir(root: Path, tests: list[str] | None) -> Path:
     return Path(os.path.commonpath([str(root), *selected]))
 
 
-def pytest_base_args(root: Path, tests: list[str] | None) -> list[str]:
+def pytest_base_args(root: Path, tests: list[str] | None,
+                     keyword: str | None = None) -> list[str]:
     """The arguments the host's collection and the guest's run share; both
-    run with the data root as their cwd.
+    run with the data root as their cwd. `keyword`: -k EXPR, so the guest
+    runs what the host collected, by pytest's own matching on both sides.
 
     pytest reads no configuration file (`-c /dev/null`), and its rootdir and
     conftest.py files come from here: an installed orch has no
     pyproject.toml, and a stray pytest.ini, pyproject.toml or conftest.py
-    above the data root (site-packages, a CI workspace) must not change the
-    node ids or the JUnit file. What the suite needs is given here."""
-    return ["-c", os.devnull, "--rootdir", str(rootdir(root, tests)), "--confcutdir", str(root),
+    around the suite (site-packages, a CI workspace, a checkout's data root
+    beside orch's own tests/) must not change the node ids or the JUnit
+    file. What the suite needs is given here."""
+    return ["-c", os.devnull, "--rootdir", str(rootdir(root, tests)),
+            "--confcutdir", str(root / GUEST_TESTS),
             # xunit1 (as before): record_property() values, and each
             # testcase's file and line, in the guest's JUnit file.
             "-o", "junit_family=xunit1",
-            "-p", "no:cacheprovider", "-p", PLUGIN]
+            "-p", "no:cacheprovider", "-p", PLUGIN,
+            *(["-k", keyword] if keyword is not None else [])]
 
 
-def collect(tests: list[str] | None) -> list[str]:
-    return list(_collect(tuple(tests or ()), paths.data_root()))
+def collect(tests: list[str] | None, keyword: str | None = None) -> list[str]:
+    """The ids the guest will run: --guest-test's targets (the whole suite
+    when none), narrowed by -k EXPR. A selection that matches nothing, or
+    a bad one, is BadInput."""
+    return list(_collect(tuple(tests or ()), keyword, paths.data_root()))
+
+
+def check_targets(tests: list[str] | None, root: Path) -> None:
+    """Each --guest-test names a file or directory that exists, before
+    pytest runs: given a path that does not exist, pytest loads the
+    conftest.py of its cwd (the data root) and of every test*/ directory
+    there instead, in a checkout orch's own tests/conftest.py, which needs
+    orch's [test] extra. And none is among orch's own files (the data root
+    outside guest_tests/) for the same reason. A test file of your own
+    outside the data root is yours to select (docs/security.md: what the
+    guest is shown of it)."""
+    suite = (root / GUEST_TESTS).resolve()
+    for t in tests or ():
+        if t.startswith("-"):
+            raise BadInput(f"--guest-test {t!r} is an option, not a test")
+        path = t.split("::")[0]
+        f = (root / path).resolve()
+        if not f.exists():
+            raise BadInput(f"no guest test matches the selection: {t} ({path}: no such file "
+                           f"or directory; the guest tests are under {suite})")
+        if f.is_relative_to(root.resolve()) and not f.is_relative_to(suite):
+            raise BadInput(f"no guest test matches the selection: {t} ({path} is not under "
+                           f"the guest suite {suite}: orch's own files are not guest tests)")
 
 
 @functools.lru_cache(maxsize=None)
-def _collect(tests: tuple[str, ...], root: Path) -> tuple[str, ...]:
-    for t in tests:
-        if t.startswith("-"):
-            raise BadInput(f"--guest-test {t!r} is an option, not a test")
+def _collect(tests: tuple[str, ...], keyword: str | None, root: Path) -> tuple[str, ...]:
+    check_targets(list(tests), root)
+    if keyword is not None and not keyword.strip():
+        raise BadInput("-k wants an expression (pytest's, such as 'irq and not task')")
+    what = (" ".join(tests) if tests else f"{GUEST_TESTS}/") + \
+        (f" -k {keyword!r}" if keyword is not None else "")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ids.json"
-        argv = [sys.executable, "-m", "pytest", *pytest_base_args(root, list(tests)),
+        argv = [sys.executable, "-m", "pytest", *pytest_base_args(root, list(tests), keyword),
                 "--collect-only", "-q", *targets(list(tests))]
         try:
             r = subprocess.run(argv, cwd=root, capture_output=True, text=True,
@@ -73,10 +108,11 @@ def _collect(tests: tuple[str, ...], root: Path) -> tuple[str, ...]:
                                env={**_env(), "ORCH_COLLECT": str(out)})
         except subprocess.TimeoutExpired:
             raise OrchError(f"collecting the guest tests took over {COLLECT_TIMEOUT}s", Exit.INFRA)
-        what = " ".join(tests) if tests else f"{GUEST_TESTS}/"
         if r.returncode == 5 or (r.returncode == 0 and not out.exists()):
             raise BadInput(f"no guest test matches the selection: {what}")
         if r.returncode == 4:
+            if keyword is not None and BAD_KEYWORD in r.stdout + r.stderr:
+                raise BadInput(f"-k {keyword!r}: {_why(r).removeprefix('ERROR: ')}")
             raise BadInput(f"no guest test matches the selection: {what} ({_why(r)})")
         if r.returncode != 0:
             # The suite itself is broken (an import error): orch's fault, not the user's.

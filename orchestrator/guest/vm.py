@@ -167,12 +167,13 @@ def timeout_args(test_timeout: float) -> list[str]:
     return [f"--timeout={test_timeout:.0f}", "--timeout-method=signal"]
 
 
-def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str]) -> str:
+def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str],
+                  keyword: str | None = None) -> str:
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
     root = paths.data_root()   # the guest sees it over the host's root filesystem
     targets = " ".join(shlex.quote(t) for t in selection.targets(tests))
-    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(root, tests),
+    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(root, tests, keyword),
                                                 *pytest_args])
     # /proc/version first thing: orch checks it is the kernel it built.
     # pytest's own output goes to harness.log, not to the console: the
@@ -276,18 +277,19 @@ def selected_files(root: Path, test: str) -> list[Path]:
     """What the guest is shown for one --guest-test selection: the file
     itself, never its directory (a test kept in $HOME would show the guest
     $HOME/.ssh), and the conftest.py files pytest loads for it (its
-    directory's and those above, but not above the data root, the
-    confcutdir: selection.pytest_base_args), which the host's collection
-    ran too. A directory the user selected is shown whole: they named it."""
+    directory's and those above, but not above the suite, the confcutdir:
+    selection.pytest_base_args), which the host's collection ran too. A
+    directory the user selected is shown whole: they named it."""
     root = root.resolve()
+    suite = root / selection.GUEST_TESTS
     f = (root / test.split("::")[0]).resolve()
-    if f.is_relative_to(root / selection.GUEST_TESTS):
+    if f.is_relative_to(suite):
         return []   # shown already
     if f.is_dir():
         return [f]
     found = [f]
     for d in f.parents:
-        if d not in root.parents and (d / "conftest.py").is_file():
+        if d not in suite.parents and (d / "conftest.py").is_file():
             found.append(d / "conftest.py")
     return found
 
@@ -324,10 +326,11 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
               timeout: float = BOOT_TIMEOUT, tests: list[str] | None = None,
               pytest_args: list[str] = (), append: list[str] = APPEND,
               cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
-              expected: list[str] | None = None, repeat: int = 1,
+              expected: list[str] | None = None, repeat: int = 1, keyword: str | None = None,
               status=lambda text: None, confined: bool = True) -> GuestRun:
-    """Boot `kernel` and run the selected guest tests. `confined`: vng runs
-    in guest_view() (False only for --no-sandbox)."""
+    """Boot `kernel` and run the selected guest tests (`tests`, narrowed by
+    -k `keyword`). `confined`: vng runs in guest_view() (False only for
+    --no-sandbox)."""
     # Nothing from an earlier boot may be read as this one's (an old
     # scale.json, a JUnit file): the directory starts empty.
     shutil.rmtree(results, ignore_errors=True)
@@ -344,7 +347,8 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     # so a file beside it under the host's /tmp would not be seen.
     script = results / "harness.sh"
     script.write_text(guest_command(results, tests, [*timeout_args(test_timeout),
-                                                     *repeat_args(repeat), *pytest_args]) + "\n")
+                                                     *repeat_args(repeat), *pytest_args],
+                                    keyword) + "\n")
     argv = vng_argv(kernel, results, script, scratch, kvm=kvm, cpus=cpus, memory=memory,
                     append=guest_append(append, confined))
     t0 = time.monotonic()
@@ -370,7 +374,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
         status(None)
     seconds = time.monotonic() - t0
     g = outcome(results, console, expected if expected is not None
-                else selection.collect(tests), repeat,
+                else selection.collect(tests, keyword), repeat,
                 timed_out=r.timed_out and f"guest did not finish within {timeout:.0f}s, killed",
                 vng_rc=r.returncode)
     g.accel, g.seconds = "kvm" if kvm else "tcg", seconds

@@ -28,6 +28,8 @@ class BootSettings:
     # Not the outcome, but where the results may go: a guest confined to
     # vm.guest_view() (False only with --no-sandbox).
     confined: bool = True
+    # -k EXPR over `tests`, pytest's matching on the host and in the guest.
+    keyword: str | None = None
 
 
 @dataclass
@@ -57,7 +59,7 @@ def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
     """Where a boot of `kernel` with `settings` keeps its results (result_cache)."""
     return result_cache.key(result_cache.image_digest(kernel.image), settings.tests,
                             settings.test_timeout, settings.accel, settings.repeat, sample,
-                            settings.confined)
+                            settings.confined, settings.keyword)
 
 
 def boot(job: BootJob, settings: BootSettings, timeout: float,
@@ -69,7 +71,8 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
     if g is None:
         g = vm.run_tests(k, job.results, job.console, timeout=timeout, tests=settings.tests,
                          test_timeout=settings.test_timeout, expected=settings.expected,
-                         repeat=settings.repeat, status=status, confined=settings.confined)
+                         repeat=settings.repeat, keyword=settings.keyword, status=status,
+                         confined=settings.confined)
         result_cache.store(key, g)
     judged = verdict.judge_side(settings.expected, g, job.side == "patched",
                                 splats.scan(vm.console_text(g.console)))

@@ -310,7 +310,7 @@ def test_merge_copies_regular_files_only(planned, tmp_path, monkeypatch):
     _assert_publishes_nothing_of_the_host(out, secret, r.stdout, r.stderr)
     assert _not_plain(out / "nights") == []   # out/latest is orch's own link into it
     assert "Traceback" not in r.stderr
-    assert r.returncode == 3, r.stderr   # s-mini-base-1 was not run: incomplete
+    assert r.returncode == 7, r.stderr   # s-mini-base-1 was not run: incomplete
     night = out / "nights" / NIGHT
     assert (night / rel / "run.json").is_file()
     cells = json.loads((night / "night.json").read_text())["cells"]
@@ -356,7 +356,7 @@ def test_merge_follows_no_run_dir_out_of_its_shard(case, planned, tmp_path, monk
     assert sorted(p.name for p in out.parent.iterdir()) == ["merged", "shards"]
     assert secret_file.read_text() == secret + "\n"
     assert _not_plain(out / "nights") == []
-    assert r.returncode == 3, r.stderr   # s-mini-base-1 was not run: incomplete
+    assert r.returncode == 7, r.stderr   # s-mini-base-1 was not run: incomplete
     assert "its run directory is not taken" in r.stderr, r.stderr
 
 
