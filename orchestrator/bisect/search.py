@@ -83,8 +83,9 @@ def _check_selection(opts: Options) -> None:
     if (opts.msgid or opts.mbox) and (opts.good or opts.bad):
         raise BadInput("--good/--bad bisect a tree's history; a series is bisected over "
                        "its own patches: give one or the other")
-    if opts.mode != Mode.BUILD and opts.mode != Mode.SPLAT and not opts.guest_tests:
-        raise BadInput("give the guest test(s) to bisect on with --guest-test ID "
+    if (opts.mode != Mode.BUILD and opts.mode != Mode.SPLAT
+            and not (opts.guest_tests or opts.keyword)):
+        raise BadInput("give the guest test(s) to bisect on with --guest-test ID or -k EXPR "
                        "(or --build / --splat)")
 
 
@@ -94,11 +95,13 @@ def _resumable(opts: Options) -> record.RunRecord:
     b = rec.bisect
     if b is None:
         raise BadInput(f"{rd} is not an orch bisect run directory (its run.json has no bisect)")
-    if rec.state == "done" and rec.exit_code in (0, 2, 3):
+    # Found, bad input, inconclusive (3 in records from before it was 6).
+    if rec.state == "done" and rec.exit_code in (0, 2, 3, int(Exit.INCONCLUSIVE)):
         raise BadInput(f"the bisect in {rd} is finished ({rec.verdict}); nothing to resume")
     # The bisect as it was started: its ends, mode, config and tests.
     opts.good, opts.bad, opts.mode = b.good, b.bad, Mode(b.mode)
     opts.config, opts.guest_tests, opts.repeat = b.config, b.tests or None, b.repeat
+    opts.keyword = b.keyword
     opts.tree = Path(rec.tree.path) if rec.tree else opts.tree
     opts.msgid = opts.mbox = None
     return rec
@@ -114,7 +117,7 @@ class Bisect:
     def execute(self) -> int:
         opts, rec = self.opts, self.rec
         kc = kconfig.load(opts.config or kconfig.default_matrix()[0])
-        expected = (selection.collect(opts.guest_tests)
+        expected = (selection.collect(opts.guest_tests, opts.keyword)
                     if opts.mode != Mode.BUILD else [])
         rec.expected_tests, rec.repeat = expected, opts.repeat
         t = tree.open_tree(opts.tree, opts.debian_package or debsrc.DEFAULT_PACKAGE,
@@ -135,6 +138,7 @@ class Bisect:
             rec.bisect = BisectRecord(mode=opts.mode.value, terms=list(TERMS[opts.mode]),
                                       good=good, bad=bad, config=kc.name,
                                       tests=list(opts.guest_tests or []), repeat=opts.repeat,
+                                      keyword=opts.keyword,
                                       commits=n,
                                       max_steps=math.ceil(math.log2(n)) + 1 if n > 1 else 1)
         rec.tree = rec.tree or TreeRecord(str(t.repo), t.label, good, "the good end")
@@ -142,7 +146,8 @@ class Bisect:
         settings = StepSettings(opts.mode, opts.jobs, opts.sandbox,
                                 options.boot_settings(opts, expected), opts.guest_timeout,
                                 opts.rerun)
-        self.stepper = Stepper(ws, kc, settings, self.run.dir, self.run.progress, trusted=old)
+        self.stepper = Stepper(ws, kc, settings, self.run.dir, self.run.progress, trusted=old,
+                               tree_path=t.repo)
         self.say(f"bisect {opts.mode.value}: {n} commit(s) between {short(old)} and "
                  f"{short(new)}, at most {rec.bisect.max_steps} step(s); config {kc.name}"
                  + (f", tests: {' '.join(opts.guest_tests)}" if opts.guest_tests else ""))
@@ -276,7 +281,8 @@ class Bisect:
         first = ans.first
         b.first_bad = self._commit(first)
         parent = revs.resolve(self.stepper.ws.src, f"{first}^", "parent")
-        b.reproduce = self._reproduce(parent, first)
+        # The step's own line: `orch test --range PARENT..FIRST` of the one commit.
+        b.reproduce = self.stepper.reproduce(first)
         self.run.save()
         note = None
         if self.opts.mode != Mode.BUILD:
@@ -308,11 +314,3 @@ class Bisect:
 
     def _failing_word(self) -> str:
         return {Mode.FIXED: "fixed", Mode.BUILD: "broken-build"}.get(self.opts.mode, "bad")
-
-    def _reproduce(self, parent: str, first: str) -> str:
-        """`orch test` of the first bad commit against its parent: one patch."""
-        o = self.opts
-        return options.command_line(options.Options(
-            tree=Path(self.rec.tree.path if self.rec.tree else "."), range=f"{parent}..{first}",
-            configs=[self.rec.bisect.config], guest_tests=o.guest_tests, repeat=o.repeat,
-            build_only=o.mode == Mode.BUILD))

@@ -19,9 +19,9 @@ from orchestrator.bisect.judge import ABORT, RETRY, Build, Mode, classify
 from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.models import Kernel
 from orchestrator.core.progress import Progress
-from orchestrator.guest import vm
+from orchestrator.guest import result_cache, vm
 from orchestrator.kernel import build, kconfig
-from orchestrator.run import boots, builds
+from orchestrator.run import boots, builds, options
 from orchestrator.run.verdict import Side
 from orchestrator.source import tree
 
@@ -55,6 +55,9 @@ class StepResult:
     side: Side | None = None    # the kernel judged on its own
     attempts: int = 0           # boots (kept ones too)
     results: dict[str, str] = field(default_factory=dict)   # test -> status
+    sha256: str | None = None   # the image's (its kept results are keyed by it)
+    boot_banner: str | None = None   # what the booted kernel printed
+    reproduce: str | None = None     # the `orch test` that builds and boots it again
 
     def counts(self) -> str:
         n: dict[str, int] = {}
@@ -71,12 +74,16 @@ class Stepper:
     """Steps in one workspace for one config."""
 
     def __init__(self, ws: tree.Workspace, kc: kconfig.KConfig, settings: StepSettings,
-                 run_dir: Path, progress: Progress, trusted: str | None = None):
+                 run_dir: Path, progress: Progress, trusted: str | None = None,
+                 tree_path: Path | None = None):
         # `trusted`: the range's older end (a series' base, or the --good
         # commit you name), built like a baseline in the trusted build
         # directory; every other commit is built in this bisect's
         # copy-on-write layer over it (buildtree), which its steps share.
+        # `tree_path`: the tree as the user named it, for reproduce lines
+        # (None: none are written).
         self.ws, self.kc, self.settings, self.trusted = ws, kc, settings, trusted
+        self.tree_path = tree_path
         self.dir, self.logs, self.progress = run_dir, run_dir / "logs", progress
         self.accel: str | None = None
 
@@ -119,6 +126,25 @@ class Stepper:
         return boots.boot(job, settings, s.guest_timeout,
                           lambda text: self.progress.status(f"boot {short(k.key)}", text))
 
+    def reproduce_options(self, commit: str) -> options.Options | None:
+        """The `orch test` that builds `commit` with this step's config and
+        boots it with this step's boot settings, as the patched side of its
+        parent: its patched kernel is this step's (the kernel cache keys on
+        the source tree and .config) and its tests' statuses are this
+        step's. None for a root commit, or without the tree's path."""
+        parent = tree.has_commit(self.ws.src, f"{commit}^")
+        if parent is None or self.tree_path is None:
+            return None
+        s = self.settings
+        return options.Options(tree=self.tree_path, range=f"{parent}..{commit}",
+                               configs=[self.kc.name], build_only=s.mode == Mode.BUILD,
+                               jobs=s.jobs, rerun=s.rerun,
+                               **options.boot_flags(s.boot, s.guest_timeout))
+
+    def reproduce(self, commit: str) -> str | None:
+        o = self.reproduce_options(commit)
+        return options.reproduce_line(o) if o else None
+
     def step(self, commit: str, good_end: Side | None = None, sample: int = 0,
              retries: int = 1) -> StepResult:
         """Build and boot `commit`; a kernel that does not reach the tests
@@ -126,7 +152,9 @@ class Stepper:
         subject, author = revs.describe(self.ws.src, commit)
         state, k, seconds, log = self._build(commit)
         r = StepResult(commit, subject, author, "", "", state.value if state != Build.OK
-                       else ("cached" if k and k.cached else "built"), seconds, log, k)
+                       else ("cached" if k and k.cached else "built"), seconds, log, k,
+                       sha256=result_cache.image_digest(k.image) if k else None,
+                       reproduce=self.reproduce(commit))
         mode = self.settings.mode
         if k is None or mode == Mode.BUILD:
             step = classify(mode, state, None)
@@ -138,7 +166,7 @@ class Stepper:
             r.attempts += 1
             r.boot = "kept" if b.guest.cached else "booted"
             r.boot_seconds = round(b.guest.seconds, 1)
-            r.console, r.side = b.guest.console, b.judged
+            r.console, r.side, r.boot_banner = b.guest.console, b.judged, b.guest.banner
             r.results = {n: t.status.value for n, t in b.judged.tests.items()}
             step = classify(mode, state, b.judged, good_end, attempt)
             if step.outcome != RETRY:

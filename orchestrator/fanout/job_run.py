@@ -35,8 +35,9 @@ from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import Night, Plan, TreeState
 from orchestrator.run import boots, builds
 from orchestrator.run.lifecycle import Cause, Ending, Lifecycle
-from orchestrator.run.options import boot_settings
+from orchestrator.run.options import Options, boot_settings
 from orchestrator.run.record import RunState, now
+from orchestrator.run.settings import Settings
 from orchestrator.source import debsrc, tree
 
 
@@ -69,9 +70,10 @@ class JobShard:
 
 def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None = None,
             trees: dict[str, Path] | None = None, sandbox: bool = True,
-            progress: Progress | None = None) -> int:
+            progress: Progress | None = None, machine: Settings | None = None) -> int:
     """The library entry point (tests call it): the exit status, the shard
-    in `out`."""
+    in `out`. `machine`: this runner's settings (its config.toml), which the
+    plan's timeouts override (nightly.config_file.cell_settings)."""
     progress = progress or Progress()
     plan, jobs = jobfiles.read_plan_dir(plan_dir)
     job = jobs.get(job_id)
@@ -87,7 +89,7 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
     try:
         with Lifecycle(shard):
             _work(plan, jobs, job, t, shard.rec, out, imports or [], trees or {}, sandbox,
-                  progress)
+                  progress, machine)
             shard.done()
     finally:
         remote_ccache.allow_writes()
@@ -96,18 +98,18 @@ def run_job(plan_dir: Path, job_id: str, out: Path, imports: list[Path] | None =
 
 def _work(plan: Plan, jobs: jobfiles.Jobs, job: jobfiles.Job, t: TreeState,
           rec: jobfiles.JobRecord, out: Path, imports: list[Path], trees: dict[str, Path],
-          sandbox: bool, progress: Progress) -> None:
+          sandbox: bool, progress: Progress, machine: Settings | None) -> None:
     path = _tree_here(t, trees.get(t.label), out / "logs")
     if job.kind == "baseline":
         remote_ccache.allow_writes()
-        _baseline(plan, t, path, job.config, out, rec, sandbox, progress)
+        _baseline(plan, t, path, job.config, out, rec, sandbox, progress, machine)
         return
     remote_ccache.forbid_writes()
     rec.imported = _import(imports, job, jobs.plan_digest)
     rec.write(out)
     for line in rec.imported:
         progress.say(f"import {line}")
-    _series(plan, job, t, path, out, sandbox, progress)
+    _series(plan, job, t, path, out, sandbox, progress, machine)
 
 
 def _import(shards: list[Path], job: jobfiles.Job, plan_digest: str) -> list[str]:
@@ -143,36 +145,46 @@ def _tree_here(t: TreeState, given: Path | None, logs: Path) -> Path:
     return path
 
 
+def baseline_options(plan: Plan, config: str, sandbox: bool,
+                     machine: Settings | None = None) -> Options:
+    """What a baseline job builds and boots with: the options of every cell
+    of its tree x config (nightly.cells.night_options), their time limits
+    too, so that a cell's baseline, booted here, is what the cell's own
+    command says."""
+    return cells.night_options(plan, config, plan.guest_tests, sandbox, machine)
+
+
 def baseline_settings(plan: Plan, config: str, sandbox: bool, expected: list[str],
-                      accel: str) -> boots.BootSettings:
-    """The boot settings of a baseline job: those of every cell of its tree
-    x config (nightly.cells.night_options), so that the series jobs' cells
+                      accel: str, machine: Settings | None = None) -> boots.BootSettings:
+    """The boot settings of a baseline job, so that the series jobs' cells
     find its results under their own key."""
-    return boot_settings(cells.night_options(plan, config, plan.guest_tests, sandbox),
-                         expected, accel)
+    return boot_settings(baseline_options(plan, config, sandbox, machine), expected, accel)
 
 
 def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
-              rec: jobfiles.JobRecord, sandbox: bool, progress: Progress) -> None:
+              rec: jobfiles.JobRecord, sandbox: bool, progress: Progress,
+              machine: Settings | None) -> None:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     kc = kconfig.load(config)
-    expected = selection.collect(plan.guest_tests)
+    opts = baseline_options(plan, config, sandbox, machine)
+    expected = selection.collect(opts.guest_tests, opts.keyword)
     ws = tree.workspace(tree.open_tree(path), announce=progress.say)
     try:
         src = builds.Source(t.commit, tree.tree_id(ws.src, t.commit), "baseline", "baseline")
         kernels = builds.build_all(ws, [kc], src, logs, builds.BuildSettings(
-            build.jobs(), sandbox, build.BUILD_TIMEOUT), progress)
+            opts.jobs, opts.sandbox, build.BUILD_TIMEOUT), progress)
     finally:
         ws.lock.release()
     k = kernels[config]
     progress.say(f"baseline {t.label} {config}: "
                  + ("cached kernel" if k.cached else f"built in {k.seconds:.0f}s"))
     kvm, _why = vm.probe_kvm(k.image)
-    settings = baseline_settings(plan, config, sandbox, expected, "kvm" if kvm else "tcg")
+    settings = baseline_settings(plan, config, sandbox, expected, "kvm" if kvm else "tcg",
+                                 machine)
     b = boots.boot(boots.BootJob(k, out / "results" / config / "baseline",
                                  logs / f"console-{config}-baseline.log", "baseline",
-                                 reuse=False), settings, vm.BOOT_TIMEOUT)
+                                 reuse=False), settings, opts.guest_timeout)
     progress.say(f"baseline {t.label} {config}: {b.judged.status}"
                  + (f" ({b.judged.reason})" if b.judged.reason else ""))
     if not result_cache.keepable(b.guest):
@@ -185,13 +197,13 @@ def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
 
 
 def _series(plan: Plan, job: jobfiles.Job, t: TreeState, path: Path, out: Path, sandbox: bool,
-            progress: Progress) -> None:
+            progress: Progress, machine: Settings | None) -> None:
     n = nightrec.read_if_any(out) or Night(plan.night, now(), plan)
     n.write(out)
     by_key = {s.key: s for s in plan.series}
     for key in job.series:
         cells.run_cell(n, out, by_key[key], t, job.config, plan.guest_tests, sandbox,
-                       progress, baseline_booted=True, tree_path=path)
+                       progress, baseline_booted=True, tree_path=path, machine=machine)
     n.state = RunState.DONE
     n.write(out)
 

@@ -24,7 +24,7 @@ from orchestrator.core.errors import BadInput
 from orchestrator.core.sanitize import clean
 from orchestrator.core.untrusted import UntrustedError
 from orchestrator.fanout import jobfiles
-from orchestrator.nightly import cell_rows, history
+from orchestrator.nightly import cell_rows, cells, history
 from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import Cell, Change, Night
 from orchestrator.reports import night_finish
@@ -183,5 +183,6 @@ def _missing(plan, jobs: jobfiles.Jobs, taken: dict, n: Night) -> list[Change]:
                 series=key, version=s.version, msgid=s.msgid, tree=job.tree, commit=t.commit,
                 config=job.config, status="ERROR", detail=f"job {job.id} {why}"[:200],
                 run_dir=None,
-                reproduce=cell_rows.reproduce(s, t, job.config, lore_url=plan.lore_url)))
+                reproduce=cell_rows.reproduce(s, t, job.config, run=cells.night_options(
+                    plan, job.config, plan.guest_tests, True))))
     return problems

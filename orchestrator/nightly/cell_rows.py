@@ -6,6 +6,7 @@ figures all come from run.json (RunRecord), which `orch test` wrote.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from orchestrator.core.errors import Exit
 from orchestrator.core.figures import Declaration
 from orchestrator.core.models import Status
 from orchestrator.core.sanitize import clean
+from orchestrator.guest import about
 from orchestrator.nightly.night import (
     Cell,
     CellSplat,
@@ -38,25 +40,35 @@ STATUS_OF_EXIT = {int(Exit.OK): CellStatus.PASS, int(Exit.TESTS_FAILED): CellSta
 
 
 def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None,
-              lore_url: str | None = None) -> str:
+              lore_url: str | None = None, run: options.Options | None = None) -> str:
     """The one command that reproduces a cell on a developer's machine: the
-    revision by its Message-ID (b4 fetches exactly that revision), the tree's
-    commit as the base, the config, and the test when one is named."""
-    where = ({"debian_package": t.label.removeprefix("debian:")} if t.kind == "debian"
-             else {"tree": Path(t.path)})
-    return options.command_line(options.Options(
-        msgid=s.msgid, lore_url=lore_url or DEFAULT_LORE, on=t.commit, configs=[config],
-        guest_tests=[test] if test else None, **where))
+    cell's own `orch test` (`run`: its options, as it ran them), with the
+    revision named by its Message-ID in place of the night's pinned mbox (b4
+    fetches exactly that revision) and the plan's tree; narrowed to `test`
+    when one is named. Without `run` (a cell that never ran), what the night
+    decides: its lore and the config."""
+    where = ({"debian_package": t.label.removeprefix("debian:"), "tree": None}
+             if t.kind == "debian" else {"tree": Path(t.path)})
+    base = run or options.Options(lore_url=lore_url or DEFAULT_LORE, configs=[config])
+    expect = base.expect_fixed
+    if test and expect and expect != ["none"]:
+        # Narrowed to one test, a pattern naming another would be refused
+        # (it matches no selected test): keep those about this test.
+        expect = [p for p in expect if about.matches(p, test)] or ["none"]
+    return options.reproduce_line(dataclasses.replace(
+        base, msgid=s.msgid, mbox=None, offline=False, on=t.commit, configs=[config],
+        guest_tests=[test] if test else base.guest_tests, expect_fixed=expect, **where))
 
 
 def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
-                run_dir: str, lore_url: str | None = None) -> Cell:
+                run_dir: str, lore_url: str | None = None,
+                run: options.Options | None = None) -> Cell:
     code = rec.exit_code if rec.state == RunState.DONE else None
     status = STATUS_OF_EXIT.get(code, CellStatus.ERROR) if code is not None else CellStatus.ERROR
     detail = clean(rec.error or ("" if rec.state == RunState.DONE else f"run {rec.state}"), 300)
     cell = Cell(series=s.key, version=s.version, msgid=s.msgid, tree=t.label, commit=t.commit,
                 config=config, status=status, detail=detail, run_dir=run_dir,
-                reproduce=reproduce(s, t, config, lore_url=lore_url),
+                reproduce=reproduce(s, t, config, lore_url=lore_url, run=run),
                 accel=rec.accel.mode if rec.accel else None)
     cfg = next((c for c in rec.configs if c.name == config), None)
     if cfg is None:
@@ -68,7 +80,7 @@ def from_record(rec: RunRecord, s: SeriesRev, t: TreeState, config: str,
     cell.declarations = got.declarations or None
     failing = [t.name for t in cell.tests if t.patched in (Status.FAIL, Status.ERROR)]
     if status == CellStatus.FAIL and len(failing) == 1:
-        cell.reproduce = reproduce(s, t, config, failing[0], lore_url)
+        cell.reproduce = reproduce(s, t, config, failing[0], lore_url, run)
     return cell
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from orchestrator.core.errors import BadInput, OrchError
 from orchestrator.core.names import slug
 from orchestrator.core.progress import Progress
-from orchestrator.nightly import cell_rows, history
+from orchestrator.nightly import cell_rows, config_file, history
 from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import (
     Cell,
@@ -22,13 +22,8 @@ from orchestrator.nightly.night import (
     SeriesRev,
     TreeState,
 )
-from orchestrator.run import record, series_run
+from orchestrator.run import record, series_run, settings
 from orchestrator.run.options import Options, argv_of
-
-# What a cell's run.json has always recorded as its command: where its
-# series, tree and run directory are. The rest (offline, the night's lore
-# and guest tests) is the night's, in its plan.json.
-RECORDED = ("mbox", "tree", "on", "configs", "run_dir")
 
 
 def cell_dir(s: SeriesRev, t: TreeState, config: str) -> str:
@@ -39,18 +34,23 @@ def cell_dir(s: SeriesRev, t: TreeState, config: str) -> str:
 
 
 def night_options(plan: Plan, config: str, guest_tests: list[str] | None,
-                  sandbox: bool) -> Options:
+                  sandbox: bool, machine: settings.Settings | None = None) -> Options:
     """What every `orch test` of a night's tree x config runs with, on any
     machine: its boot settings (options.boot_settings) are the key a CI
     baseline job's results are kept under and each series job's cells
-    find them by."""
+    find them by. `machine`: the settings of the machine that runs it
+    (config_file.cell_settings: the night's file's timeouts over them)."""
+    limits = config_file.cell_settings(plan, machine)
     return Options(offline=True, lore_url=plan.lore_url, configs=[config],
-                   guest_tests=guest_tests, sandbox=sandbox)
+                   guest_tests=guest_tests, sandbox=sandbox, jobs=limits.jobs,
+                   guest_timeout=limits.guest_timeout, test_timeout=limits.test_timeout,
+                   timeout=limits.timeout)
 
 
 def cell_options(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
                  guest_tests: list[str] | None, sandbox: bool, baseline_booted: bool = False,
-                 tree_path: Path | None = None) -> Options:
+                 tree_path: Path | None = None,
+                 machine: settings.Settings | None = None) -> Options:
     """One cell's `orch test`. `baseline_booted`: tonight's baseline of this
     tree x config was booted elsewhere (a CI baseline job), so its kept
     results answer."""
@@ -61,40 +61,43 @@ def cell_options(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
         c.tree == t.label and c.config == config and "baseline" in c.boot_seconds
         for c in n.cells if c.id != cid)
     opts = dataclasses.replace(
-        night_options(n.plan, config, guest_tests, sandbox), mbox=ndir / s.mbox,
+        night_options(n.plan, config, guest_tests, sandbox, machine), mbox=ndir / s.mbox,
         tree=Path(tree_path or t.path), on=t.commit, run_dir=ndir / cell_dir(s, t, config),
-        rerun_baseline=not fresh, rerun_patched=True)
-    opts.argv = argv_of(opts, RECORDED)
+        rerun_baseline=not fresh, rerun_patched=True,
+        expect_fixed=s.expect_fixed)    # NIGHTLY.toml's, for a tracked series
+    # Its whole command: run again, it is this cell again (the reproduce
+    # line names the revision by Message-ID instead: cell_rows.reproduce).
+    opts.argv = argv_of(opts)
     return opts
 
 
 def run_cell(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
              guest_tests: list[str] | None, sandbox: bool, progress: Progress,
-             baseline_booted: bool = False, tree_path: Path | None = None) -> None:
+             baseline_booted: bool = False, tree_path: Path | None = None,
+             machine: settings.Settings | None = None) -> None:
     """One cell through `orch test`, its result into n (and night.json)."""
     done = n.cell(nightrec.cell_id(s.key, t.label, config))
     if done is not None and done.status in history.RESULT_STATUSES:
         return   # a rerun of the night runs only what is missing
     opts = cell_options(n, ndir, s, t, config, guest_tests, sandbox, baseline_booted,
-                        tree_path)
+                        tree_path, machine)
     progress.say(f"cell {s.title[:50]} v{s.version} / {t.label} / {config}")
     try:
         series_run.test(opts, progress)
     except OrchError:
         pass          # its run.json says what happened; the night goes on
-    cell = _read_cell(opts.run_dir, s, t, config, cell_dir(s, t, config), n.plan.lore_url)
+    cell = _read_cell(opts, s, t, config, cell_dir(s, t, config))
     n.put(cell)
     n.write(ndir)
     progress.say(f"  {cell.status} {cell.detail[:100]}")
 
 
-def _read_cell(run_dir: Path, s: SeriesRev, t: TreeState, config: str, rel: str,
-               lore_url: str) -> Cell:
+def _read_cell(opts: Options, s: SeriesRev, t: TreeState, config: str, rel: str) -> Cell:
     try:
-        rec = record.read(run_dir / "run.json")
+        rec = record.read(opts.run_dir / "run.json")
     except BadInput as e:
         return Cell(series=s.key, version=s.version, msgid=s.msgid, tree=t.label,
                     commit=t.commit, config=config, status=CellStatus.ERROR,
                     detail=f"no run record: {e}", run_dir=rel,
-                    reproduce=cell_rows.reproduce(s, t, config, lore_url=lore_url))
-    return cell_rows.from_record(rec, s, t, config, rel, lore_url)
+                    reproduce=cell_rows.reproduce(s, t, config, run=opts))
+    return cell_rows.from_record(rec, s, t, config, rel, opts.lore_url, run=opts)

@@ -1,6 +1,7 @@
 """What an `orch test` run is asked to do (Options), the one command line
-that says it (argv_of), and the one way any run's options become the
-boot settings its results are kept under (boot_settings).
+that says it (argv_of) and the one that runs it again (reproduce_argv), and
+the one way any run's options become the boot settings its results are kept
+under (boot_settings).
 
 The nightly's cells, a CI job's baseline and a bisect's steps all boot
 through boot_settings, so two of them that boot the same kernel with the
@@ -126,9 +127,30 @@ def command_line(opts: Options, fields: Collection[str] | None = None) -> str:
     return shlex.join(argv_of(opts, fields))
 
 
+# What a line that runs a run again leaves out of its options; the run's own
+# record of its command keeps them. --run-dir and --json: where that run
+# went (a rerun must not overwrite it). --jobs: how many compilers make runs
+# at once, which changes how long a build takes, never what it builds.
+# --rerun and --rerun-baseline: whether kept results of an earlier boot of
+# the same image may answer, which they do with the answer that boot gave.
+NOT_REPRODUCED = frozenset({"run_dir", "json_out", "jobs", "rerun", "rerun_baseline"})
+
+
+def reproduce_argv(opts: Options) -> list[str]:
+    """The `orch test` that runs `opts` again: argv_of() without
+    NOT_REPRODUCED. Every reproduce line orch records or prints is this."""
+    return argv_of(opts, [name for name, _ in FLAGS if name not in NOT_REPRODUCED])
+
+
+def reproduce_line(opts: Options) -> str:
+    """reproduce_argv() as one shell line."""
+    return shlex.join(reproduce_argv(opts))
+
+
 class BootOptions(Protocol):
     """What decides a boot besides the kernel, in any command's options."""
     guest_tests: list[str] | None
+    keyword: str | None
     test_timeout: float
     repeat: int
     sandbox: bool
@@ -138,7 +160,16 @@ def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") ->
     """The boot settings (and so the results key) of a run with `opts`:
     `expected` is what its selection collected, `accel` what the host offers."""
     return BootSettings(opts.guest_tests, expected, opts.test_timeout, opts.repeat, accel,
-                        confined=opts.sandbox)
+                        confined=opts.sandbox, keyword=opts.keyword)
+
+
+def boot_flags(settings: BootSettings, guest_timeout: float) -> dict[str, object]:
+    """The options whose boot_settings() are `settings` (the inverse of
+    boot_settings, with a boot's time limit): what a bisect step's
+    reproduce line says about its boot, from what the step knows."""
+    return {"guest_tests": settings.tests, "keyword": settings.keyword,
+            "test_timeout": settings.test_timeout, "repeat": settings.repeat,
+            "sandbox": settings.confined, "guest_timeout": guest_timeout}
 
 
 def default_run_dir(what: str, kind: str = "") -> Path:

@@ -9,19 +9,23 @@ compiles `ORCH-GUEST:<WHAT>` into the kernel changes what its guest reports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import standin_guest
-from helpers import IRQ_TEST, REPO, TASK_TEST, git, run_json
+from helpers import IRQ_TEST, REPO, TASK_TEST, git, orch_standin, run_json
+from test_reproduce import differences
 
 from orchestrator import cli
 from orchestrator.bisect import search as bisect_cmd
 from orchestrator.bisect.judge import Mode
+from orchestrator.run.options import NOT_REPRODUCED, Options
 
 TESTS = [IRQ_TEST, TASK_TEST]
 
@@ -108,9 +112,9 @@ def test_finds_the_breaking_commit_and_a_second_bisect_builds_and_boots_nothing(
     out = subprocess.run(["git", "-C", str(clone), "bisect", "replay",
                           str(tmp_path / "run" / "bisect.log")], capture_output=True, text=True)
     assert f"{ids[3]} is the first bad commit" in out.stdout, out.stdout + out.stderr
-    err = capfd.readouterr().err
-    assert "first bad commit: " + ids[3] in err
-    assert "step 1: " in err and "| bad" in err
+    out, err = capfd.readouterr()
+    assert "first bad commit: " + ids[3] in out          # the summary: the result
+    assert "step 1: " in err and "| bad" in err          # the progress
     first_boots = len(boots)
 
     # Again: every kernel is in the kernel cache and every boot is kept.
@@ -152,7 +156,7 @@ def test_a_commit_that_does_not_build_is_skipped(tmp_path, mini, boots):
     # cannot tell which of the two it is.
     skipped = [s for s in steps(rec) if s["outcome"] == "skip"]
     assert any(s["commit"] == ids[1] and s["build"] == "failed" for s in skipped), steps(rec)
-    assert code == 3 and rec["bisect"]["result"] == "only-skipped"
+    assert code == 6 and rec["bisect"]["result"] == "only-skipped"
     assert {c["commit"] for c in rec["bisect"]["candidates"]} == {ids[1], ids[2]}
     assert rec["verdict"] == "INCONCLUSIVE"
 
@@ -166,7 +170,7 @@ def test_build_mode_finds_the_first_commit_that_does_not_build(tmp_path, mini, b
     assert boots == [], "--build boots nothing"
 
 
-def test_fixed_mode_finds_the_first_passing_commit(tmp_path, mini, boots):
+def test_fixed_mode_finds_the_first_passing_commit(tmp_path, mini, boots, capsys):
     ids = history(mini, [("mini: broken guest", {"g.c": guest("FAIL")})] + plain(2)
                   + [("mini: fix it", {"g.c": "int g(void) { return 0; }\n"})] + plain(4)[2:])
     # --good passes (the newer end), --bad fails (the older)
@@ -175,10 +179,12 @@ def test_fixed_mode_finds_the_first_passing_commit(tmp_path, mini, boots):
     assert code == 0, rec["error"]
     assert rec["bisect"]["first_bad"]["commit"] == ids[3]
     assert rec["bisect"]["terms"] == ["old", "new"]
-    # the wrong way round is bad input, in one line
+    # the wrong way round is bad input, in one line, and no run directory
+    capsys.readouterr()
     code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
                     "--fixed", *sel_args(), rd="run2")
-    assert code == 2 and "--bad is not an ancestor of --good" in rec["error"]
+    assert code == 2 and rec is None
+    assert "--bad is not an ancestor of --good" in capsys.readouterr().err
 
 
 def test_repeat_a_flaky_commit_is_bad(tmp_path, mini, boots, capfd):
@@ -215,7 +221,7 @@ def test_panic_before_the_tests_is_retried_once_then_skipped(tmp_path, mini, boo
     panic = [s for s in steps(rec) if s["commit"] == ids[2]]
     assert panic and panic[0]["outcome"] == "skip" and panic[0]["boots"] == 2, panic
     assert "skipped after a retry" in panic[0]["reason"]
-    assert code == 3 and {c["commit"] for c in rec["bisect"]["candidates"]} == {ids[2], ids[3]}
+    assert code == 6 and {c["commit"] for c in rec["bisect"]["candidates"]} == {ids[2], ids[3]}
 
 
 def test_skip_where_the_good_end_ran_the_test_is_bad(tmp_path, mini, boots):
@@ -331,7 +337,9 @@ def test_git_bisect_run_orch_check_gives_the_same_answer(tmp_path, mini, env, ch
                         "--config", "base", *sel_args()], env=env, capture_output=True,
                        text=True, timeout=600)
     assert f"{ids[4]} is the first bad commit" in r.stdout, r.stdout + r.stderr
-    assert "orch check: " in r.stderr
+    # Each step's result is on stdout (git bisect run passes it on).
+    assert "verdict: good (git bisect run: exit 0)" in r.stdout
+    assert "verdict: bad (git bisect run: exit 1): " in r.stdout
     if checkout:   # the checkout never moved
         assert subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"],
                               capture_output=True, text=True).stdout == head
@@ -366,3 +374,70 @@ def test_check_bad_input_stops_the_bisect(tmp_path, mini, env, args):
 def test_options_mode_default():
     assert bisect_cmd.Options().mode == Mode.TEST
     assert os.path.basename(bisect_cmd.__file__) == "search.py"
+
+
+# -- what a step records, and its reproduce line run again ------------------------------
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_each_steps_reproduce_line_is_that_step_again(tmp_path, mini, boots, env):
+    """Every step records the kernel it booted (key, image SHA-256, banner)
+    and the `orch test --range PARENT..COMMIT` that redoes it. Run as orch,
+    that line builds nothing (the same kernel, by key and image), boots
+    nothing (the step's boot settings: its kept results answer) and says
+    the same: each test's status, good a PASS, bad a FAIL."""
+    ids = history(mini, plain(2) + [("mini: break the guest", {"bad.c": guest("FAIL")}),
+                                    ("mini: more", {"m.c": "int m(void) { return 0; }\n"})])
+    code, rec = run(tmp_path, "--tree", str(mini), "--good", ids[0], "--bad", ids[-1],
+                    "--test-timeout", "45", "--no-sandbox", *sel_args())
+    assert code == 0, rec["error"]
+    b = rec["bisect"]
+    first = {}
+    for s in b["steps"]:
+        assert s["key"] and s["banner"] and s["sha256"] == _sha256(
+            f"{env['ORCH_CACHE']}/kernels/{s['key']}/bzImage"), s
+        assert s["boot_banner"] == s["banner"], s
+        first.setdefault(s["commit"], s)
+    assert b["first_bad"]["commit"] == ids[2] and b["reproduce"] == first[ids[2]]["reproduce"]
+    parent = {ids[0]: git_rev(mini, f"{ids[0]}^"), ids[2]: ids[1], ids[-1]: ids[2]}
+    for commit, exit_code in ((ids[0], 0), (ids[2], 1), (ids[-1], None)):
+        step = first[commit]
+        # The line states the bisect's options for this one commit, no less.
+        asked = Options(tree=mini, range=f"{parent[commit]}..{commit}", configs=["base"],
+                        guest_tests=TESTS, test_timeout=45.0, sandbox=False)
+        assert differences(asked, step["reproduce"], NOT_REPRODUCED) == {}
+        rd = tmp_path / f"again-{commit[:12]}"
+        r = orch_standin(tmp_path, env, *shlex.split(step["reproduce"])[1:], "--run-dir",
+                         str(rd), harness=False)
+        again = run_json(rd)
+        if exit_code is not None:     # the bad end's parent fails too: not a regression
+            assert r.returncode == exit_code, r.stderr
+        patched = again["configs"][0]["patched"]
+        assert patched["build"]["key"] == step["key"] and patched["build"]["cached"], patched
+        assert _sha256(patched["build"]["image"]) == step["sha256"]
+        assert patched["boot"]["cached"] and patched["boot"]["banner"] == step["boot_banner"]
+        assert {t["name"]: t["status"] for t in patched["tests"]} == step["tests"]
+        assert patched["outcome"]["status"] == {"good": "PASS", "bad": "FAIL"}[step["outcome"]]
+
+
+def git_rev(repo: Path, rev: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_a_checks_record_names_the_kernel_it_booted(tmp_path, mini, env):
+    history(mini, [("mini: the commit", {"p.c": "int p(void) { return 0; }\n"})])
+    script = tmp_path / "check.py"
+    script.write_text(CHECK.format(tests=str(REPO / "tests"), repo=str(REPO)))
+    r = subprocess.run([sys.executable, str(script), "--config", "base", *sel_args()],
+                       cwd=mini, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (f,) = Path(env["ORCH_CACHE"], "checks").glob("*/run.json")
+    (step,) = json.loads(f.read_text())["bisect"]["steps"]
+    assert step["role"] == "check" and step["commit"] == git_rev(mini, "HEAD")
+    image = Path(env["ORCH_CACHE"], "kernels", step["key"], "bzImage")
+    assert step["sha256"] == _sha256(str(image))
+    assert step["banner"] == (image.parent / "banner").read_text().strip()
+    assert step["boot_banner"] == step["banner"]

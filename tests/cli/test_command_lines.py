@@ -49,15 +49,17 @@ def _night(tmp_path) -> tuple[Night, SeriesRev, TreeState]:
                                           guest_tests=["guest_tests/a.py"])), s, t
 
 
-def test_a_cells_recorded_command_is_as_it_was(tmp_path):
+def test_a_cells_recorded_command_says_all_it_ran_with(tmp_path):
     n, s, t = _night(tmp_path)
     ndir = tmp_path / "nights" / n.night
     opts = cells.cell_options(n, ndir, s, t, "base", n.plan.guest_tests, sandbox=False)
     run_dir = ndir / "cells/20261126-a-v2--mini--base"
     assert opts.run_dir == run_dir
-    assert opts.argv == ["orch", "test", "--mbox", str(ndir / s.mbox), "--tree", t.path,
-                         "--on", t.commit, "--config", "base", "--run-dir", str(run_dir)]
-    # ... and the run is what the night asks, whatever the line leaves out.
+    # The whole command (issue 27): what the night asks, nothing left out.
+    assert opts.argv == argv_of(opts) == [
+        "orch", "test", "--mbox", str(ndir / s.mbox), "--lore-url", LORE, "--tree", t.path,
+        "--on", t.commit, "--config", "base", "--run-dir", str(run_dir),
+        "--guest-test", "guest_tests/a.py", "--offline-mode", "--no-sandbox", "--rerun-baseline"]
     assert (opts.offline, opts.lore_url, opts.guest_tests, opts.sandbox, opts.rerun_patched) \
         == (True, LORE, ["guest_tests/a.py"], False, True)
 
@@ -89,10 +91,11 @@ def _round_trip(opts: Options) -> Options:
 
 def _every_flag() -> Options:
     return Options(msgid="a@example.org", lore_url=LORE, lore_timeout=7.0, offline=True,
-                   latest=True, tree=Path("/src/linux"), on="abc123", debian_package="pkg-1",
+                   latest=True, tree=Path("/src/linux"), on="abc123",
                    configs=["base", "debug"], run_dir=Path("/runs/r"), json_out=Path("/r.json"),
                    guest_timeout=99.0, guest_tests=["guest_tests/a.py"], test_timeout=12.5,
-                   repeat=2, timeout=600.0, each_patch=True, build_only=True, rerun=True,
+                   repeat=2, timeout=600.0, each_patch=True, rerun=True, keyword="irq",
+                   expect_fixed=["guest_tests/a.py"],
                    rerun_baseline=True, sandbox=False, jobs=3)
 
 
@@ -111,6 +114,10 @@ def test_every_option_round_trips_through_the_command_line(monkeypatch, tmp_path
                                             on=None)) == []
     assert _differences(Options(msgid="a@example.org", debian_package="linux-source-7.2",
                                 run_dir=Path("/runs/r"))) == []
+    # --build-only boots nothing, so it takes no boot flag (refused, not ignored).
+    assert _differences(Options(msgid="a@example.org", build_only=True, each_patch=True,
+                                debian_package="linux-source-7.2",
+                                configs=["base"], run_dir=Path("/runs/r"))) == []
 
 
 def test_a_flag_left_out_of_the_line_is_caught(monkeypatch, tmp_path):

@@ -15,18 +15,23 @@ reports. The guest is the stand-in (tests/standin_guest.py): what the
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sqlite3
 import subprocess
+import types
 
 import pytest
 import standin_guest
-from helpers import IRQ_TEST, browse, git, series
+from helpers import IRQ_TEST, browse, git, orch_standin, run_json, series
 from lore_mails import day, post
 from lore_server import LoreServer
+from test_reproduce import as_reproduced, differences
 
 from orchestrator.fanout import nightly_run as nightly
 from orchestrator.nightly import config_file, history
 from orchestrator.run import series_run
+from orchestrator.run.options import NOT_REPRODUCED
 
 FEATURE_CID = "20261126-mini-feature-0a1b2c"
 COUNTER_CID = "20261126-mini-counter-3d4e5f"
@@ -202,3 +207,55 @@ def test_no_result_at_all_is_exit_5_and_never_a_pass(world):
     n = json.loads((world["out"] / "nights" / "2026-11-27" / "night.json").read_text())
     assert code == 5 and n["cells"] == [] and n["exit_code"] == 5
     assert any(c["kind"] == "error" for c in n["changes"])
+
+
+def test_a_cells_recorded_command_and_reproduce_line_are_the_cell_again(world, monkeypatch,
+                                                                          tmp_path):
+    """Each cell's run.json command and its reproduce line (the revision by
+    Message-ID from lore), run as orch: the same verdict and exit status,
+    the same tests, the same kernels (built nothing: the same kernel keys;
+    and the cell's boot settings, so its kept results answer); both read
+    back as the options the cell ran with."""
+    ran = {}
+    real = series_run.test
+
+    def kept_options(opts, progress=None):
+        ran[opts.run_dir] = opts
+        return real(opts, progress)
+    monkeypatch.setattr(series_run, "test", kept_options)
+    code, n = _night(world, "2026-11-27")        # v3 fails its test, "mini: counter" passes
+    assert code == 1 and [c["status"] for c in n["cells"]] == ["FAIL", "PASS"], n["changes"]
+    ndir = world["out"] / "nights" / "2026-11-27"
+    t = types.SimpleNamespace(**n["plan"]["trees"][0])
+    for i, c in enumerate(n["cells"]):
+        rec = run_json(ndir / c["run_dir"])
+        opts = ran[ndir / c["run_dir"]]
+        assert differences(opts, rec["command"]) == {}
+        assert differences(as_reproduced(opts, c["msgid"], t), c["reproduce"],
+                           NOT_REPRODUCED) == {}
+        for kind, argv in (("command", rec["command"]), ("reproduce", shlex.split(c["reproduce"]))):
+            rd = tmp_path / f"again-{i}-{kind}"
+            r = orch_standin(tmp_path, dict(os.environ), *argv[1:], "--run-dir", str(rd),
+                             harness=False)
+            again = run_json(rd)
+            assert (r.returncode, again["exit_code"], again["verdict"]) == \
+                (rec["exit_code"], rec["exit_code"], rec["verdict"]), (kind, r.stderr)
+            assert _results(again) == _results(rec), kind
+            # Built nothing; booted only what the line says to boot again
+            # (the cell's own command keeps --rerun-baseline of the cell
+            # that booted the night's baseline).
+            for side in ("baseline", "patched"):
+                a = again["configs"][0][side]
+                rebooted = kind == "command" and side == "baseline" and opts.rerun_baseline
+                assert a["build"]["cached"] and a["boot"]["cached"] != rebooted, (kind, side)
+
+
+def _results(rec: dict) -> list:
+    """What a run found, per config: each side's kernel and tests, the comparison."""
+    return [(cfg["name"], cfg.get("verdict"),
+             [(cfg[side]["build"].get("key"), cfg[side]["build"].get("banner"),
+               [(t["name"], t["status"]) for t in cfg[side].get("tests") or []])
+              for side in ("baseline", "patched")],
+             [(x["name"], x["baseline"], x["patched"], x["transition"])
+              for x in cfg.get("comparison") or []])
+            for cfg in rec["configs"]]
