@@ -111,10 +111,14 @@ def plan_digest(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def check_group_size(group_size: int) -> None:
+    if group_size < 1:
+        raise BadInput(f"--group-size must be at least 1, not {group_size}")
+
+
 def cut(plan: Plan, group_size: int = DEFAULT_GROUP) -> Jobs:
     """Baseline jobs first (tree x config), then series jobs needing them."""
-    if group_size < 1:
-        raise BadInput("--group-size must be at least 1")
+    check_group_size(group_size)
     jobs: list[Job] = []
     if plan.series:
         for t in plan.trees:

@@ -27,13 +27,15 @@ from orchestrator.core.progress import Progress
 from orchestrator.nightly import history, tonight
 from orchestrator.reports import night_finish
 from orchestrator.run.lifecycle import Lifecycle
+from orchestrator.run.settings import Settings
 
 
 def run_night(cfg, out: Path, night: str, *, sandbox: bool = True,
-              progress: Progress | None = None) -> int:
+              progress: Progress | None = None, machine: Settings | None = None) -> int:
     """The library entry point (the command and tests call it): the exit
     status, with the night in out/nights/<night>/ and its rows in
-    out/history.sqlite."""
+    out/history.sqlite. `machine`: this machine's settings (config.toml),
+    under the night's file's (nightly.config_file.cell_settings)."""
     progress = progress or Progress()
     with history.lock(out):
         hist = history.History(out / history.FILE)
@@ -41,7 +43,7 @@ def run_night(cfg, out: Path, night: str, *, sandbox: bool = True,
             ndir = out / "nights" / night
             n = tonight.open_night(cfg, ndir, night, hist, progress)
             with Lifecycle(tonight.NightRecord(n, ndir, hist)):
-                tonight.run_cells(n, ndir, cfg.guest_tests, sandbox, hist, progress)
+                tonight.run_cells(n, ndir, cfg.guest_tests, sandbox, hist, progress, machine)
                 return night_finish.finish(n, hist, ndir, out)
         finally:
             hist.close()

@@ -28,15 +28,18 @@ def write(cfg, out: Path, night: str, fmt: str, *, group_size: int = jobfiles.DE
           runs_on: str | list[str] = "ubuntu-latest", tags: list[str] | None = None,
           progress: Progress | None = None) -> Path:
     """The library entry point: plan (once: a directory that has this
-    night's plan keeps it) and write the engine's file; its path."""
+    night's plan from the same NIGHTLY.toml keeps it) and write the engine's
+    file; its path."""
     if fmt not in FILES:
         raise BadInput(f"--format {fmt}: not one of {', '.join(sorted(FILES))}")
+    jobfiles.check_group_size(group_size)   # before lore is asked anything
     out.mkdir(parents=True, exist_ok=True)
     if (out / nightrec.PLAN_FILE).exists():
         plan = nightrec.read_plan(out)
         if plan.night != night:
             raise BadInput(f"{out} holds the plan of the night {plan.night}, not {night}: "
                            "give another --out")
+        _same_file(plan, cfg, out)
     else:
         from orchestrator.nightly import planner
         progress = progress or Progress()
@@ -58,6 +61,20 @@ def write(cfg, out: Path, night: str, fmt: str, *, group_size: int = jobfiles.DE
     elif fmt == "gitlab":
         dest.write_text(ci_files.gitlab(jobs, rel, tags, shared_ccache))
     return dest
+
+
+def _same_file(plan: nightrec.Plan, cfg, out: Path) -> None:
+    """A plan directory is reused only by the NIGHTLY.toml it was made from:
+    the same bytes (the sha256 plan.json records), wherever the file lies.
+    Another file's series, trees or timeouts would otherwise be ignored."""
+    if plan.nightly_toml_sha256 is None:
+        raise BadInput(f"{out} holds a plan that does not say which NIGHTLY.toml it was "
+                       f"made from (an older orch), so not whether it is {cfg.file}'s: "
+                       "give another --out")
+    if plan.nightly_toml_sha256 != cfg.digest:
+        raise BadInput(f"{out} holds the plan made from {plan.nightly_toml} (sha256 "
+                       f"{plan.nightly_toml_sha256[:12]}), not from {cfg.file} (sha256 "
+                       f"{cfg.digest[:12]}): give another --out")
 
 
 def announce(out: Path, night: str) -> None:

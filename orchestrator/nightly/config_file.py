@@ -3,7 +3,9 @@
     lore_url = "https://lore.kernel.org/all"     # optional
     configs  = ["base", "debug"]
     guest_tests = ["guest_tests/test_blockdev_dontcache.py"]   # optional: the whole suite
+    guest_timeout = 1800   # optional, as test_timeout and timeout: config.toml's, else orch's
     [[series]]  msgid = "<any mail of a tracked series>"
+                expect_fixed = ["guest_tests/test_many_folios.py"]   # optional
     [[query]]   q = 's:RWF_DONTCACHE AND d:2.days.ago..'
     [[tree]]    debian_source = "linux-source-7.2"   # suites = [...] optional
     [[tree]]    path = "~/linux"  ref = "origin/master"
@@ -15,16 +17,27 @@ a night that starts on a misread file tests the wrong thing for hours.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.core.errors import BadInput
+from orchestrator.guest import selection
 from orchestrator.kernel import kconfig
-from orchestrator.source import debsrc, intake
+from orchestrator.nightly.night import Plan
+from orchestrator.run import settings, targets
+from orchestrator.source import debsrc, intake, lore
 
-TOP = ("lore_url", "lore_timeout", "configs", "guest_tests", "series", "query", "tree")
-TABLES = {"series": ("msgid",), "query": ("q",),
+# The settings the night's file may give every cell, over each machine's
+# config.toml (a TCG machine needs longer boots than the author's KVM one).
+# Kept in plan.json, so every machine that runs a cell of the night (a CI
+# runner's `orch job` too, which has the plan and not this file) uses them.
+TIMEOUTS = ("guest_timeout", "test_timeout", "timeout")
+TOP = ("lore_url", "lore_timeout", *TIMEOUTS, "configs", "guest_tests", "series", "query",
+       "tree")
+TABLES = {"series": ("msgid", "expect_fixed"), "query": ("q",),
           "tree": ("debian_source", "suites", "path", "ref", "label")}
 
 
@@ -45,8 +58,15 @@ class NightlyConfig:
     configs: list[str] = field(default_factory=lambda: list(kconfig.default_matrix()[:1]))
     guest_tests: list[str] | None = None
     series: list[str] = field(default_factory=list)     # normalized Message-IDs
+    # A tracked series' --expect-fixed (run.targets), by its normalized Message-ID.
+    expect_fixed: dict[str, list[str]] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     trees: list[TreeSpec] = field(default_factory=list)
+    # TIMEOUTS as the file gives them; None: the machine's (cell_settings).
+    guest_timeout: float | None = None
+    test_timeout: float | None = None
+    timeout: float | None = None
+    digest: str = ""          # sha256 of the file's bytes: which plans are this file's
 
 
 def _bad(path: Path, key: str, why: str) -> BadInput:
@@ -65,6 +85,13 @@ def _text(path: Path, key: str, v) -> str:
     return v.strip()
 
 
+def _seconds(path: Path, key: str, v) -> float:
+    # bool is an int subclass, and TOML has inf and nan: none of them is a timeout.
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _bad(path, key, "must be a positive number of seconds")
+    return float(v)
+
+
 def _tables(path: Path, data: dict, name: str) -> list[dict]:
     v = data.get(name, [])
     if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
@@ -76,9 +103,12 @@ def _tables(path: Path, data: dict, name: str) -> list[dict]:
     return v
 
 
-def load(path: Path) -> NightlyConfig:
+def load(path: Path, base: settings.Settings | None = None) -> NightlyConfig:
+    """The night's file, checked. `base`: this machine's settings (config.toml,
+    run.settings), whose lore_url and lore_timeout the file may override."""
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode())
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror or e}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -86,17 +116,16 @@ def load(path: Path) -> NightlyConfig:
     for k in data:
         if k not in TOP:
             raise _unknown(path, "", k, TOP)
-    cfg = NightlyConfig(path)
+    cfg = NightlyConfig(path, digest=hashlib.sha256(raw).hexdigest())
+    if base is not None:
+        cfg.lore_url, cfg.lore_timeout = base.lore_url, base.lore_timeout
     if "lore_url" in data:
         # orch's lore_url is the host; the documented form names the /all inbox.
-        cfg.lore_url = _text(path, "lore_url", data["lore_url"]).rstrip("/").removesuffix("/all")
-        if not cfg.lore_url.startswith(("http://", "https://")):
-            raise _bad(path, "lore_url", "must be an http(s) URL")
-    if "lore_timeout" in data:
-        v = data["lore_timeout"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise _bad(path, "lore_timeout", "must be a positive number of seconds")
-        cfg.lore_timeout = float(v)
+        cfg.lore_url = lore.base_url(_text(path, "lore_url", data["lore_url"]),
+                                     f"{path}: lore_url")
+    for key in ("lore_timeout", *TIMEOUTS):
+        if key in data:
+            setattr(cfg, key, _seconds(path, key, data[key]))
     if "configs" in data:
         v = data["configs"]
         if not isinstance(v, list) or not v or not all(isinstance(c, str) for c in v):
@@ -120,6 +149,9 @@ def load(path: Path) -> NightlyConfig:
                                                            t["msgid"])))
         except BadInput as e:
             raise _bad(path, f"series[{i}].msgid", str(e))
+        if "expect_fixed" in t:
+            cfg.expect_fixed[cfg.series[-1]] = _expect_fixed(path, i, t["expect_fixed"],
+                                                             cfg.guest_tests)
     for i, t in enumerate(_tables(path, data, "query")):
         if "q" not in t:
             raise _bad(path, f"query[{i}]", "needs q")
@@ -134,6 +166,21 @@ def load(path: Path) -> NightlyConfig:
     if not cfg.series and not cfg.queries:
         raise _bad(path, "series", "nothing to test: give at least one [[series]] or [[query]]")
     return cfg
+
+
+def _expect_fixed(path: Path, i: int, v, guest_tests: list[str] | None) -> list[str]:
+    """The guest tests a tracked series is expected to fix, checked against
+    the night's selection now rather than in every cell."""
+    key = f"series[{i}].expect_fixed"
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
+        raise _bad(path, key, 'must be a non-empty array of test ids or globs (["none"]: '
+                   "no test)")
+    patterns = [x.strip() for x in v]
+    try:
+        targets.check_patterns(patterns, selection.collect(guest_tests))
+    except BadInput as e:
+        raise _bad(path, key, str(e).replace("--expect-fixed ", "", 1))
+    return patterns
 
 
 def _tree(path: Path, i: int, t: dict) -> TreeSpec:
@@ -161,3 +208,23 @@ def _tree(path: Path, i: int, t: dict) -> TreeSpec:
     ref = _text(path, f"{key}.ref", t["ref"]) if "ref" in t else "HEAD"
     label = _text(path, f"{key}.label", t["label"]) if "label" in t else f"{raw}@{ref}"
     return TreeSpec(label, path=where.resolve(), ref=ref)
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """What every cell of a night runs with besides its series, tree and
+    tests, on the machine that runs it."""
+    jobs: int
+    guest_timeout: float
+    test_timeout: float
+    timeout: float | None            # each cell's whole `orch test` run
+
+
+def cell_settings(plan: Plan, machine: settings.Settings | None = None) -> CellSettings:
+    """Each timeout from the night's file (kept in the plan), else this
+    machine's settings (`machine`: its config.toml over orch's defaults),
+    else orch's defaults; make's jobs are always the machine's."""
+    here = machine or settings.builtin()
+    chosen = {k: getattr(plan, k) if getattr(plan, k) is not None else getattr(here, k)
+              for k in TIMEOUTS}
+    return CellSettings(jobs=here.jobs, **chosen)

@@ -49,6 +49,8 @@ class SeriesRev:
     change_id: str | None
     source: str              # "tracked" or "query: <q>"
     mbox: str                # the pinned mbox, relative to the night directory
+    # NIGHTLY.toml's expect_fixed for a tracked series: its cells' --expect-fixed.
+    expect_fixed: list[str] | None = jsonio.opt()
 
 
 @dataclass
@@ -79,6 +81,15 @@ class Plan:
     # The guest tests every cell runs (None: the whole suite). In the plan so
     # that a CI job, which has the plan and not NIGHTLY.toml, runs the same.
     guest_tests: list[str] | None = None
+    # NIGHTLY.toml's timeouts, for the same reason (config_file.cell_settings);
+    # None: each machine's own (its config.toml, else orch's default).
+    guest_timeout: float | None = jsonio.opt()
+    test_timeout: float | None = jsonio.opt()
+    timeout: float | None = jsonio.opt()
+    # The NIGHTLY.toml it was made from and the sha256 of its bytes: `orch
+    # plan` reuses a plan directory only for the same file content.
+    nightly_toml: str | None = jsonio.opt()
+    nightly_toml_sha256: str | None = jsonio.opt()
 
 
 @dataclass
@@ -152,9 +163,9 @@ class Change:
     reproduce: str | None = None
 
 
-KINDS = ("new-failure", "fixed", "no-longer-applies", "applies-again", "new-splat",
-         "new-revision", "new-series", "new-series-failing", "figure-moved", "tree-moved",
-         "tree-stale", "build-broken", "error")
+KINDS = ("new-failure", "fixed", "known-failure", "no-longer-applies", "applies-again",
+         "new-splat", "new-revision", "new-series", "new-series-failing", "figure-moved",
+         "tree-moved", "tree-stale", "build-broken", "error")
 
 
 @dataclass

@@ -22,7 +22,9 @@ from orchestrator.source import debsrc
 
 def make(cfg, night: str, hist: history.History, ndir: Path, progress) -> Plan:
     plan = Plan(night, cfg.lore_url, list(cfg.configs), [], [], created=now(),
-                guest_tests=cfg.guest_tests)
+                guest_tests=cfg.guest_tests, guest_timeout=cfg.guest_timeout,
+                test_timeout=cfg.test_timeout, timeout=cfg.timeout,
+                nightly_toml=str(cfg.file), nightly_toml_sha256=cfg.digest or None)
     sdir = ndir / "series"
     sdir.mkdir(parents=True, exist_ok=True)
     logs = ndir / "logs"
@@ -45,7 +47,9 @@ def make(cfg, night: str, hist: history.History, ndir: Path, progress) -> Plan:
         return rev
 
     for msgid in cfg.series:
-        pin(msgid, "tracked")
+        rev = pin(msgid, "tracked")
+        if rev is not None:
+            rev.expect_fixed = cfg.expect_fixed.get(msgid)
     tested = hist.tested_series()
     for q in cfg.queries:
         # A series a query found on an earlier night is followed like a

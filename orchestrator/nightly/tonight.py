@@ -15,6 +15,7 @@ from orchestrator.nightly.cells import run_cell
 from orchestrator.nightly.night import Night
 from orchestrator.run.lifecycle import Cause, Ending
 from orchestrator.run.record import RunState, now
+from orchestrator.run.settings import Settings
 
 
 class NightRecord:
@@ -58,15 +59,18 @@ def open_night(cfg, ndir: Path, night: str, hist: history.History,
 
 
 def run_cells(n: Night, ndir: Path, guest_tests: list[str] | None, sandbox: bool,
-              hist: history.History, progress: Progress) -> None:
-    """Every cell of the plan without a result, each recorded as it ends."""
+              hist: history.History, progress: Progress,
+              machine: Settings | None = None) -> None:
+    """Every cell of the plan without a result, each recorded as it ends;
+    `machine`: this machine's settings (config_file.cell_settings)."""
     plan = n.plan
     progress.say(f"night {n.night}: {len(plan.series)} series x {len(plan.trees)} trees x "
                  f"{len(plan.configs)} configs")
     for t in plan.trees:
         for config in plan.configs:
             for s in plan.series:
-                run_cell(n, ndir, s, t, config, guest_tests, sandbox, progress)
+                run_cell(n, ndir, s, t, config, guest_tests, sandbox, progress,
+                         machine=machine)
                 hist.record_night(n)
 
 

@@ -17,7 +17,10 @@ with no tree of the user's at all (the Debian tree). TOML has typed values
 `tomllib`; git config would need a git repository and string parsing.
 
 Precedence, per key: a command-line flag > the environment (only ORCH_CACHE,
-for `cache`) > the file > the built-in default. A missing file at the default
+for `cache`) > the file > the built-in default. Every command resolves them
+so; `orch nightly`, `plan` and `job` (whose only such flag is --cache) then
+let the night's NIGHTLY.toml override the lore and timeout keys
+(nightly.config_file). A missing file at the default
 place is fine; a file that $ORCH_CONFIG names must exist. Anything wrong in
 the file is a BadInput of one line naming the file and the key: a bad file
 must stop orch before it does minutes of work with a value the user did not
@@ -38,7 +41,7 @@ from orchestrator.core import paths
 from orchestrator.core.errors import BadInput
 from orchestrator.guest import vm
 from orchestrator.kernel import build
-from orchestrator.source import debsrc, intake
+from orchestrator.source import debsrc, intake, lore
 
 DEFAULT = "default"
 ENV_CACHE = "ORCH_CACHE"
@@ -107,7 +110,24 @@ def resolve(flags: Mapping[str, object]) -> Settings:
     config file over the defaults (load()); the cache location takes effect
     for the whole command."""
     eff = load(flags)
+    eff = {**eff, "lore_url": lore_base(eff["lore_url"])}
     apply_cache(eff)
+    return Settings(**{name: s.value for name, s in eff.items()}, effective=eff)
+
+
+def lore_base(s: Setting) -> Setting:
+    """The lore_url setting in the one form every command hands to b4
+    (lore.base_url): `https://lore.kernel.org/all/` is https://lore.kernel.org,
+    so b4 never asks for /all/all/<id>; a URL orch cannot use is refused
+    here, naming where it came from, before any work."""
+    where = "--lore-url" if s.source.startswith("flag ") else f"{s.source}: lore_url"
+    return Setting(lore.base_url(str(s.value), where), s.source)
+
+
+def builtin() -> Settings:
+    """orch's defaults alone, no flag, environment or file: what a library
+    caller that resolved no settings runs with."""
+    eff = {name: Setting(value, DEFAULT) for name, value in defaults().items()}
     return Settings(**{name: s.value for name, s in eff.items()}, effective=eff)
 
 

@@ -148,7 +148,7 @@ def test_a_missing_or_failed_shard_is_named_never_dropped(planned, tmp_path, mon
     out = tmp_path / "merged"
     code = merge_cmd.merge([shards / "b-mini-base", shards / "s-mini-base-2"], out, pdir)
     n = _night_json(out)
-    assert code == 3, n["changes"]
+    assert code == 7, n["changes"]
     cells = {c["series"]: c for c in n["cells"]}
     assert cells[f"change-id:{COUNTER_CID}"]["status"] == "PASS"
     lost = cells[f"change-id:{FEATURE_CID}"]
@@ -158,8 +158,8 @@ def test_a_missing_or_failed_shard_is_named_never_dropped(planned, tmp_path, mon
     assert "s-mini-base-1" in summary
     # The reports say what the exit status says, not "nothing new fails".
     assert summary.splitlines()[0].endswith("incomplete: a job of the night did not report "
-                                            "(exit 3)"), summary
-    assert "(exit 3" in (out / "nights" / NIGHT / "index.html").read_text()
+                                            "(exit 7)"), summary
+    assert "(exit 7" in (out / "nights" / NIGHT / "index.html").read_text()
 
     # Its job is run again (a retried CI job) and merged later: the night
     # is complete, and the shards merged before are remembered.
@@ -181,7 +181,7 @@ def test_a_missing_or_failed_shard_is_named_never_dropped(planned, tmp_path, mon
     code = merge_cmd.merge([shards / "b-mini-base", broken / "s-mini-base-1",
                             shards / "s-mini-base-2"], out2)
     n = _night_json(out2)
-    assert code == 3, n["changes"]
+    assert code == 7, n["changes"]
     failed = [c["text"] for c in n["changes"] if "job s-mini-base-1" in c["text"]]
     assert failed and "not on this runner" in failed[0]
 
@@ -277,3 +277,101 @@ def test_bad_input_is_one_line(planned, tmp_path):
     (edited / "plan.json").write_text(json.dumps(p))
     rc, line = orch("job", edited, "b-mini-base", "--out", tmp_path / "y")
     assert rc == 2 and "cut from another plan.json" in line
+
+
+# -- settings and flags (issue 27, item 6) ------------------------------------------
+
+def test_a_job_runs_with_its_runners_config_toml(planned, tmp_path):
+    """A runner's config.toml (its cache, its timeouts) is what its jobs run
+    with, as `orch test` would on that machine; the plan (NIGHTLY.toml) names
+    no timeout here, so none overrides it."""
+    from test_nightly_settings import orch_recording
+    pdir, shards, cache = planned["pdir"], tmp_path / "shards", tmp_path / "runner-cache"
+    config = f'cache = "{cache}"\nguest_timeout = 1234\ntest_timeout = 77\n'
+    r, base_boots, xdg = orch_recording(tmp_path, config, "job", pdir, "b-mini-base",
+                                        "--out", shards / "b")
+    assert r.returncode == 0, r.stderr
+    r, cell_boots, _ = orch_recording(tmp_path, config, "job", pdir, "s-mini-base-2",
+                                      "--out", shards / "s2", "--import", shards / "b")
+    assert r.returncode == 0, r.stderr
+    # The baseline booted in its job; the cell booted only its patched kernel
+    # (the imported baseline answered: the same limits, the same key).
+    assert [(b["timeout"], b["test_timeout"]) for b in base_boots + cell_boots] == \
+        [(1234, 77), (1234, 77)]
+    assert {p.name for p in (cache / "kernels").iterdir()} == \
+        {b["key"] for b in base_boots + cell_boots}
+    assert not (xdg / "kernels").exists()
+    night = json.loads((shards / "s2" / "night.json").read_text())
+    (cell,) = night["cells"]
+    rec = json.loads((shards / "s2" / cell["run_dir"] / "run.json").read_text())
+    assert rec["configs"][0]["patched"]["build"]["image"].startswith(str(cache))
+    assert rec["command"][rec["command"].index("--guest-timeout") + 1] == "1234"
+
+
+def test_a_plan_directory_is_reused_only_by_its_own_file(planned, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import one_error_line
+    pdir, toml = planned["pdir"], planned["toml"]
+    plan = json.loads((pdir / "plan.json").read_text())
+
+    def orch(*args):
+        return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    asked = len(planned["srv"].requests)
+    other = tmp_path / "other.toml"
+    other.write_text(toml.read_text().replace('configs = ["base"]', 'configs = ["debug"]'))
+    r = orch("plan", other, "--out", pdir, "--night", NIGHT)
+    assert r.returncode == 2, r.stderr
+    assert (plan["nightly_toml"], len(plan["nightly_toml_sha256"])) == (str(toml), 64)
+    assert one_error_line(r.stderr) == (
+        f"orch: error: {pdir} holds the plan made from {toml} (sha256 "
+        f"{plan['nightly_toml_sha256'][:12]}), not from {other} (sha256 "
+        f"{config_file.load(other).digest[:12]}): give another --out")
+    # The same bytes elsewhere are the same night: the plan is reused as is.
+    same = tmp_path / "copy" / "nightly.toml"
+    same.parent.mkdir()
+    same.write_bytes(toml.read_bytes())
+    r = orch("plan", same, "--out", pdir, "--night", NIGHT, "--format", "gitlab",
+             "--group-size", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(planned["srv"].requests) == asked
+    assert json.loads((pdir / "plan.json").read_text()) == plan
+
+
+def test_group_size_zero_asks_lore_nothing(planned, tmp_path):
+    import subprocess
+    import sys
+
+    from orchestrator.core.errors import BadInput
+    asked = len(planned["srv"].requests)
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "plan", str(planned["toml"]),
+                        "--out", str(tmp_path / "fresh"), "--group-size", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--group-size must be at least 1" in r.stderr
+    assert len(planned["srv"].requests) == asked and not (tmp_path / "fresh").exists()
+    with pytest.raises(BadInput, match="--group-size must be at least 1, not 0"):
+        plan_cmd.write(planned["cfg"], tmp_path / "lib", NIGHT, "json", group_size=0)
+    assert len(planned["srv"].requests) == asked
+
+
+@pytest.mark.parametrize("args,says", [
+    (["b-mini-base", "--import", "SHARD"], "--import is for a series job; b-mini-base is a "
+     "baseline job"),
+    (["s-mini-base-1", "--tree", "mainline=/src/linux"], "--tree 'mainline=/src/linux': the "
+     "plan has no tree 'mainline' (its trees: mini)"),
+])
+def test_a_job_refuses_a_flag_it_would_ignore(planned, tmp_path, args, says):
+    import subprocess
+    import sys
+
+    from helpers import one_error_line
+    args = [str(tmp_path) if a == "SHARD" else a for a in args]
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "job", str(planned["pdir"]),
+                        *args, "--out", str(tmp_path / "shard")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert one_error_line(r.stderr) == f"orch: error: {says}"
+    assert not (tmp_path / "shard").exists()

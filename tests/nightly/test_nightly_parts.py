@@ -210,7 +210,7 @@ def test_exit_status():
         [TreeState("t", "git", "/t", "c" * 40, stale="fetch failed")])) == 0
     # A merged night a CI job of which did not report: never a pass, but a
     # regression or no result at all says more.
-    assert compare.exit_status(ok, [], incomplete=True) == 3
+    assert compare.exit_status(ok, [], incomplete=True) == 7
     assert compare.exit_status(ok, compare.cell_changes(_cell("NO-APPLY"), "S", None, None),
                                incomplete=True) == 1
     assert compare.exit_status([_cell("ERROR")], [], incomplete=True) == 5
@@ -352,3 +352,74 @@ def test_a_shards_declarations_are_cleaned_when_read(tmp_path):
     d = night.read(tmp_path).cells[0].declarations["x"]
     assert d.title == "['<b>', 1]" and len(d.unit) <= 40 and "\x1b" not in d.unit
     assert d.y_min is None and d.y_range is None and d.better is None
+
+
+# -- settings: NIGHTLY.toml over config.toml over orch's defaults -------------
+
+SERIES = "[[series]]\nmsgid = 'a@b'\n"
+
+
+def _machine(tmp_path, monkeypatch, text: str):
+    """This machine's settings from a config.toml holding `text`."""
+    from orchestrator.run import settings
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    monkeypatch.setenv("ORCH_CONFIG", str(path))
+    monkeypatch.setenv("ORCH_CACHE", str(tmp_path / "cache"))
+    return settings.resolve({})
+
+
+def test_the_timeout_keys_load_and_go_into_the_plan(tmp_path, monkeypatch):
+    f = _toml(tmp_path, "guest_timeout = 1800\ntest_timeout = 120.5\ntimeout = 7200\n" + SERIES)
+    cfg = config_file.load(f)
+    assert (cfg.guest_timeout, cfg.test_timeout, cfg.timeout) == (1800.0, 120.5, 7200.0)
+    # Left out: None, so that each machine's own settings answer.
+    bare = config_file.load(_toml(tmp_path, SERIES))
+    assert (bare.guest_timeout, bare.test_timeout, bare.timeout) == (None, None, None)
+
+
+@pytest.mark.parametrize("key", ["guest_timeout", "test_timeout", "timeout", "lore_timeout"])
+@pytest.mark.parametrize("value", ["0", "-5", "true", "'900'", "inf", "nan", "[1]"])
+def test_a_bad_timeout_is_one_line_naming_the_key(tmp_path, key, value):
+    f = _toml(tmp_path, f"{key} = {value}\n" + SERIES)
+    with pytest.raises(BadInput) as e:
+        config_file.load(f)
+    assert str(e.value) == f"{f}: {key}: must be a positive number of seconds"
+
+
+def test_cells_take_the_nights_timeouts_over_the_machines_over_orchs(tmp_path, monkeypatch):
+    from orchestrator.guest import vm
+    from orchestrator.nightly import cells
+    from orchestrator.run import settings
+    machine = _machine(tmp_path, monkeypatch, "guest_timeout = 1200\ntest_timeout = 200\n"
+                       "jobs = 3\n")
+    plan = sample_night().plan
+    plan.test_timeout = 99.0                       # NIGHTLY.toml's
+    opts = cells.night_options(plan, "base", None, True, machine)
+    assert (opts.jobs, opts.guest_timeout, opts.test_timeout, opts.timeout) == \
+        (3, 1200, 99.0, None)
+    plan.timeout = 3600.0
+    assert config_file.cell_settings(plan, machine) == config_file.CellSettings(
+        jobs=3, guest_timeout=1200, test_timeout=99.0, timeout=3600.0)
+    # No machine settings (a library caller): orch's defaults under the night's.
+    assert config_file.cell_settings(plan) == config_file.CellSettings(
+        jobs=settings.defaults()["jobs"], guest_timeout=vm.BOOT_TIMEOUT, test_timeout=99.0,
+        timeout=3600.0)
+
+
+def test_the_machines_lore_settings_answer_where_the_file_is_silent(tmp_path, monkeypatch):
+    machine = _machine(tmp_path, monkeypatch, 'lore_url = "https://lore.example.org"\n'
+                       "lore_timeout = 42\n")
+    cfg = config_file.load(_toml(tmp_path, SERIES), base=machine)
+    assert (cfg.lore_url, cfg.lore_timeout) == ("https://lore.example.org", 42)
+    cfg = config_file.load(_toml(tmp_path, "lore_url = 'https://lore.kernel.org/all'\n"
+                                 "lore_timeout = 7\n" + SERIES), base=machine)
+    assert (cfg.lore_url, cfg.lore_timeout) == ("https://lore.kernel.org", 7.0)
+
+
+def test_the_file_digest_is_of_its_bytes(tmp_path):
+    import hashlib
+    f = _toml(tmp_path, SERIES)
+    assert config_file.load(f).digest == hashlib.sha256(f.read_bytes()).hexdigest()
+    f.write_text(SERIES + "# a comment is another file\n")
+    assert config_file.load(f).digest == hashlib.sha256(f.read_bytes()).hexdigest()

@@ -379,3 +379,44 @@ def test_a_default_cache_leaves_cache_dir_following_the_environment(monkeypatch,
     assert paths.cache_dir() == tmp_path / "xdg-cache" / "orch"
     monkeypatch.setenv("ORCH_CACHE", str(tmp_path / "later"))
     assert paths.cache_dir() == tmp_path / "later"
+
+
+# --- every command reads the file: the nightly ones too ---
+
+def test_builtin_is_the_defaults_and_reads_no_file(monkeypatch, tmp_path):
+    write_config("jobs = 2\n")
+    monkeypatch.setenv("ORCH_CACHE", str(tmp_path / "env"))
+    b = settings.builtin()
+    assert {n: getattr(b, n) for n in settings.NAMES} == settings.defaults()
+    assert {s.source for s in b.effective.values()} == {settings.DEFAULT}
+
+
+@pytest.mark.parametrize("command", [["nightly", "NIGHTLY"], ["plan", "NIGHTLY", "--out", "P"],
+                                     ["job", "PLAN", "b-x-base", "--out", "S"]])
+def test_a_bad_config_file_stops_the_nightly_commands_too(tmp_path, command):
+    """nightly, plan and job read config.toml as test does: a bad one is one
+    line naming it, status 2, before the night's file is even read."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, one_error_line
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("guest_timeout = -1\n")
+    (tmp_path / "PLAN").mkdir()
+    args = [str(tmp_path / a) if a in ("NIGHTLY", "P", "PLAN", "S") else a for a in command]
+    if command[0] == "job":
+        # A plan directory: what job reads before its settings.
+        from orchestrator.fanout import jobfiles
+        from orchestrator.nightly.night import Plan, TreeState, write_plan
+        plan = Plan("2026-11-27", "https://lore.example.org", ["base"], [],
+                    [TreeState("x", "git", str(tmp_path), "c" * 40)])
+        write_plan(tmp_path / "PLAN", plan)
+        jobfiles.write_jobs(tmp_path / "PLAN", jobfiles.Jobs(
+            plan.night, jobfiles.plan_digest(plan), 4,
+            [jobfiles.Job("b-x-base", "baseline", "x", "base")]))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
+           "ORCH_CONFIG": str(cfg), "ORCH_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, one_error_line(r.stderr)) == (
+        2, f"orch: error: {cfg}: guest_timeout must be a positive number of seconds, not -1")
