@@ -10,14 +10,15 @@ import traceback
 from pathlib import Path
 
 from orchestrator import __version__, commands
-from orchestrator.bisect.check import BAD_INPUT_RC
 from orchestrator.commands import common
+from orchestrator.core import exits
 from orchestrator.core.errors import Exit, OrchError
 
 
 def parser() -> common.Parser:
     p = common.Parser(prog="orch", description="Build and boot-test a kernel patch series "
-                      "from lore against its unpatched baseline.", **common.parser_kwargs())
+                      "from lore against its unpatched baseline.",
+                      **common.parser_kwargs(exits.epilog()))
     p.add_argument("--version", action="version", version=f"orch {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True,
                            parser_class=common.Parser)
@@ -30,6 +31,13 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def _status(e: BaseException) -> int:
+    """orch's exit status for what stopped a command."""
+    if isinstance(e, OrchError):
+        return int(e.exit)
+    return int(Exit.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Exit.INFRA)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -38,24 +46,34 @@ def main(argv: list[str] | None = None) -> int:
         # Under `git bisect run`, 2 would mean "bad": a bad `orch check`
         # invocation must stop the bisect instead.
         if argv[:1] == ["check"] and e.code not in (0, None):
-            return BAD_INPUT_RC
+            return int(exits.GitBisect.BAD_INPUT)
         raise
     signal.signal(signal.SIGTERM, _sigterm)
+    # A command whose status others read by other rules (orch check: git
+    # bisect run's) says what each failure exits with.
+    status = getattr(args, "stopped", _status)
     try:
         return args.run(args, argv)
     except OrchError as e:
         print(f"orch: error: {e}", file=sys.stderr)
-        return int(e.exit)
-    except KeyboardInterrupt:
+        return status(e)
+    except KeyboardInterrupt as e:
         print("orch: interrupted", file=sys.stderr)
-        return int(Exit.INTERRUPTED)
+        return status(e)
     except Exception as e:  # a bug or an unforeseen failure: still one line
-        crash = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-crash-{os.getpid()}.txt"
-        crash.write_text(traceback.format_exc())
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"orch: error: internal error: {type(e).__name__}: {first[:200]} "
-              f"(traceback in {crash})", file=sys.stderr)
-        return int(Exit.INFRA)
+              f"({_keep_traceback()})", file=sys.stderr)
+        return status(e)
+
+
+def _keep_traceback() -> str:
+    crash = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-crash-{os.getpid()}.txt"
+    try:
+        crash.write_text(traceback.format_exc())
+    except OSError as e:      # not even that: the line is all there is
+        return f"no traceback kept: {crash}: {e.strerror}"
+    return f"traceback in {crash}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import pytest
 from helpers import REPO
 
 from orchestrator import cli
+from orchestrator.core import exits
+from orchestrator.core.errors import Exit
 
 HOOKS = REPO / "docs" / "hooks"
 README_MAX_LINES = 200
@@ -302,3 +304,47 @@ def test_a_readme_link_to_a_missing_page_or_too_many_lines_is_caught():
         "link to docs/gone.md#x: no such file"]
     long = text + "line\n" * (README_MAX_LINES + 1 - len(text.splitlines()))
     assert readme_problems(long, REPO) == [f"{README_MAX_LINES + 1} lines, over 200"]
+
+
+# -- the exit statuses: one table (core/exits.py) -----------------------------------------
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/verdicts.md"])
+def test_the_exit_status_tables_are_the_ones_the_source_makes(doc):
+    text = (REPO / doc).read_text()
+    assert exits.in_document(text) == exits.markdown(), (
+        f"{doc} differs from orchestrator/core/exits.py: "
+        f"python -m orchestrator.core.exits {doc} rewrites it")
+
+
+def test_an_exit_status_table_edited_by_hand_is_caught():
+    text = (REPO / "README.md").read_text()
+    assert "| 6 | **inconclusive**" in text
+    edited = text.replace("| 6 | **inconclusive**", "| 3 | **inconclusive**")
+    assert exits.in_document(edited) != exits.markdown()
+    assert exits.in_document("no table here") is None
+
+
+def test_every_help_ends_with_its_rows_of_the_one_table():
+    parser = cli.parser()
+    assert parser.epilog == exits.epilog()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(exits.COMMANDS)
+    for name, p in sub.choices.items():
+        assert p.epilog == exits.epilog(name), name
+
+
+def test_each_status_has_one_meaning_in_every_command():
+    """Every status a command exits with is one of orch's (or git's, for
+    orch check), with the meaning the table gives it."""
+    assert set(exits.MEANING) == {int(e) for e in Exit}
+    for name, table in exits.COMMANDS.items():
+        known = exits.GIT_MEANING if table.git else exits.MEANING
+        assert {r.code for r in table.rows} <= set(known), name
+        for row in table.rows:
+            line = next(l for l in exits.epilog(name).splitlines()
+                        if l.startswith(f"  {row.code:<4} "))
+            assert line[7:].startswith(table.meaning(row.code)), (name, line)
+    # 3 means only "does not apply": inconclusive and incomplete have their own.
+    assert [n for n, t in exits.COMMANDS.items() if not t.git
+            for r in t.rows if r.code == 3] == ["test"]

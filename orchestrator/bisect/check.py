@@ -11,27 +11,28 @@ one step, kept in orch's cache, never in your checkout.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.bisect import revs
 from orchestrator.bisect.judge import BAD, GOOD, SKIP, Mode
 from orchestrator.bisect.stepping import Stepper, StepSettings, short
-from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.errors import BadInput, OrchError
+from orchestrator.core.exits import GitBisect
 from orchestrator.core.paths import cache_dir
 from orchestrator.core.progress import Progress
 from orchestrator.guest import selection
 from orchestrator.kernel import kconfig
 from orchestrator.run import options, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
-from orchestrator.run.record import BisectRecord, RunVerdict, TreeRecord
+from orchestrator.run.record import BisectRecord, RunState, RunVerdict, TreeRecord
 from orchestrator.source import tree
 
 # What git bisect run reads: 0 good, 1 bad, 125 skip, 128 or more stops it.
-GOOD_RC, BAD_RC, SKIP_RC = 0, 1, 125
-BAD_INPUT_RC, INFRA_RC, INTERRUPTED_RC = 128, 129, 130
-RC_OF = {GOOD: GOOD_RC, BAD: BAD_RC, SKIP: SKIP_RC, "old": GOOD_RC, "new": BAD_RC}
+GOOD_RC, BAD_RC, SKIP_RC = GitBisect.GOOD, GitBisect.BAD, GitBisect.SKIP
+BAD_INPUT_RC, INFRA_RC, INTERRUPTED_RC = (GitBisect.BAD_INPUT, GitBisect.INFRA,
+                                          GitBisect.INTERRUPTED)
+RC_OF = {o: GitBisect.of_outcome(o) for o in (GOOD, BAD, SKIP, "old", "new")}
 
 
 @dataclass
@@ -52,13 +53,27 @@ class _Commit:
     expected: list[str]
 
 
+class CheckRun(Run):
+    """A check's run directory. Its run.json's exit_code is what git bisect
+    run read (0, 1, 125; 128 and above for a check that stopped), as every
+    record's exit_code is its command's exit status."""
+
+    def finish(self, code: int, verdict: RunVerdict, error: str | None = None,
+               state: RunState = RunState.DONE) -> int:
+        answer = verdict.lower() in RC_OF
+        return super().finish(RC_OF[verdict.lower()] if answer else GitBisect.of_exit(code),
+                              verdict, error, state)
+
+
 def check(opts: CheckOptions, progress: Progress | None = None) -> int:
     """The library entry point: git's exit status for the checked-out commit
-    (GOOD_RC, BAD_RC, SKIP_RC); an OrchError or KeyboardInterrupt for the
-    command to turn into one that stops the bisect."""
+    (GOOD_RC, BAD_RC, SKIP_RC), the record in opts.run_dir (set here when
+    not given); any exception for the command to turn into a status that
+    stops the bisect (stopped())."""
     what = _resolve(opts)
-    run = Run(opts.run_dir or record_root() / f"{dt.datetime.now():%Y%m%d-%H%M%S}-"
-              f"{short(what.commit)}", opts.argv, progress or Progress(), sandbox=opts.sandbox)
+    opts.run_dir = opts.run_dir or (record_root() / f"{dt.datetime.now():%Y%m%d-%H%M%S}-"
+                                    f"{short(what.commit)}")
+    run = CheckRun(opts.run_dir, opts.argv, progress or Progress(), sandbox=opts.sandbox)
     try:
         with Lifecycle(run):
             return _step(run, opts, what)
@@ -70,8 +85,9 @@ def _resolve(opts: CheckOptions) -> _Commit:
     """The input, checked before any work: a bad one stops the bisect."""
     if opts.repeat <= 0:
         raise BadInput("--repeat must be positive")
-    if opts.mode in (Mode.TEST, Mode.FIXED) and not opts.guest_tests:
-        raise BadInput("give the guest test(s) with --guest-test ID (or --build / --splat)")
+    if opts.mode in (Mode.TEST, Mode.FIXED) and not (opts.guest_tests or opts.keyword):
+        raise BadInput("give the guest test(s) with --guest-test ID or -k EXPR "
+                       "(or --build / --splat)")
     # The tree: --tree, else the checkout git bisect run is in (not the
     # Debian default of `orch test`: a check is always about your tree).
     t = tree.open_tree(opts.tree if opts.tree is not None else Path.cwd())
@@ -83,7 +99,8 @@ def _resolve(opts: CheckOptions) -> _Commit:
     if len(opts.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
     kc = kconfig.load(opts.configs[0] if opts.configs else kconfig.default_matrix()[0])
-    expected = selection.collect(opts.guest_tests) if opts.mode != Mode.BUILD else []
+    expected = (selection.collect(opts.guest_tests, opts.keyword) if opts.mode != Mode.BUILD
+                else [])
     return _Commit(commit, t, kc, expected)
 
 
@@ -93,29 +110,28 @@ def _step(run: Run, opts: CheckOptions, what: _Commit) -> int:
     rec.expected_tests, rec.repeat = what.expected, opts.repeat
     rec.bisect = BisectRecord(mode=opts.mode.value, terms=[], good=commit, bad=commit,
                               config=what.kc.name, tests=list(opts.guest_tests or []),
-                              repeat=opts.repeat, commits=1, max_steps=1)
+                              keyword=opts.keyword, repeat=opts.repeat, commits=1, max_steps=1)
     run.save()
     ws = tree.workspace(t, announce=run.say)
     ws.lock.release()
     stepper = Stepper(ws, what.kc, StepSettings(
         opts.mode, opts.jobs, opts.sandbox, options.boot_settings(opts, what.expected),
-        opts.guest_timeout, opts.rerun), run.dir, run.progress)
+        opts.guest_timeout, opts.rerun), run.dir, run.progress, tree_path=t.repo)
     r = stepper.step(commit)
     rec.bisect.steps.append(recording.bisect_step("check", r))
-    rc = RC_OF[r.outcome]
-    print(f"orch check: {short(commit)} {r.subject[:60]}: {r.outcome} ({r.reason}); "
-          f"build {r.build}, boot {r.boot or '-'}; run directory {run.dir}", file=sys.stderr)
-    run.finish(Exit.OK, RunVerdict(r.outcome.upper()), None)
-    return rc
+    return run.finish(RC_OF[r.outcome], RunVerdict(r.outcome.upper()), None)
 
 
-def stopped(e: OrchError | KeyboardInterrupt) -> int:
-    """What git bisect run must read of a check that did not come to an
-    answer: one that stops the bisect (bad input, the infrastructure, an
-    interrupt), never one it would take for good, bad or skip."""
+def stopped(e: BaseException) -> int:
+    """What git bisect run must read of a check that came to no answer,
+    whatever stopped it: a status that stops the bisect (128 bad input, 129
+    the infrastructure or a bug in orch, 130 an interrupt), never one it
+    would take for good, bad or skip."""
     if isinstance(e, KeyboardInterrupt):
         return INTERRUPTED_RC
-    return BAD_INPUT_RC if e.exit == Exit.BAD_INPUT else INFRA_RC
+    if isinstance(e, OrchError):
+        return GitBisect.of_exit(e.exit)
+    return INFRA_RC
 
 
 def record_root() -> Path:

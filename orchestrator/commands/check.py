@@ -6,32 +6,25 @@
 
 Its exit status is all that `git bisect run` reads, so it only ever exits
 with git's meanings: 0 good, 1 bad, 125 skip, and 128 or more to stop the
-bisect (bad input, the infrastructure, an interrupt).
+bisect (bad input, the infrastructure, an interrupt), whatever raised:
+cli.py prints the one line and asks check.stopped for the status.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from orchestrator.bisect import check
 from orchestrator.bisect.judge import Mode
 from orchestrator.commands import common
-from orchestrator.core.errors import OrchError
+from orchestrator.core import exits, paths
+from orchestrator.run import lifecycle
 
 NAME = "check"
 HELP = "one step of `git bisect run` at the tree's HEAD: 0 good, 1 bad, 125 skip, 128+ stop"
 
-EXIT_STATUSES = """\
-exit status (what git bisect run reads):
-  0    good: every selected test passed (--build: it builds; --splat: no splat)
-  1    bad: a selected test failed or errored, or the kernel died in one
-       (--fixed swaps 0 and 1, as `git bisect start --term-old broken --term-new fixed`)
-  125  skip: the commit does not build, or its kernel never reached the tests twice
-  128  bad input (the bisect stops): no such tree or config, a selection that matches nothing
-  129  infrastructure (the bisect stops): QEMU, the host
-  130  interrupted"""
+EXIT_STATUSES = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -43,23 +36,31 @@ def register(sub) -> None:
                      "passing is new (exit 1), failing old (exit 0): for finding a fix")
     g.add_argument("--run-dir", type=Path, help="where results and logs go (default: "
                    "checks/<time>-<commit> in orch's cache, never in your checkout)")
-    common.add_tree(p)
-    common.add_build(p)
+    common.add_tree(p, series=False)   # the checkout git bisect moves: no base, no Debian
+    common.add_build(p, matrix=False)
     common.add_boot(p, baseline=False)
-    p.set_defaults(run=main, mode=Mode.TEST)
+    p.set_defaults(run=main, mode=Mode.TEST, stopped=check.stopped)
+    p.set_defaults(option_defaults=common.option_defaults(p))
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
+    # Whatever this raises, cli.py prints one line and exits with
+    # check.stopped()'s status (set_defaults above): never one git bisect
+    # would take for an answer.
+    common.refuse_boot_flags(args)
+    if args.list_tests:
+        return common.list_tests(args)
+    s = common.settings_of(args)
+    if args.run_dir:
+        paths.writable_dir(args.run_dir, "--run-dir")
+    common.checked_cache(s)
+    opts = check.CheckOptions(
+        tree=args.tree, configs=list(args.configs or s.configs[:1]),
+        guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
+        keyword=args.keyword,
+        run_dir=args.run_dir, guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
+        rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv])
     try:
-        s = common.settings_of(args)
-        return check.check(check.CheckOptions(
-            tree=args.tree, configs=list(args.configs or s.configs[:1]),
-            guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
-            run_dir=args.run_dir, guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
-            rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv]))
-    except OrchError as e:
-        print(f"orch: error: {e}", file=sys.stderr)
-        return check.stopped(e)
-    except KeyboardInterrupt as e:
-        print("orch: interrupted", file=sys.stderr)
-        return check.stopped(e)
+        return check.check(opts)
+    finally:
+        lifecycle.print_summary(opts.run_dir)

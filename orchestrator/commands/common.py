@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.core import exits, paths
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.kernel import kconfig
 from orchestrator.run import settings
 
-EXIT_STATUSES = """\
-exit status:
-  0    passed: the patched kernel passed every test on every config
-  1    failed: a regression, a patched failure, a new splat or a new hang
-  2    bad input: a bad flag, unknown Message-ID, unreadable mbox, no such tree/config
-  3    the series does not apply
-  4    the patched build failed
-  5    infrastructure: the baseline build, the VM, a timeout (not the series' fault)
-  130  interrupted (Ctrl-C, SIGTERM); the run record says how far it got"""
+# orch test's; every command's comes from the one table in core/exits.py.
+EXIT_STATUSES = exits.epilog("test")
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,48 +29,83 @@ def parser_kwargs(epilog: str = EXIT_STATUSES) -> dict:
     return {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-def _configs_help() -> str:
+def _configs_help(matrix: bool) -> str:
+    """`matrix`: the command builds every config given (orch test); else
+    one, the first (bisect, check)."""
     try:
         known = ", ".join(kconfig.available())
-        matrix = " ".join(kconfig.default_matrix())
+        default = kconfig.default_matrix()
     except (OSError, OrchError):  # no kconfigs/ (a bad ORCH_DATA): the command says so
-        known = matrix = "?"
+        known, default = "?", ["?"]
+    if not matrix:
+        return (f"kernel config: one of {known}; default: the first of kconfigs/matrix "
+                f"({default[0]}), or of `configs` in the config file")
     return (f"kernel config (repeatable): one of {known}; default: the matrix in "
-            f"kconfigs/matrix ({matrix}) or `configs` in the config file")
+            f"kconfigs/matrix ({' '.join(default)}) or `configs` in the config file")
 
 
-def add_intake(p: argparse.ArgumentParser) -> None:
+def file_default(name: str, shown: object = None) -> str:
+    """How a setting's flag says its default: orch's own (the constant that
+    settings.defaults() takes, so --help cannot drift from it), and that
+    the config file may set another."""
+    value = settings.defaults()[name] if shown is None else shown
+    return f"(default: {value}, or `{name}` in the config file)"
+
+
+CACHE_HELP = ("where orch keeps trees, worktrees, kernels and kept results (default: "
+              "$ORCH_CACHE, else `cache` in the config file, else ~/.cache/orch)")
+
+
+def add_cache(g) -> None:
+    g.add_argument("--cache", type=Path, metavar="DIR", help=CACHE_HELP)
+
+
+def add_intake(p: argparse.ArgumentParser, with_range: bool = True) -> None:
+    """`with_range`: --range, a tree's commits as the series (orch test;
+    a bisect takes --good and --bad for that)."""
     g = p.add_argument_group("series intake")
     g.add_argument("--mbox", type=Path, help="read the series from a local mbox")
-    g.add_argument("--range", metavar="A..B",
-                   help="test the commits A..B of the --tree (or the default tree) as the "
-                   "series: one patch per commit, oldest first, no merges, on base A; "
-                   "no Message-ID or --mbox with it")
-    g.add_argument("--lore-url", help="lore base URL (a mirror)")
-    g.add_argument("--lore-timeout", type=float,
-                   help="seconds b4 may take to fetch the series")
+    if with_range:
+        g.add_argument("--range", metavar="A..B",
+                       help="test the commits A..B of the --tree (or the default tree) as the "
+                       "series: one patch per commit, oldest first, no merges, on base A; "
+                       "no Message-ID or --mbox with it")
+    g.add_argument("--lore-url", help="lore or a mirror, with its https:// (a trailing /all is the same) "
+                   + file_default("lore_url"))
+    g.add_argument("--lore-timeout", type=float, metavar="S",
+                   help="seconds b4 may take to fetch the series " + file_default("lore_timeout"))
     g.add_argument("--offline-mode", dest="offline", action="store_true",
                    help="no network: with --mbox, b4 looks nothing up")
     g.add_argument("--latest", action="store_true",
                    help="test the newest revision b4 finds, not the one named")
 
 
-def add_tree(p: argparse.ArgumentParser) -> None:
+def add_tree(p: argparse.ArgumentParser, series: bool = True) -> None:
+    """`series`: the command applies a series to a tree it may import
+    (--debian-source, --base); orch check only reads the checkout it runs in."""
     g = p.add_argument_group("tree")
-    g.add_argument("--tree", type=Path, help="kernel git tree (default: Debian's linux-source)")
-    g.add_argument("--debian-source", help="Debian package of the default tree")
-    g.add_argument("--base", help="base commit/ref when the tree lacks the series' base-commit")
-    g.add_argument("--cache", type=Path, metavar="DIR",
-                   help="where orch keeps trees, worktrees, kernels and kept results "
-                   "(default: $ORCH_CACHE, else ~/.cache/orch)")
+    if not series:
+        g.add_argument("--tree", type=Path, help="the kernel git checkout whose HEAD (or "
+                       "BISECT_HEAD) is checked (default: the current directory)")
+        add_cache(g)
+        return
+    g.add_argument("--tree", type=Path, help="kernel git tree (default: `tree` in the config "
+                   "file, else Debian's linux-source: --debian-source)")
+    g.add_argument("--debian-source", help="Debian package of the default tree "
+                   + file_default("debian_source"))
+    g.add_argument("--base", help="base commit/ref when the tree lacks the series' base-commit "
+                   "(default: the tree's HEAD)")
+    add_cache(g)
 
 
-def add_build(p: argparse.ArgumentParser) -> None:
+def add_build(p: argparse.ArgumentParser, matrix: bool = True) -> None:
+    """`matrix`: --config is repeatable (orch test); bisect and check follow one."""
     g = p.add_argument_group("build")
     g.add_argument("--config", action="append", dest="configs", metavar="NAME",
-                   help=_configs_help())
-    g.add_argument("--jobs", "-j", type=int,
-                   help="make jobs shared by all concurrent builds (default: CPUs)")
+                   help=_configs_help(matrix))
+    g.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="make jobs shared by all concurrent builds "
+                   + file_default("jobs", "the number of CPUs + 1"))
     g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="build and boot without bubblewrap's curated view (the network, "
                    "every file and orch's environment reachable: only for series you trust)")
@@ -87,11 +116,20 @@ def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
     commits have none)."""
     g = p.add_argument_group("boot and guest tests")
     g.add_argument("--guest-test", action="append", dest="guest_tests", metavar="ID",
-                   help="run only this guest test (pytest node id; repeatable)")
-    g.add_argument("--guest-timeout", type=float,
-                   help="seconds for one boot + guest tests")
-    g.add_argument("--test-timeout", type=float,
-                   help="seconds for one guest test; a hung test fails and the suite goes on")
+                   help="run only this guest test: a node id, file or directory under "
+                   "guest_tests/, or a test file of your own (repeatable; default: the "
+                   "whole suite)")
+    g.add_argument("-k", dest="keyword", metavar="EXPR",
+                   help="run only the guest tests that match this pytest -k expression "
+                   "(of those --guest-test names), e.g. 'irq and not task'")
+    g.add_argument("--list-tests", action="store_true",
+                   help="print the ids of the guest tests selected (--guest-test, -k), one "
+                   "per line, and exit: nothing is fetched, built or booted")
+    g.add_argument("--guest-timeout", type=float, metavar="S",
+                   help="seconds for one boot + guest tests " + file_default("guest_timeout"))
+    g.add_argument("--test-timeout", type=float, metavar="S",
+                   help="seconds for one guest test; a hung test fails and the suite goes on "
+                   + file_default("test_timeout"))
     g.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each guest test N times in the same boot; a test whose runs "
                    "differ is FLAKY, a failure (default: %(default)s)")
@@ -103,6 +141,62 @@ def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
                        help="boot the baseline kernels even when their results are kept")
 
 
+@dataclass(frozen=True)
+class Given:
+    """How to tell from the parsed namespace that an option was given."""
+    flag: str                # its name on the command line (MSGID for a positional)
+    dest: str
+    default: object
+    const: object            # a flag's value (--build, --no-sandbox); None for a valued option
+
+
+def option_defaults(p: argparse.ArgumentParser) -> list[Given]:
+    """Each option of `p` as given_options() reads it (argparse's default
+    and, for a flag, its value). Call it once every option is added."""
+    return [Given(max(a.option_strings, key=len) if a.option_strings else a.dest.upper(),
+                  a.dest, a.default, a.const)
+            for a in p._actions if a.default is not argparse.SUPPRESS]
+
+
+def given_options(args: argparse.Namespace, keep: tuple[str, ...] = (),
+                  only: tuple[str, ...] | None = None) -> list[str]:
+    """The options the command line gave (args.option_defaults, from
+    option_defaults()) whose dest is in `only` (default: any) and not in
+    `keep`: for a command to refuse what it would otherwise ignore. Several
+    flags may share a dest (--build, --splat, --fixed): a flag was given
+    when the dest holds its value."""
+    out = []
+    for g in args.option_defaults:
+        if g.dest in keep or (only is not None and g.dest not in only):
+            continue
+        value = getattr(args, g.dest, g.default)
+        if (value == g.const if g.const is not None else value != g.default):
+            out.append(g.flag)
+    return out
+
+
+# What only a boot uses: a bisect or check with --build boots nothing.
+BOOT_ONLY = ("guest_tests", "keyword", "list_tests", "repeat", "guest_timeout", "test_timeout",
+             "rerun")
+
+
+def refuse_boot_flags(args: argparse.Namespace) -> None:
+    """With --build, the boot's flags would be ignored: refused instead."""
+    from orchestrator.bisect.judge import Mode
+    given = given_options(args, only=BOOT_ONLY) if args.mode == Mode.BUILD else []
+    if given:
+        raise BadInput(f"{', '.join(given)}: --build only builds each commit, it boots none")
+
+
+def list_tests(args: argparse.Namespace) -> int:
+    """--list-tests: the ids a run with these flags would expect, the same
+    collection (selection.collect) that runs before its first build."""
+    from orchestrator.guest import selection
+    for nodeid in selection.collect(args.guest_tests, args.keyword):
+        print(nodeid)
+    return int(Exit.OK)
+
+
 def settings_of(args: argparse.Namespace) -> settings.Settings:
     """The command's settings, built once: flags over the environment over
     the config file over the defaults (settings.py checks them all alike);
@@ -110,6 +204,15 @@ def settings_of(args: argparse.Namespace) -> settings.Settings:
     # Each setting's flag has the setting's name as its argparse dest.
     return settings.resolve({name: getattr(args, name) for name in settings.NAMES
                              if getattr(args, name, None) is not None})
+
+
+def checked_cache(s: settings.Settings) -> Path:
+    """The cache the settings chose, checked before any work (paths.writable_dir),
+    the error naming where it came from: --cache, ORCH_CACHE or the file."""
+    source = s.effective["cache"].source
+    what = {"flag --cache": "--cache", f"env {settings.ENV_CACHE}": f"{settings.ENV_CACHE}=",
+            settings.DEFAULT: "the cache"}.get(source, f"{source}: cache")
+    return paths.writable_dir(s.cache, what)
 
 
 def add_modes(g, build: str, splat: str, fixed: str) -> None:
@@ -135,17 +238,22 @@ def night_of(text: str | None) -> str:
     return night
 
 
-def use_cache(path: Path | None) -> None:
-    """--cache of the nightly commands: through ORCH_CACHE, which every
-    `orch test` they run inside them reads."""
-    if path:
-        os.environ["ORCH_CACHE"] = str(path.expanduser().resolve())
+def machine_settings(args: argparse.Namespace) -> settings.Settings:
+    """The settings of `orch nightly`, `orch plan` and `orch job`, resolved as
+    settings_of does for the others: their --cache over ORCH_CACHE over the
+    config file over the defaults, the cache checked before any work. What
+    the night's file sets wins over them (nightly.config_file)."""
+    # Absolute: ccache's base_dir is the cache, and relative to what else.
+    given = {"cache": args.cache.expanduser().resolve()} if args.cache else {}
+    s = settings.resolve(given)
+    checked_cache(s)
+    return s
 
 
 def night_args(args: argparse.Namespace):
-    """NIGHTLY.toml, --night and --cache of `orch nightly` and `orch plan`."""
+    """NIGHTLY.toml over this machine's settings, and --night, of `orch
+    nightly` and `orch plan`: (the night's config, the night, the settings)."""
     from orchestrator.nightly import config_file
-    cfg = config_file.load(args.file)
     night = night_of(args.night)
-    use_cache(args.cache)
-    return cfg, night
+    s = machine_settings(args)
+    return config_file.load(args.file, base=s), night, s

@@ -7,18 +7,13 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands import common
+from orchestrator.core import exits, paths
 from orchestrator.core.errors import BadInput
-from orchestrator.fanout import job_run
+from orchestrator.fanout import job_run, jobfiles
 
 NAME = "job"
 HELP = "run one job of a planned night (orch plan) on this machine"
-EPILOG = """\
-exit status:
-  0    the job ran (a series job: every cell has its run directory; what
-       the cells found is orch merge's to judge)
-  2    a bad plan directory, job name or flag
-  5    the baseline did not build or boot, or the tree is not here
-  130  interrupted"""
+EPILOG = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -35,21 +30,51 @@ def register(sub) -> None:
     p.add_argument("--tree", dest="trees", action="append", default=[], metavar="LABEL=PATH",
                    help="where this runner has a git tree of the plan (default: the path "
                    "the plan names)")
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="where orch keeps trees, kernels and kept results (default: "
-                   "$ORCH_CACHE, else ~/.cache/orch)")
+    common.add_cache(p)
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="build and boot without the curated view")
     p.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    common.use_cache(args.cache)
+    paths.readable_dir(args.plan, "PLAN_DIR")
+    where = _trees(args)
+    paths.writable_dir(args.out, "--out")
+    for shard in args.imports:
+        paths.readable_dir(shard, "--import")
+    machine = common.machine_settings(args)
+    out = args.out.expanduser().resolve()
+    code = job_run.run_job(args.plan, args.job, out, args.imports, where, sandbox=args.sandbox,
+                           machine=machine)
+    print(_result(out))
+    return code
+
+
+def _trees(args: argparse.Namespace) -> dict[str, Path]:
+    """--tree LABEL=PATH by label. A flag the job would ignore is refused:
+    a label the plan lacks (a typo would leave the job looking for the
+    planned path), --import for a job that imports nothing."""
+    plan, jobs = jobfiles.read_plan_dir(args.plan)
+    job = jobs.get(args.job)
+    if args.imports and job.kind != "series":
+        raise BadInput(f"--import is for a series job; {job.id} is a {job.kind} job")
+    labels = [t.label for t in plan.trees]
     where = {}
     for spec in args.trees:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:
             raise BadInput(f"--tree {spec!r}: give LABEL=PATH")
+        if label not in labels:
+            raise BadInput(f"--tree {spec!r}: the plan has no tree {label!r} (its trees: "
+                           f"{', '.join(labels)})")
         where[label] = Path(path).expanduser().resolve()
-    return job_run.run_job(args.plan, args.job, args.out.expanduser().resolve(), args.imports,
-                           where, sandbox=args.sandbox)
+    return where
+
+
+def _result(out: Path) -> str:
+    """The job's one line on stdout: what ran, and where its shard is."""
+    rec = jobfiles.read_job(out)
+    j = rec.job
+    what = (f"{len(j.series)} series" if j.kind == "series" else
+            f"{len(rec.exported)} exported") + f" on {j.tree} / {j.config}"
+    return f"job {j.id}: {rec.state} ({j.kind} job, {what}); shard: {out}"

@@ -7,18 +7,12 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands import common
+from orchestrator.core import exits, paths
 from orchestrator.fanout import merging
 
 NAME = "merge"
 HELP = "merge a planned night's shards (orch job) into one night"
-EPILOG = """\
-exit status:
-  0    nothing new fails, and every job reported
-  1    something new fails
-  2    bad arguments: no plan, or shards of another plan
-  3    nothing new fails, but a job's shard is missing or failed (named in
-       the reports): the night is incomplete
-  5    no cell has a result"""
+EPILOG = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -35,6 +29,9 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
+    paths.writable_dir(args.out, "--out")
+    if args.plan:
+        paths.readable_dir(args.plan, "--plan")
     out = args.out.expanduser().resolve()
     code = merging.merge(args.shards, out, args.plan)
     summary = out / "latest" / "summary.txt"   # the night just merged (night_finish)

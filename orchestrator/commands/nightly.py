@@ -4,23 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from orchestrator.commands import common
+from orchestrator.core import exits, paths
 from orchestrator.fanout import nightly_run
 
 NAME = "nightly"
 HELP = "the nightly CI job: newest revisions and new series against the newest trees"
-EPILOG = """\
-exit status:
-  0    nothing new fails: no regression since the last night with a result,
-       no new series or revision failing
-  1    something new fails (the reports' headline says what)
-  2    a bad NIGHTLY.toml or flag
-  5    the night produced no result at all (lore, the trees, every build or
-       boot failed), or another nightly is running on the same --out
-  130  interrupted; run it again for the same --night to finish it"""
+EPILOG = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -31,9 +23,7 @@ def register(sub) -> None:
                    help="the history and the nights' directories (default: %(default)s)")
     p.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC); "
                    "a night that exists is finished, following its stored plan")
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="where orch keeps trees, kernels and kept results (default: "
-                   "$ORCH_CACHE, else ~/.cache/orch)")
+    common.add_cache(p)
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="build and boot without the curated view (never for mailing-list "
                    "series on a machine with secrets)")
@@ -41,11 +31,12 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    cfg, night = common.night_args(args)
+    paths.writable_dir(args.out, "--out")
+    cfg, night, machine = common.night_args(args)
     out = args.out.expanduser().resolve()
-    code = nightly_run.run_night(cfg, out, night, sandbox=args.sandbox)
+    code = nightly_run.run_night(cfg, out, night, sandbox=args.sandbox, machine=machine)
     ndir = out / "nights" / night
     if (ndir / "summary.txt").exists():
         print((ndir / "summary.txt").read_text(), end="")
-    print(f"night directory: {ndir}", file=sys.stderr)
+    print(f"night directory: {ndir}")
     return code

@@ -7,16 +7,13 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands import common
-from orchestrator.core.errors import Exit
+from orchestrator.core import exits, paths
+from orchestrator.core.errors import BadInput, Exit
 from orchestrator.fanout import jobfiles, planning
 
 NAME = "plan"
 HELP = "resolve a night once and write a CI engine's job matrix for it"
-EPILOG = """\
-exit status:
-  0    the plan and the engine's file are written (problems, if any, are
-       printed and kept in plan.json; orch merge reports them)
-  2    a bad NIGHTLY.toml, flag or plan directory"""
+EPILOG = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -35,24 +32,46 @@ def register(sub) -> None:
     p.add_argument("--history", type=Path, metavar="FILE",
                    help="the nightly's history.sqlite (what the merge writes): series tested "
                    "on earlier nights are not new, trees that moved say from where")
-    p.add_argument("--shared-ccache", choices=("engine", "redis"), default="engine",
+    # None, not the default itself: given with a --format whose file has no
+    # place for it, it is refused (ENGINE_ONLY), not silently dropped.
+    p.add_argument("--shared-ccache", choices=("engine", "redis"),
                    help="engine: the engine's cache, filled by baseline jobs only; redis: "
-                   "a Redis server, writer credentials for baseline jobs only (README)")
-    p.add_argument("--runs-on", default="ubuntu-latest", metavar="LABELS",
-                   help="GitHub runner labels, comma-separated (default: %(default)s)")
-    p.add_argument("--tags", default="kvm", metavar="TAGS",
-                   help="GitLab runner tags, comma-separated (default: %(default)s)")
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="where orch keeps trees (default: $ORCH_CACHE, else ~/.cache/orch)")
+                   "a Redis server, writer credentials for baseline jobs only (README) "
+                   f"(default: {SHARED_CCACHE}; --format github or gitlab)")
+    p.add_argument("--runs-on", metavar="LABELS",
+                   help=f"GitHub runner labels, comma-separated (default: {RUNS_ON}; "
+                   "--format github)")
+    p.add_argument("--tags", metavar="TAGS",
+                   help=f"GitLab runner tags, comma-separated (default: {TAGS}; --format gitlab)")
+    common.add_cache(p)
     p.set_defaults(run=main)
 
 
+RUNS_ON, TAGS, SHARED_CCACHE = "ubuntu-latest", "kvm", "engine"
+# The flags only some engines' files have a place for.
+ENGINE_ONLY = {"runs_on": ("--runs-on", ("github",)), "tags": ("--tags", ("gitlab",)),
+               "shared_ccache": ("--shared-ccache", ("github", "gitlab"))}
+
+
+def _engine_flags(args: argparse.Namespace) -> None:
+    for dest, (flag, formats) in ENGINE_ONLY.items():
+        if getattr(args, dest) is not None and args.format not in formats:
+            raise BadInput(f"{flag} is for --format {' or '.join(formats)}: the "
+                           f"{args.format} plan has no place for it")
+
+
 def main(args: argparse.Namespace, argv: list[str]) -> int:
-    cfg, night = common.night_args(args)
-    labels = [x.strip() for x in args.runs_on.split(",") if x.strip()]
-    tags = [x.strip() for x in args.tags.split(",") if x.strip()]
+    jobfiles.check_group_size(args.group_size)    # before anything is made or asked
+    _engine_flags(args)
+    paths.writable_dir(args.out, "--out")
+    if args.history:
+        paths.readable_file(args.history, "--history")
+    cfg, night, _ = common.night_args(args)
+    labels = [x.strip() for x in (args.runs_on or RUNS_ON).split(",") if x.strip()]
+    tags = [x.strip() for x in (args.tags or TAGS).split(",") if x.strip()]
     path = planning.write(cfg, args.out, night, args.format, group_size=args.group_size,
-                          history_file=args.history, shared_ccache=args.shared_ccache,
+                          history_file=args.history,
+                          shared_ccache=args.shared_ccache or SHARED_CCACHE,
                           runs_on=labels[0] if len(labels) == 1 else labels, tags=tags)
     planning.announce(args.out, night)
     print(path)

@@ -6,16 +6,13 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands import common
+from orchestrator.core import exits
 from orchestrator.reports import html_page
 from orchestrator.run import record, summary
 
 NAME = "report"
 HELP = "print the summary of a run directory again"
-EPILOG = """\
-exit status:
-  the run's own exit status (see `orch test --help`), or
-  2    the run directory has no readable run.json, or one of a newer
-       schema version than this orch reads"""
+EPILOG = exits.epilog(NAME)
 
 
 def register(sub) -> None:
@@ -33,4 +30,4 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     print(summary.summary(rec))
     if args.html:
         print(f"html: {html_page.write_run_page(rec, args.run_dir)}")
-    return int(rec.exit_code or 0)
+    return summary.conclusion(rec).code

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.commands import common
+from orchestrator.core import paths
 from orchestrator.core.errors import BadInput, Exit
 from orchestrator.run import lifecycle, series_run, settings
 from orchestrator.run.options import Options, default_run_dir, series_label
@@ -24,6 +25,12 @@ def register(sub) -> None:
                    "the tree, whatever base-commit it names (what orch nightly does)")
     common.add_build(p)
     common.add_boot(p)
+    p.add_argument_group("verdict").add_argument(
+        "--expect-fixed", action="append", metavar="ID|GLOB",
+        help="a guest test the series is expected to fix: a node id, a file or "
+        "file::Class prefix, or a glob (repeatable; 'none': no test). A test that fails "
+        "on the baseline too fails the run only when it is one (default: the tests "
+        "guest_tests/about.toml ties to the files the series touches)")
     g = p.add_argument_group("this run")
     g.add_argument("--run-dir", type=Path, help="where results and logs go "
                    "(default: orch-runs/<time>-<msgid>)")
@@ -38,9 +45,12 @@ def register(sub) -> None:
     g.add_argument("--print-config", action="store_true",
                    help="print the effective settings and where each comes from, then exit")
     p.set_defaults(run=main)
+    p.set_defaults(option_defaults=common.option_defaults(p))
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.list_tests:
+        return common.list_tests(args)
     s = common.settings_of(args)
     if args.print_config:
         print(settings.format_effective(s.effective))
@@ -56,16 +66,30 @@ def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> 
     """The run the flags and settings ask for; a bad combination stops here."""
     opts = Options(msgid=args.msgid, mbox=args.mbox, range=args.range, lore_url=s.lore_url,
                    lore_timeout=s.lore_timeout, offline=args.offline, latest=args.latest,
-                   tree=s.tree, base=args.base, on=args.on, debian_package=s.debian_source,
+                   tree=s.tree, base=args.base, on=args.on,
+                   debian_package=None if s.tree else s.debian_source,  # a --tree needs none
                    configs=list(s.configs), run_dir=args.run_dir, json_out=args.json_out,
                    guest_timeout=s.guest_timeout, guest_tests=args.guest_tests,
+                   keyword=args.keyword, expect_fixed=args.expect_fixed,
                    test_timeout=s.test_timeout, repeat=args.repeat, timeout=s.timeout,
                    each_patch=args.each_patch, build_only=args.build_only, rerun=args.rerun,
                    rerun_baseline=args.rerun_baseline, sandbox=args.sandbox, jobs=s.jobs,
                    argv=["orch", *argv])
     series_run.check_intake(opts)
+    # Flags the run would accept and then ignore are refused (issue 27).
+    if args.build_only:
+        given = common.given_options(args, only=(*common.BOOT_ONLY, "rerun_baseline"))
+        if given:
+            raise BadInput(f"{', '.join(given)}: --build-only boots nothing")
+    if args.debian_source and s.tree:
+        raise BadInput("--debian-source names the default tree; with a --tree (or `tree` in "
+                       "the config file) it would be ignored")
     opts.msgid = intake.normalize_msgid(args.msgid) if args.msgid else None
     if args.repeat <= 0:
         raise BadInput("--repeat must be positive")
     opts.run_dir = opts.run_dir or default_run_dir(series_label(opts))
+    paths.writable_dir(opts.run_dir, "--run-dir" if args.run_dir else "the run directory")
+    if args.json_out:
+        paths.writable_file(args.json_out, "--json")
+    common.checked_cache(s)
     return opts

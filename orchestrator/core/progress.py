@@ -27,11 +27,13 @@ class Progress:
         self._last = 0.0
         self._shown = False
 
-    def say(self, msg: str) -> None:
-        """A step line: always printed, on its own line."""
+    def say(self, msg: str, at: float | None = None) -> None:
+        """A step line: always printed, on its own line. `at`: when it
+        happened (time.monotonic()), for a line printed later than said."""
         with self._lock:
             self._clear()
-            print(f"[{time.monotonic() - self.t0:6.0f}s] {msg}", file=self.stream, flush=True)
+            when = time.monotonic() if at is None else at
+            print(f"[{when - self.t0:6.0f}s] {msg}", file=self.stream, flush=True)
             self._render(force=True)
 
     def status(self, key: str, text: str | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from orchestrator.core.errors import Exit
 from orchestrator.core.sanitize import clean
 from orchestrator.nightly.night import Cell, Night, SeriesRev
 from orchestrator.run.record import RunState
@@ -29,7 +30,7 @@ EXIT_MEANING = {
     0: "nothing new fails",
     1: "something new fails",
     2: "bad NIGHTLY.toml",
-    3: "incomplete: a job of the night did not report",
+    int(Exit.INCOMPLETE): "incomplete: a job of the night did not report",
     5: "the night produced no result",
 }
 

@@ -17,12 +17,20 @@ so no record is left saying "running" by a run that is over.
 
 Run is the record of a run directory (run.json); the CI job's and the
 nightly's records live with their engines (fanout.job_run, fanout.nightly_run).
+
+What a command shows of its run at the end is print_summary()'s: the
+summary on stdout (the result; progress and errors go to stderr), or, when
+the input was bad, nothing at all: its one error line is the whole answer,
+so the run's progress lines are held back for its first seconds
+(HeldProgress) and the run directory it made is removed again.
 """
 
 from __future__ import annotations
 
 import enum
+import shutil
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -112,6 +120,81 @@ ERROR_VERDICTS = {Exit.BAD_INPUT: RunVerdict.BAD_INPUT, Exit.NO_APPLY: RunVerdic
                   Exit.INFRA: RunVerdict.INFRA_ERROR}
 
 
+# How long a run's progress lines are held back: most bad input is found
+# by then (flags, files, configs, the selection, a Message-ID lore does not
+# know, a tree that is not there), and a run that found it says only its
+# one error line. Longer, and a log would show nothing for too long.
+HOLD_S = 5.0
+_HELD = "held"    # the status line key of the newest held line (a terminal's)
+
+
+class HeldProgress:
+    """A run's progress: step lines held back for its first HOLD_S seconds
+    or until its first build or boot reports (a live status: real work has
+    begun), then printed in order with the times they were said;
+    dropped by discard() when the run ends with bad input. On a terminal the
+    newest held line shows as the status line meanwhile, so nothing looks
+    stuck."""
+
+    def __init__(self, inner: Progress, hold: float = HOLD_S):
+        self.inner = inner
+        self._held: list[tuple[str, float]] | None = []   # None: no longer holding
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(hold, self.release)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def say(self, msg: str) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append((msg, time.monotonic()))
+                self.inner.status(_HELD, msg)
+                return
+        self.inner.say(msg)
+
+    def status(self, key: str, text: str | None) -> None:
+        self.release()
+        self.inner.status(key, text)
+
+    def release(self) -> None:
+        self._end(show=True)
+
+    def discard(self) -> None:
+        self._end(show=False)
+
+    def done(self) -> None:
+        self.release()
+        self.inner.done()
+
+    def _end(self, show: bool) -> None:
+        # Under the lock, so a line said meanwhile by another thread (a
+        # build's) comes after the held ones.
+        with self._lock:
+            self._timer.cancel()
+            held, self._held = self._held, None
+            if held is None:
+                return
+            self.inner.status(_HELD, None)
+            for msg, at in held if show else []:
+                self.inner.say(msg, at)
+
+
+# The run directories this process made (each with the topmost directory
+# it had to create for it), for print_summary() to remove again when the
+# run's input was bad. A directory that was there before is never removed.
+_MADE: dict[Path, Path] = {}
+
+
+def _make(run_dir: Path) -> None:
+    top = run_dir
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not existed:
+        _MADE[run_dir] = top
+
+
 class Run:
     """A run directory and its run.json; `save()` after every change.
     `rec`: a record to go on with (orch bisect --resume), else a new one."""
@@ -120,10 +203,11 @@ class Run:
                  sandbox: bool = True, timeout: float | None = None,
                  json_out: Path | None = None, rec: RunRecord | None = None):
         self.dir = run_dir.resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _make(self.dir)
         self.logs = self.dir / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.progress, self.timeout, self.json_out = progress, timeout, json_out
+        self.progress = HeldProgress(progress)
+        self.timeout, self.json_out = timeout, json_out
         if rec is None:
             rec = RunRecord(__version__, argv, str(self.dir), now())
             rec.sandbox = "view" if sandbox else "off"
@@ -138,6 +222,8 @@ class Run:
         self.save()
 
     def end(self, ending: Ending) -> None:
+        if ending.exit == Exit.BAD_INPUT:
+            self.progress.discard()     # its one error line says it all
         if ending.cause is Cause.INTERRUPTED:
             self.finish(ending.exit, RunVerdict.INTERRUPTED, ending.error,
                         RunState.INTERRUPTED)
@@ -174,9 +260,42 @@ class Run:
 
 
 def print_summary(run_dir: Path | None) -> None:
-    """A finished (or stopped) run's summary on stderr, as `orch report`
-    prints it, and where its directory is."""
+    """What a command shows of its run at the end (test, bisect, check): the
+    summary on stdout, as `orch report` prints it, and where its directory
+    is. A run that ended with bad input shows nothing (cli.py prints its
+    one error line) and leaves no directory behind, unless it was there
+    before the run, the error names a file in it, or it holds kernels built
+    or booted before the input was found bad (a bisect's end that is not
+    what it was said to be): then one line on stderr says it is kept."""
     if run_dir is None or not (run_dir / "run.json").exists():
         return
-    print(summary.summary(record.read(run_dir / "run.json")), file=sys.stderr)
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    rec = record.read(run_dir / "run.json")
+    if rec.verdict != RunVerdict.BAD_INPUT:
+        print(summary.summary(rec))
+        print(f"run directory: {run_dir}")
+    elif _did_work(rec):
+        print(f"run directory: {run_dir} (kept: what was built and booted before the input "
+              "was found bad)", file=sys.stderr)
+    else:
+        _remove_made(run_dir.resolve(), rec.error or "")
+
+
+def _did_work(rec: RunRecord) -> bool:
+    built = any(c.side(s).build.status != record.BuildStatus.PENDING
+                for c in rec.configs for s in ("baseline", "patched"))
+    return built or bool(rec.bisect and rec.bisect.steps)
+
+
+def _remove_made(run_dir: Path, error: str) -> None:
+    top = _MADE.pop(run_dir, None)
+    if top is None or str(run_dir) in error:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # The parents it made too (orch-runs/), unless another run is in them now.
+    d = run_dir
+    while d != top:
+        d = d.parent
+        try:
+            d.rmdir()
+        except OSError:
+            return

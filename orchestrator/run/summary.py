@@ -3,14 +3,21 @@ and `orch report` prints again."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from orchestrator.core.errors import Exit
+from orchestrator.core.exits import GitBisect
 from orchestrator.run.record import (
     BisectRecord,
     BootStatus,
     BuildStatus,
     ConfigRecord,
     RunRecord,
+    RunVerdict,
     SideRecord,
+    TargetsRecord,
 )
+from orchestrator.run.targets import Rule as TargetRule
 from orchestrator.run.verdict import SideStatus
 
 
@@ -22,6 +29,8 @@ def summary(rec: RunRecord) -> str:
         lines.append(f"base:   {t.base[:12]}: {t.base_reason}")
     if rec.accel:
         lines.append(f"vm:     {rec.accel.mode} ({rec.accel.reason})")
+    if rec.targets:
+        lines.append(targets_line(rec.targets, len(rec.expected_tests or [])))
     for c in rec.configs:
         lines.extend(_config_lines(c))
     for step in rec.each_patch or []:
@@ -33,10 +42,8 @@ def summary(rec: RunRecord) -> str:
     if rec.configs:
         lines.extend(matrix(rec.configs))
     if rec.bisect:
-        lines.extend(bisect(rec.bisect))
-    lines.append(f"verdict: {rec.verdict or '?'} (exit "
-                 f"{rec.exit_code if rec.exit_code is not None else '?'})"
-                 + (f": {rec.error}" if rec.error else ""))
+        lines.extend(check_lines(rec.bisect) if is_check(rec) else bisect(rec.bisect))
+    lines.append(conclusion(rec).line)
     return "\n".join(lines)
 
 
@@ -83,13 +90,37 @@ def _config_lines(c: ConfigRecord) -> list[str]:
             why = x.reason or ""
             why = (why if len(why) <= 100 else why[:97] + "...").replace("\n", " ")
             lines.append(f"  {x.name:<{w}}  {x.baseline:<8}  {x.patched:<7}  "
-                         f"{x.transition}" + (f": {why}" if why else ""))
+                         f"{x.transition}" + (" (known failure)" if x.known else "")
+                         + (f": {why}" if why else ""))
     if c.problems:
         for kind, items in (("regression", c.problems.regressions),
                             ("failure", c.problems.failures), ("infra", c.problems.infra)):
             for item in items:
                 lines.append(f"  {kind}: {item}")
+        if c.problems.known:
+            lines.append(f"  {KNOWN}:")
+            lines.extend(f"    {item}" for item in c.problems.known)
     return lines
+
+
+KNOWN = "known failures (failing on the baseline too; not a target of this series)"
+
+
+def targets_line(t: TargetsRecord, of: int) -> str:
+    """Which tests the series is expected to fix, and by which rule: only
+    these fail the run when they fail on the baseline too."""
+    n = len(t.tests)
+    if t.rule == TargetRule.EXPECT_FIXED:
+        given = " ".join(t.patterns or [])
+        return (f"targets: none (--expect-fixed {given})" if not n
+                else f"targets: {n} of {of} tests (--expect-fixed {given})")
+    if t.rule == TargetRule.ALL:
+        return f"targets: all {of} tests (the guest suite has no about.toml)"
+    touched = t.touched or []
+    count = t.touched_count if t.touched_count is not None else len(touched)
+    files = ", ".join(touched[:3]) + (", ..." if count > 3 else "")
+    return (f"targets: {n} of {of} tests (about.toml, for the {count} file(s) the series "
+            f"touches: {files or 'none'})")
 
 
 def _tests(side: SideRecord) -> str:
@@ -167,3 +198,63 @@ def bisect(b: BisectRecord) -> list[str]:
     if b.log:
         out.append(f"bisect log: {b.log} (git bisect replay it in any clone)")
     return out
+
+
+# -- what a run came to: its verdict line and `orch report`'s exit status -------
+
+# A check's verdicts: its one step's outcome, in git bisect's words.
+CHECK_ANSWERS = {RunVerdict.GOOD, RunVerdict.BAD, RunVerdict.SKIP, RunVerdict.OLD,
+                 RunVerdict.NEW}
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """What a run record says the run came to: the status `orch report`
+    exits with, and the summary's last line, which says it."""
+    code: int
+    line: str
+
+
+def conclusion(rec: RunRecord) -> Conclusion:
+    """A finished run: its own exit status (an orch check: git bisect
+    run's, in git's words). A record no exit status was written into, which
+    still says "running" (its run was killed, or is still going):
+    INCOMPLETE, in one line that says so."""
+    if rec.exit_code is None:
+        return Conclusion(int(Exit.INCOMPLETE),
+                          f"verdict: none (exit {int(Exit.INCOMPLETE)}): the run did not "
+                          f"finish: its record says {rec.state} since {rec.started} (killed, "
+                          "or still going)")
+    if is_check(rec):
+        return _check_conclusion(rec)
+    code = rec.exit_code
+    if rec.verdict == RunVerdict.INCONCLUSIVE:
+        code = int(Exit.INCONCLUSIVE)   # recorded as 3 before 3 meant only "does not apply"
+    return Conclusion(code, f"verdict: {rec.verdict or 'none'} (exit {code})"
+                      + (f": {rec.error}" if rec.error else ""))
+
+
+def is_check(rec: RunRecord) -> bool:
+    """A record of `orch check` (one step of git bisect run)."""
+    return (rec.command[1:2] == ["check"] or rec.verdict in CHECK_ANSWERS
+            or any(s.role == "check" for s in (rec.bisect.steps if rec.bisect else [])))
+
+
+def _check_conclusion(rec: RunRecord) -> Conclusion:
+    if rec.verdict in CHECK_ANSWERS:
+        code = GitBisect.of_outcome(rec.verdict)
+        steps = rec.bisect.steps if rec.bisect else []
+        why = steps[-1].reason if steps else ""
+        word = rec.verdict.lower()
+    else:   # it stopped: 128 and above (older records kept orch's own 2 or 5)
+        code = rec.exit_code if rec.exit_code >= 128 else GitBisect.of_exit(rec.exit_code)
+        why, word = rec.error or "", "stopped"
+    return Conclusion(int(code), f"verdict: {word} (git bisect run: exit {int(code)})"
+                      + (f": {why}" if why else ""))
+
+
+def check_lines(b: BisectRecord) -> list[str]:
+    """An orch check's one step, as a bisect's steps table shows it."""
+    head = (f"check ({b.mode}, config {b.config}): {b.good[:12]}, the commit git bisect "
+            "checked out")
+    return [head] + (bisect(b)[1:] if b.steps else [])

@@ -53,15 +53,23 @@ def small_tree(tmp_path):
     return repo
 
 
+def bad_input_alone(r: subprocess.CompletedProcess, rd: Path) -> str:
+    """Bad input's whole answer: status 2, its one error line on stderr and
+    nothing else, and no run directory left (it is what returns)."""
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stdout + r.stderr
+    assert not rd.exists(), sorted(rd.rglob("*"))
+    return one_error_line(r.stderr)
+
+
 def test_unknown_msgid_exit_2(env, tmp_path, lore_server):
     rd = tmp_path / "run"
+    before = len(lore_server.requests)
     r = orch(env, tmp_path, "test", "--lore-url", lore_server.url, "--run-dir", str(rd),
              "missing@example.org")
-    assert r.returncode == 2
-    assert "unknown Message-ID missing@example.org" in one_error_line(r.stderr)
-    rec = run_json(rd)
-    assert rec["exit_code"] == 2 and rec["verdict"] == "BAD-INPUT"
-    assert "404" in (rd / "logs" / "b4.log").read_text()
+    assert "unknown Message-ID missing@example.org" in bad_input_alone(r, rd)
+    assert any("missing%40example.org" in q.path or "missing@example.org" in q.path
+               for q in lore_server.requests[before:]), "lore was not asked"
 
 
 def test_cover_letter_only_exit_2(env, tmp_path):
@@ -70,19 +78,16 @@ def test_cover_letter_only_exit_2(env, tmp_path):
                      + (LORE_DATA_DIR / "messages" / f"{V3_COVER}.eml").read_bytes())
     rd = tmp_path / "run"
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(mbox), "--run-dir", str(rd))
-    assert r.returncode == 2
-    assert "no patches" in one_error_line(r.stderr)
-    assert run_json(rd)["verdict"] == "BAD-INPUT"
+    assert "no patches" in bad_input_alone(r, rd)
 
 
-def test_missing_tree_exit_2_keeps_series(env, tmp_path):
+def test_missing_tree_exit_2_leaves_nothing(env, tmp_path):
+    """Found after the series was read (b4 ran, its progress was said):
+    still the one line, and the run directory is gone."""
     rd = tmp_path / "run"
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox", str(LORE_DATA_DIR / "all.mbox"),
              "--tree", str(tmp_path / "nope"), "--run-dir", str(rd))
-    assert r.returncode == 2
-    assert "no such tree" in one_error_line(r.stderr)
-    rec = run_json(rd)
-    assert rec["series"]["version"] == 3 and len(rec["series"]["patches"]) == 2
+    assert "no such tree" in bad_input_alone(r, rd)
 
 
 def test_does_not_apply_exit_3(env, tmp_path, small_tree):
@@ -249,11 +254,8 @@ def test_selection_that_matches_nothing_exit_2_before_any_work(env, tmp_path):
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox",
              str(LORE_DATA_DIR / "blk-dontcache-v3.mbox"), "--tree", str(tmp_path / "no-tree"),
              "--guest-test", sel, "--run-dir", str(rd))
-    assert r.returncode == 2, r.stderr
-    line = one_error_line(r.stderr)
+    line = bad_input_alone(r, rd)
     assert line.startswith(f"orch: error: no guest test matches the selection: {sel}")
-    data = run_json(rd)
-    assert data["verdict"] == "BAD-INPUT" and data["series"] is None and data["configs"] == []
     # --repeat must be a positive count.
     r = orch(env, tmp_path, "test", "--offline-mode", "--mbox",
              str(LORE_DATA_DIR / "blk-dontcache-v3.mbox"), "--repeat", "0")

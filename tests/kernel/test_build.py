@@ -239,7 +239,7 @@ def test_several_configs_build_together_under_one_job_budget(env, tmp_path, mini
     # Both makes were clients of orch's jobserver, not -jN each.
     log = (rd / "logs" / "build-lockstat-patched.log").read_text()
     assert " -j" not in log.splitlines()[0]
-    assert "matrix:" in r.stderr and "lockstat" in r.stderr.split("matrix:")[1]
+    assert "matrix:" in r.stdout and "lockstat" in r.stdout.split("matrix:")[1]
 
 
 def test_worktree_is_free_while_the_kernels_boot(env, tmp_path, mini, monkeypatch):

@@ -78,7 +78,7 @@ def test_bug_on_the_dontcache_write_path_is_a_regression(tmp_path):
     assert [(t["name"], t["status"]) for t in cfg["patched"]["tests"]] == [(EXT4, "ERROR")]
     assert cfg["warnings"]["added"] == [
         "mm/filemap.c: unused variable 'dontcache_seq' [-Wunused-variable]"]
-    assert "new compiler warning: mm/filemap.c: unused variable 'dontcache_seq'" in r.stderr
+    assert "new compiler warning: mm/filemap.c: unused variable 'dontcache_seq'" in r.stdout
     assert cfg["verdict"] == "FAIL"
     assert_booted_as_built(cfg)
 
@@ -147,8 +147,8 @@ def test_panic_at_boot_and_per_test_timeout(tmp_path):
     assert boot["error"] == "kernel panicked: dontcache selftest: folio batch corrupted"
     assert any("Kernel panic" in l for l in boot["console_tail"])
     assert [s["kind"] for s in cfg["new_splats"]] == ["panic"]
-    assert "verdict: FAIL (exit 1)" in r.stderr
-    assert "patched guest: kernel panicked: dontcache selftest" in r.stderr
+    assert "verdict: FAIL (exit 1)" in r.stdout
+    assert "patched guest: kernel panicked: dontcache selftest" in r.stdout
     # Built right after the BUG patch's kernel, in the same build directory
     # (the pair whose piggy.o once collided): this one is its own kernel.
     assert_booted_as_built(cfg)

@@ -15,13 +15,15 @@ import io
 import json
 import sqlite3
 import subprocess
+import time
 
 import pytest
 from helpers import git
 
 from orchestrator import cli
 from orchestrator.bisect import revs, stepping
-from orchestrator.core.errors import Exit, OrchError
+from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.core.exits import GitBisect
 from orchestrator.core.progress import Progress
 from orchestrator.fanout import job_run, jobfiles, nightly_run
 from orchestrator.nightly import config_file, history, tonight
@@ -42,15 +44,16 @@ def _bug(*args, **kwargs):
     raise InjectedBug("injected into the engine")
 
 
-def crash_problems(rd) -> list[str]:
+def crash_problems(rd, code: int = Exit.INFRA) -> list[str]:
     """What is wrong with how run directory `rd` records a bug: nothing
-    when run.json is finished as an internal error (exit 5, INFRA-ERROR,
-    the bug named) and traceback.txt beside it holds the traceback."""
+    when run.json is finished as an internal error (exit `code`: 5, or
+    git bisect's 129 for a check; INFRA-ERROR, the bug named) and
+    traceback.txt beside it holds the traceback."""
     rec = json.loads((rd / "run.json").read_text())
     problems = []
     if rec["state"] != "done" or not rec.get("finished"):
         problems.append(f"state {rec['state']}, finished {rec.get('finished')}")
-    if (rec["verdict"], rec["exit_code"]) != ("INFRA-ERROR", int(Exit.INFRA)):
+    if (rec["verdict"], rec["exit_code"]) != ("INFRA-ERROR", int(code)):
         problems.append(f"verdict {rec['verdict']}, exit {rec['exit_code']}")
     if not (rec["error"] or "").startswith("internal error: InjectedBug: injected"):
         problems.append(f"error {rec['error']!r}")
@@ -94,8 +97,8 @@ def test_a_bug_in_the_check_engine_finishes_its_record(tmp_path, tree, monkeypat
     rd = tmp_path / "check"
     code = cli.main(["check", "--tree", str(mini), "--build", "--config", "base",
                      "--run-dir", str(rd)])
-    assert code not in (0, 1, 125)               # never an answer git bisect would take
-    assert crash_problems(rd) == []
+    assert code == GitBisect.INFRA               # stops the bisect: never good, bad or skip
+    assert crash_problems(rd, GitBisect.INFRA) == []
     assert json.loads((rd / "run.json").read_text())["tree"]["base"] == second
     assert "orch: error: internal error: InjectedBug" in capsys.readouterr().err
 
@@ -223,3 +226,70 @@ def test_a_stopped_night_is_recorded(tmp_path, tree, monkeypatch, exc, state, co
     assert db.execute("SELECT state, exit_code FROM nights").fetchall() == [(state, code)]
     db.close()
     assert (ndir / lifecycle.TRACEBACK).exists() == (exc is InjectedBug)
+
+
+# -- what a command shows at the end (print_summary), and the held progress -------------
+
+def _ended(tmp_path, error: Exception, said: str = "b4: fetching the series") -> tuple[Run, str]:
+    """A run made under tmp_path/orch-runs/ that says `said`, then stops
+    with `error`; what its progress printed."""
+    stream = io.StringIO()
+    run = Run(tmp_path / "orch-runs" / "r1", ["orch", "test"], Progress(stream=stream))
+    with pytest.raises(type(error)), Lifecycle(run):
+        run.say(said)
+        raise error
+    run.progress.done()
+    return run, stream.getvalue()
+
+
+def test_bad_input_says_nothing_and_leaves_no_run_directory(tmp_path, capsys):
+    run, printed = _ended(tmp_path, BadInput("no such tree: /nope"))
+    assert printed == ""                          # its progress was held, and dropped
+    lifecycle.print_summary(run.dir)
+    assert capsys.readouterr() == ("", "")        # cli.py's one line is all
+    assert list(tmp_path.iterdir()) == []         # orch-runs/ too: the run made it
+
+
+def test_another_error_shows_its_progress_and_summary(tmp_path, capsys):
+    run, printed = _ended(tmp_path, OrchError("lore unreachable", Exit.INFRA))
+    assert "b4: fetching the series" in printed
+    lifecycle.print_summary(run.dir)
+    out = capsys.readouterr().out
+    assert "verdict: INFRA-ERROR (exit 5): lore unreachable" in out
+    assert out.endswith(f"run directory: {run.dir}\n") and run.dir.is_dir()
+
+
+def test_bad_input_keeps_a_run_directory_its_message_points_into(tmp_path, capsys):
+    log = tmp_path / "orch-runs" / "r1" / "logs" / "b4.log"
+    run, _ = _ended(tmp_path, BadInput(f"b4 could not get a series (see {log})"))
+    lifecycle.print_summary(run.dir)
+    assert capsys.readouterr() == ("", "") and run.dir.is_dir()
+
+
+def test_bad_input_after_builds_keeps_them_and_says_so(tmp_path, capsys):
+    stream = io.StringIO()
+    run = Run(tmp_path / "r2", ["orch", "bisect"], Progress(stream=stream))
+    with pytest.raises(BadInput), Lifecycle(run):
+        run.rec.bisect = record.BisectRecord(mode="test", terms=[], good="a", bad="b",
+                                             config="base", tests=[], repeat=1, commits=2,
+                                             max_steps=2)
+        run.rec.bisect.steps.append(record.BisectStep(
+            role="good end", commit="a", subject="s", outcome=record.StepOutcome.BAD,
+            reason="it fails", build="built", build_seconds=1.0, build_log="x"))
+        raise BadInput("the good end disagrees")
+    lifecycle.print_summary(run.dir)
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"run directory: {run.dir} (kept: ")
+    assert run.dir.is_dir()
+
+
+def test_held_lines_show_once_the_hold_is_over(tmp_path):
+    stream = io.StringIO()
+    held = lifecycle.HeldProgress(Progress(stream=stream), hold=0.2)
+    held.say("first")
+    assert stream.getvalue() == ""
+    time.sleep(1)
+    held.say("second")
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["first", "second"]
+    held.done()
