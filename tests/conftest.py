@@ -72,6 +72,12 @@ def b4_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def b4_orch_env(b4_env, tmp_path) -> dict[str, str]:
+    """b4_env for a real `orch` subprocess of this checkout, with its own cache."""
+    return {**b4_env, "ORCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+
+
 # orch on the stand-in tree (test_build.py, test_built_kernel.py). test_cli.py
 # overrides `env` with its own, built on b4_env.
 

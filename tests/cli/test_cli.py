@@ -22,11 +22,8 @@ from lore_server import LORE_DATA_DIR
 # these runs talk to b4, so they start from b4_env, cut off from the user's
 # config and cache.
 @pytest.fixture
-def env(b4_env, tmp_path):
-    e = dict(b4_env)
-    e["ORCH_CACHE"] = str(tmp_path / "cache")
-    e["PYTHONPATH"] = str(REPO)
-    return e
+def env(b4_orch_env):
+    return b4_orch_env
 
 
 @pytest.fixture

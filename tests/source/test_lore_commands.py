@@ -11,7 +11,7 @@ scheme ran until b4 failed ("lore unreachable", exit 5).
 from __future__ import annotations
 
 import pytest
-from helpers import REPO, git, one_error_line, orch, run_json
+from helpers import git, one_error_line, orch, run_json
 
 from orchestrator.core.errors import BadInput
 from orchestrator.nightly import config_file
@@ -20,11 +20,8 @@ V3_PATCH2 = "20260227-blk-dontcache-v3-2-cd309ccd5868@columbia.edu"
 
 
 @pytest.fixture
-def env(b4_env, tmp_path):
-    e = dict(b4_env)
-    e["ORCH_CACHE"] = str(tmp_path / "cache")
-    e["PYTHONPATH"] = str(REPO)
-    return e
+def env(b4_orch_env):
+    return b4_orch_env
 
 
 @pytest.fixture
