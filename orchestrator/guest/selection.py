@@ -73,10 +73,11 @@ def check_targets(tests: list[str] | None, root: Path) -> None:
     pytest runs: given a path that does not exist, pytest loads the
     conftest.py of its cwd (the data root) and of every test*/ directory
     there instead, in a checkout orch's own tests/conftest.py, which needs
-    orch's [test] extra. And none is among orch's own files (the data root
-    outside guest_tests/) for the same reason. A test file of your own
-    outside the data root is yours to select (docs/security.md: what the
-    guest is shown of it)."""
+    orch's [test] extra. And none is orch's own tests (the data root
+    itself, or a test*/ directory of it but the suite) for the same reason.
+    Other files are yours to select: guest_selftest/ beside the suite (the
+    harness's own checks) or a test file outside the data root
+    (docs/security.md: what the guest is shown of it)."""
     suite = (root / GUEST_TESTS).resolve()
     for t in tests or ():
         if t.startswith("-"):
@@ -86,9 +87,17 @@ def check_targets(tests: list[str] | None, root: Path) -> None:
         if not f.exists():
             raise BadInput(f"no guest test matches the selection: {t} ({path}: no such file "
                            f"or directory; the guest tests are under {suite})")
-        if f.is_relative_to(root.resolve()) and not f.is_relative_to(suite):
+        if _orchs_own_tests(f, root.resolve(), suite):
             raise BadInput(f"no guest test matches the selection: {t} ({path} is not under "
                            f"the guest suite {suite}: orch's own files are not guest tests)")
+
+
+def _orchs_own_tests(f: Path, root: Path, suite: Path) -> bool:
+    if f == root:
+        return True
+    if not f.is_relative_to(root) or f.is_relative_to(suite):
+        return False
+    return f.relative_to(root).parts[0].startswith("test")
 
 
 @functools.lru_cache(maxsize=None)

@@ -105,6 +105,16 @@ def test_orchs_own_files_are_not_guest_tests(data, target):
         selection.collect([target])
 
 
+def test_a_test_file_beside_the_suite_is_still_selectable(data):
+    """guest_selftest/ (the harness's own checks, test_crash_e2e.py) lies
+    in the data root beside guest_tests/: it is not orch's own tests."""
+    own = data / "guest_selftest"
+    own.mkdir()
+    (own / "test_beside.py").write_text("def test_beside():\n    pass\n")
+    assert selection.collect(["guest_selftest/test_beside.py"]) == \
+        ["guest_selftest/test_beside.py::test_beside"]
+
+
 def test_no_conftest_outside_the_suite_is_loaded(data):
     """Not the data root's either: the suite's conftest.py files are its own."""
     (data / "conftest.py").write_text("raise RuntimeError('the data root conftest ran')\n")
