@@ -14,6 +14,7 @@ from orchestrator.guest.markers import is_mark
 
 # Console lines carry a "[   12.345678] " timestamp (PRINTK_TIME).
 _TS = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_STAMP = re.compile(r"\[\s*\d+\.\d+\]")
 
 KINDS: list[tuple[str, re.Pattern]] = [
     ("panic", re.compile(r"Kernel panic - not syncing: (.*)")),
@@ -71,7 +72,15 @@ def _classify(text: str) -> tuple[str, str] | None:
 def scan(console: str) -> list[Splat]:
     # The guest plugin's own marks are orch's, not the kernel's: a skip
     # reason that quotes "WARNING:" is not a splat.
-    lines = ["" if is_mark(l) else _TS.sub("", l) for l in console.splitlines()]
+    raw = console.splitlines()
+    # In a console whose kernel lines carry printk's timestamp, a line
+    # without one is not the kernel's: virtme-ng's own "WARNING: stdin/stdout/
+    # stderr not accessible ..." (host side) or a guest program's output is
+    # no splat. Anywhere in the line: a kernel line may follow a program's
+    # unfinished one on the serial console.
+    timed = any(_TS.match(l) for l in raw)
+    lines = ["" if is_mark(l) or (timed and not _STAMP.search(l)) else _TS.sub("", l)
+             for l in raw]
     splats: list[Splat] = []
     i = 0
     while i < len(lines) and len(splats) < MAX_SPLATS:

@@ -47,3 +47,20 @@ def test_hostile_console_is_bounded_and_cleaned():
     found = splats.scan(evil)
     assert len(found) == splats.MAX_SPLATS
     assert "\x1b" not in found[0].title and "\x07" not in found[0].title
+
+
+def test_a_line_the_kernel_did_not_print_is_no_splat():
+    """virtme-ng writes "WARNING: stdin/stdout/stderr not accessible ..."
+    into the console on the host side, with no printk timestamp: it was
+    reported as a (pre-existing) warning splat on every boot. A kernel line
+    that follows a program's unfinished line still counts."""
+    virtme = ("WARNING: stdin/stdout/stderr not accessible via /proc/self/fd, falling back "
+              "to limited redirection (stderr may be lost).\n")
+    assert splats.scan(CLEAN + virtme) == []
+    mixed = "guest_tests/test_x.py::test_y [" + WARN.splitlines()[1] + "\n"
+    (w,) = splats.scan(CLEAN + mixed)
+    assert w.kind == "warning" and "folio_end_dropbehind" in w.title
+    # Without timestamps anywhere (a kernel built without PRINTK_TIME),
+    # every line may be the kernel's, as before.
+    assert [s.kind for s in splats.scan("WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n")] == \
+        ["warning"]
