@@ -179,5 +179,7 @@ def _probe(directory: Path, what: str, p: Path, doing: str) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".orch-probe-", dir=directory))
     except OSError as e:
-        where = "" if directory == p else f"{directory}: "
+        # mkdir under /proc or /sys says ENOENT: name the directory that
+        # refused, so the reason does not read as "it does not exist".
+        where = "" if directory == p else f"{directory} takes no new directory: "
         raise BadInput(f"{_named(what, p)}: {doing}: {where}{e.strerror or e}")

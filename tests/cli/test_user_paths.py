@@ -105,7 +105,7 @@ def _merge(w: World, *extra: str) -> list[str]:
 # its cache; None in the environment: unset.
 CASES = [
     ("test-run-dir-proc", lambda w: _test(w, "--run-dir", "{P}"), {},
-     "--run-dir {P}: cannot create a directory there: /proc: ", 2),
+     "--run-dir {P}: cannot create a directory there: /proc takes no new directory: ", 2),
     ("test-run-dir-file", lambda w: _test(w, "--run-dir", "{F}"), {},
      "--run-dir {F}: not a directory", 2),
     ("test-run-dir-under-file", lambda w: _test(w, "--run-dir", "{F}/x"), {},

@@ -148,8 +148,8 @@ def places(tmp_path):
 
 
 @pytest.mark.parametrize("rel, says", [
-    ("/proc/orch-x", "--out /proc/orch-x: cannot create a directory there: /proc: "),
-    ("/proc/orch-x/deeper", "--out /proc/orch-x/deeper: cannot create a directory there: /proc: "),
+    ("/proc/orch-x", "--out /proc/orch-x: cannot create a directory there: /proc takes no new directory: "),
+    ("/proc/orch-x/deeper", "--out /proc/orch-x/deeper: cannot create a directory there: /proc takes no new directory: "),
     ("file", "--out {t}/file: not a directory"),
     ("file/sub", "--out {t}/file/sub: cannot create a directory there: {t}/file is not a "
      "directory"),
@@ -162,7 +162,7 @@ def test_writable_dir_refuses(places, rel, says):
 
 
 @pytest.mark.parametrize("rel, says", [
-    ("/proc/orch-x.json", "--json /proc/orch-x.json: cannot write a file there: /proc: "),
+    ("/proc/orch-x.json", "--json /proc/orch-x.json: cannot write a file there: /proc takes no new directory: "),
     ("dir", "--json {t}/dir: a directory, not a file"),
     ("file/run.json", "--json {t}/file/run.json: cannot write a file there: {t}/file is not a "
      "directory"),
