@@ -98,7 +98,7 @@ def _resolve(opts: CheckOptions) -> _Commit:
               or revs.resolve(t.repo, "HEAD", "HEAD of"))
     if len(opts.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
-    kc = kconfig.load(opts.configs[0] if opts.configs else kconfig.default_matrix()[0])
+    kc = kconfig.chosen(opts.configs[:1], opts.kconfig, opts.kconfig_add)[0]
     expected = (selection.collect(opts.guest_tests, opts.keyword) if opts.mode != Mode.BUILD
                 else [])
     return _Commit(commit, t, kc, expected)
@@ -108,9 +108,12 @@ def _step(run: Run, opts: CheckOptions, what: _Commit) -> int:
     rec, commit, t = run.rec, what.commit, what.tree
     rec.tree = TreeRecord(str(t.repo), t.label, commit, "HEAD of the tree")
     rec.expected_tests, rec.repeat = what.expected, opts.repeat
+    rec.cpus, rec.memory = options.guest_machine(opts)
     rec.bisect = BisectRecord(mode=opts.mode.value, terms=[], good=commit, bad=commit,
                               config=what.kc.name, tests=list(opts.guest_tests or []),
-                              keyword=opts.keyword, repeat=opts.repeat, commits=1, max_steps=1)
+                              keyword=opts.keyword, repeat=opts.repeat, commits=1, max_steps=1,
+                              cpus=rec.cpus, memory=rec.memory, kconfig=what.kc.spec[1],
+                              kconfig_add=list(what.kc.spec[2]) or None)
     run.save()
     ws = tree.workspace(t, announce=run.say)
     ws.lock.release()

@@ -29,7 +29,7 @@ from orchestrator.bisect.stepping import (
 )
 from orchestrator.core.errors import BadInput, Exit
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection
+from orchestrator.guest import selection, vm
 from orchestrator.kernel import kconfig
 from orchestrator.run import options, record, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
@@ -102,6 +102,12 @@ def _resumable(opts: Options) -> record.RunRecord:
     opts.good, opts.bad, opts.mode = b.good, b.bad, Mode(b.mode)
     opts.config, opts.guest_tests, opts.repeat = b.config, b.tests or None, b.repeat
     opts.keyword = b.keyword
+    if b.kconfig or b.kconfig_add:
+        # A custom config's name is `<base>+<sha8>` or `kconfig-<sha8>`, and
+        # no kconfigs/ name has a "+": the base it started from.
+        opts.config = None if b.kconfig else b.config.split("+")[0]
+        opts.kconfig, opts.kconfig_add = b.kconfig, list(b.kconfig_add or [])
+    opts.cpus, opts.memory = b.cpus or vm.CPUS, b.memory or vm.MEMORY
     opts.tree = Path(rec.tree.path) if rec.tree else opts.tree
     opts.msgid = opts.mbox = None
     return rec
@@ -116,10 +122,12 @@ class Bisect:
 
     def execute(self) -> int:
         opts, rec = self.opts, self.rec
-        kc = kconfig.load(opts.config or kconfig.default_matrix()[0])
+        kc = kconfig.chosen([opts.config] if opts.config else [], opts.kconfig,
+                            opts.kconfig_add)[0]
         expected = (selection.collect(opts.guest_tests, opts.keyword)
                     if opts.mode != Mode.BUILD else [])
         rec.expected_tests, rec.repeat = expected, opts.repeat
+        rec.cpus, rec.memory = options.guest_machine(opts)
         t = tree.open_tree(opts.tree, opts.debian_package or debsrc.DEFAULT_PACKAGE,
                            log_dir=self.run.logs)
         ws = tree.workspace(t, announce=self.say)
@@ -138,7 +146,8 @@ class Bisect:
             rec.bisect = BisectRecord(mode=opts.mode.value, terms=list(TERMS[opts.mode]),
                                       good=good, bad=bad, config=kc.name,
                                       tests=list(opts.guest_tests or []), repeat=opts.repeat,
-                                      keyword=opts.keyword,
+                                      keyword=opts.keyword, cpus=rec.cpus, memory=rec.memory,
+                                      kconfig=kc.spec[1], kconfig_add=list(kc.spec[2]) or None,
                                       commits=n,
                                       max_steps=math.ceil(math.log2(n)) + 1 if n > 1 else 1)
         rec.tree = rec.tree or TreeRecord(str(t.repo), t.label, good, "the good end")

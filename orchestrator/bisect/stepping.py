@@ -137,7 +137,7 @@ class Stepper:
             return None
         s = self.settings
         return options.Options(tree=self.tree_path, range=f"{parent}..{commit}",
-                               configs=[self.kc.name], build_only=s.mode == Mode.BUILD,
+                               **self.kc.flags(), build_only=s.mode == Mode.BUILD,
                                jobs=s.jobs, rerun=s.rerun,
                                **options.boot_flags(s.boot, s.guest_timeout))
 

@@ -116,9 +116,10 @@ def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> 
         msgid=intake.normalize_msgid(args.msgid) if args.msgid else None,
         mbox=args.mbox, lore_url=s.lore_url, lore_timeout=s.lore_timeout,
         offline=args.offline, latest=args.latest, tree=s.tree, base=args.base,
-        debian_package=s.debian_source, config=s.configs[0] if s.configs else None,
+        debian_package=s.debian_source, config=next(iter(common.chosen_configs(args, s.configs)), None),
+        **common.kconfig_options(args),
         guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
-        keyword=args.keyword,
+        keyword=args.keyword, cpus=args.cpus, memory=args.memory,
         resume=args.resume, run_dir=args.resume or args.run_dir,
         guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
         rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv])

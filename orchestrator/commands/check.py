@@ -55,9 +55,10 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
         paths.writable_dir(args.run_dir, "--run-dir")
     common.checked_cache(s)
     opts = check.CheckOptions(
-        tree=args.tree, configs=list(args.configs or s.configs[:1]),
+        tree=args.tree, configs=common.chosen_configs(args, args.configs or s.configs[:1]),
+        **common.kconfig_options(args),
         guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
-        keyword=args.keyword,
+        keyword=args.keyword, cpus=args.cpus, memory=args.memory,
         run_dir=args.run_dir, guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
         rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv])
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from orchestrator.core import exits, paths
 from orchestrator.core.errors import BadInput, Exit, OrchError
+from orchestrator.guest import vm
 from orchestrator.kernel import kconfig
 from orchestrator.run import settings
 
@@ -103,12 +104,35 @@ def add_build(p: argparse.ArgumentParser, matrix: bool = True) -> None:
     g = p.add_argument_group("build")
     g.add_argument("--config", action="append", dest="configs", metavar="NAME",
                    help=_configs_help(matrix))
+    g.add_argument("--kconfig", metavar="FILE|TARGET",
+                   help="the whole config instead of --config: a .config file, or a make "
+                   "target such as defconfig or tinyconfig; kconfigs/vm.config (what a "
+                   "virtme-ng boot needs) goes on top")
+    g.add_argument("--kconfig-add", action="append", metavar="X",
+                   help="on top of each config (repeatable, in order): CONFIG_X=y|m|n|VALUE, "
+                   "'# CONFIG_X is not set', a fragment file, or a fragment of the tree under "
+                   "test such as kvm_guest.config; each option must survive olddefconfig")
     g.add_argument("--jobs", "-j", type=int, metavar="N",
                    help="make jobs shared by all concurrent builds "
                    + file_default("jobs", "the number of CPUs + 1"))
     g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="build and boot without bubblewrap's curated view (the network, "
                    "every file and orch's environment reachable: only for series you trust)")
+
+
+def chosen_configs(args: argparse.Namespace, configs: list[str]) -> list[str]:
+    """`configs` (--config's, else the config file's), or none with
+    --kconfig: it is the whole config, so the file's do not apply, and a
+    --config with it is refused."""
+    if args.kconfig is None:
+        return list(configs)
+    if args.configs:
+        raise BadInput("--kconfig is the whole config: give it or --config, not both")
+    return []
+
+
+def kconfig_options(args: argparse.Namespace) -> dict[str, object]:
+    return {"kconfig": args.kconfig, "kconfig_add": list(args.kconfig_add or [])}
 
 
 def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
@@ -133,12 +157,39 @@ def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
     g.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each guest test N times in the same boot; a test whose runs "
                    "differ is FLAKY, a failure (default: %(default)s)")
+    g.add_argument("--cpus", type=cpus_count, default=vm.CPUS, metavar="N",
+                   help=f"the guest's vCPUs, 1..{vm.MAX_CPUS} (default: %(default)s)")
+    g.add_argument("--memory", type=memory_size, default=vm.MEMORY, metavar="SIZE",
+                   help=f"the guest's memory, e.g. 512M or 4G, at least {vm.MIN_MEMORY_MB}M "
+                   "(default: %(default)s)")
     g.add_argument("--rerun", action="store_true",
                    help="boot every kernel even when its results with this suite, selection "
                    "and VM settings are kept from an earlier run")
     if baseline:
         g.add_argument("--rerun-baseline", action="store_true",
                        help="boot the baseline kernels even when their results are kept")
+
+
+def cpus_count(text: str) -> int:
+    """--cpus N: argparse's type, so a bad N is its one-line usage error."""
+    if not re.fullmatch(r"[1-9][0-9]*", text) or int(text) > vm.MAX_CPUS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of vCPUs, "
+                                         f"1..{vm.MAX_CPUS}")
+    return int(text)
+
+
+def memory_size(text: str) -> str:
+    """--memory SIZE as vng takes it, written one way (2048M is 2G), since
+    the kept results' key holds it: two spellings of one size share them."""
+    m = re.fullmatch(r"([1-9][0-9]*)([MG])", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in M or G, such as 512M "
+                                         "or 4G")
+    mb = int(m[1]) << (10 if m[2] == "G" else 0)
+    if mb < vm.MIN_MEMORY_MB:
+        raise argparse.ArgumentTypeError(f"{text!r}: the guest needs at least "
+                                         f"{vm.MIN_MEMORY_MB}M")
+    return f"{mb >> 10}G" if mb % 1024 == 0 else f"{mb}M"
 
 
 @dataclass(frozen=True)
@@ -177,7 +228,7 @@ def given_options(args: argparse.Namespace, keep: tuple[str, ...] = (),
 
 # What only a boot uses: a bisect or check with --build boots nothing.
 BOOT_ONLY = ("guest_tests", "keyword", "list_tests", "repeat", "guest_timeout", "test_timeout",
-             "rerun")
+             "rerun", "cpus", "memory")
 
 
 def refuse_boot_flags(args: argparse.Namespace) -> None:

@@ -68,10 +68,12 @@ def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> 
                    lore_timeout=s.lore_timeout, offline=args.offline, latest=args.latest,
                    tree=s.tree, base=args.base, on=args.on,
                    debian_package=None if s.tree else s.debian_source,  # a --tree needs none
-                   configs=list(s.configs), run_dir=args.run_dir, json_out=args.json_out,
+                   configs=common.chosen_configs(args, s.configs), **common.kconfig_options(args),
+                   run_dir=args.run_dir, json_out=args.json_out,
                    guest_timeout=s.guest_timeout, guest_tests=args.guest_tests,
                    keyword=args.keyword, expect_fixed=args.expect_fixed,
                    test_timeout=s.test_timeout, repeat=args.repeat, timeout=s.timeout,
+                   cpus=args.cpus, memory=args.memory,
                    each_patch=args.each_patch, build_only=args.build_only, rerun=args.rerun,
                    rerun_baseline=args.rerun_baseline, sandbox=args.sandbox, jobs=s.jobs,
                    argv=["orch", *argv])

@@ -76,7 +76,7 @@ def image_digest(image: Path) -> str:
 
 def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
         repeat: int = 1, sample: int = 0, confined: bool = True,
-        keyword: str | None = None) -> str:
+        keyword: str | None = None, cpus: int = vm.CPUS, memory: str = vm.MEMORY) -> str:
     """`sample` numbers independent boots of one kernel with one selection
     (a bisect's retry of a kernel that did not come up, its confirmation
     reruns): each is kept on its own, so running the same bisect again
@@ -87,11 +87,15 @@ def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
     saw the whole host (--no-sandbox, or any orch before the view) are
     never handed to a confined run: they are keyed apart.
 
+    `cpus`, `memory`: the guest's (--cpus, --memory), in the places the
+    fixed vm.CPUS and vm.MEMORY always held, so the defaults keep every
+    earlier key.
+
     `keyword`: -k EXPR. The same --guest-test with another expression runs
     other tests, and a kept boot of them answers for none of this one's."""
     parts = [__version__, image, sorted(tests or []),
              suite_digest(tuple(sorted(tests or []))), test_timeout, accel, repeat,
-             vm.CPUS, vm.MEMORY, vm.APPEND, vm.SCRATCH_MB]
+             cpus, memory, vm.APPEND, vm.SCRATCH_MB]
     if sample:  # sample 0 keeps the key every earlier orch kept results under
         parts.append(f"sample {sample}")
     if keyword is not None:  # so does a run without -k

@@ -28,6 +28,8 @@ BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
 TEST_TIMEOUT = 300       # one guest test; a hung one fails, the suite goes on
 CPUS = 2
 MEMORY = "2G"
+MAX_CPUS = 64            # --cpus: more is a typo, not a machine orch boots under TCG
+MIN_MEMORY_MB = 256      # --memory: less does not run the suite's interpreter
 # Parameters for built-in drivers go on the kernel command line. No
 # default null_blk device: the tests make their own through configfs.
 APPEND = ["null_blk.nr_devices=0"]

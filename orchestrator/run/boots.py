@@ -30,6 +30,8 @@ class BootSettings:
     confined: bool = True
     # -k EXPR over `tests`, pytest's matching on the host and in the guest.
     keyword: str | None = None
+    cpus: int = vm.CPUS
+    memory: str = vm.MEMORY    # written one way by --memory (2048M is 2G): one key per size
 
 
 @dataclass
@@ -59,7 +61,8 @@ def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
     """Where a boot of `kernel` with `settings` keeps its results (result_cache)."""
     return result_cache.key(result_cache.image_digest(kernel.image), settings.tests,
                             settings.test_timeout, settings.accel, settings.repeat, sample,
-                            settings.confined, settings.keyword)
+                            settings.confined, settings.keyword, settings.cpus,
+                            settings.memory)
 
 
 def boot(job: BootJob, settings: BootSettings, timeout: float,
@@ -72,7 +75,8 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
         g = vm.run_tests(k, job.results, job.console, timeout=timeout, tests=settings.tests,
                          test_timeout=settings.test_timeout, expected=settings.expected,
                          repeat=settings.repeat, keyword=settings.keyword, status=status,
-                         confined=settings.confined)
+                         confined=settings.confined, cpus=settings.cpus,
+                         memory=settings.memory)
         result_cache.store(key, g)
     judged = verdict.judge_side(settings.expected, g, job.side == "patched",
                                 splats.scan(vm.console_text(g.console)))

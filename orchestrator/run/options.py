@@ -46,9 +46,15 @@ class BootFlags:
     repeat: int = 1                         # each guest test N times in one boot
     guest_timeout: float = vm.BOOT_TIMEOUT
     test_timeout: float = vm.TEST_TIMEOUT   # one guest test
+    cpus: int = vm.CPUS                     # the guest's vCPUs
+    memory: str = vm.MEMORY                 # the guest's memory, as --memory writes it (2G)
     rerun: bool = False                     # boot every kernel again
     sandbox: bool = True
     jobs: int = field(default_factory=build.jobs)
+    # --kconfig FILE|TARGET (the whole config, instead of --config) and the
+    # --kconfig-add options, fragment files and in-tree fragments on top.
+    kconfig: str | None = None
+    kconfig_add: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
 
 
@@ -77,9 +83,11 @@ class Options(BootFlags, SourceFlags):
 FLAGS: tuple[tuple[str, str | None], ...] = (
     ("msgid", None), ("mbox", "--mbox"), ("lore_url", "--lore-url"),
     ("debian_package", "--debian-source"), ("tree", "--tree"), ("range", "--range"),
-    ("base", "--base"), ("on", "--on"), ("configs", "--config"), ("run_dir", "--run-dir"),
+    ("base", "--base"), ("on", "--on"), ("configs", "--config"),
+    ("kconfig", "--kconfig"), ("kconfig_add", "--kconfig-add"), ("run_dir", "--run-dir"),
     ("guest_tests", "--guest-test"), ("keyword", "-k"), ("expect_fixed", "--expect-fixed"),
-    ("repeat", "--repeat"), ("build_only", "--build-only"),
+    ("repeat", "--repeat"), ("cpus", "--cpus"), ("memory", "--memory"),
+    ("build_only", "--build-only"),
     ("offline", "--offline-mode"), ("latest", "--latest"), ("lore_timeout", "--lore-timeout"),
     ("jobs", "--jobs"), ("sandbox", "--no-sandbox"), ("guest_timeout", "--guest-timeout"),
     ("test_timeout", "--test-timeout"), ("timeout", "--timeout"),
@@ -154,13 +162,23 @@ class BootOptions(Protocol):
     test_timeout: float
     repeat: int
     sandbox: bool
+    cpus: int
+    memory: str
 
 
 def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") -> BootSettings:
     """The boot settings (and so the results key) of a run with `opts`:
     `expected` is what its selection collected, `accel` what the host offers."""
     return BootSettings(opts.guest_tests, expected, opts.test_timeout, opts.repeat, accel,
-                        confined=opts.sandbox, keyword=opts.keyword)
+                        confined=opts.sandbox, keyword=opts.keyword, cpus=opts.cpus,
+                        memory=opts.memory)
+
+
+def guest_machine(opts: BootOptions) -> tuple[int | None, str | None]:
+    """--cpus and --memory as a record keeps them: None for the default, so
+    a record of a default run reads as every record before the flags."""
+    return (opts.cpus if opts.cpus != vm.CPUS else None,
+            opts.memory if opts.memory != vm.MEMORY else None)
 
 
 def boot_flags(settings: BootSettings, guest_timeout: float) -> dict[str, object]:
@@ -169,7 +187,8 @@ def boot_flags(settings: BootSettings, guest_timeout: float) -> dict[str, object
     reproduce line says about its boot, from what the step knows."""
     return {"guest_tests": settings.tests, "keyword": settings.keyword,
             "test_timeout": settings.test_timeout, "repeat": settings.repeat,
-            "sandbox": settings.confined, "guest_timeout": guest_timeout}
+            "sandbox": settings.confined, "guest_timeout": guest_timeout,
+            "cpus": settings.cpus, "memory": settings.memory}
 
 
 def default_run_dir(what: str, kind: str = "") -> Path:

@@ -32,7 +32,8 @@ from orchestrator.run.targets import Rule as TargetRule
 from orchestrator.run.verdict import SideStatus, Verdict
 
 SCHEMA_VERSION = "1.3"   # 1.1: bisect; 1.2: sandbox; 1.3: targets, known failures,
-#                          a bisect step's kernel and reproduce line
+#                          a bisect step's kernel and reproduce line, -k, --cpus,
+#                          --memory, --kconfig(-add): all new in 1.3 (unreleased)
 SCHEMA_FILE = paths.DATA / "run.schema.json"
 
 
@@ -203,6 +204,9 @@ class ConfigRecord:
     verdict: Verdict | None = opt()
     regressions: int | None = opt()
     problems: Problems | None = opt()
+    # --kconfig and --kconfig-add it was made with (its name is a hash of them)
+    kconfig: str | None = opt()
+    kconfig_add: list[str] | None = opt()
 
     def side(self, name: str) -> SideRecord:
         return self.baseline if name == "baseline" else self.patched
@@ -314,6 +318,12 @@ class BisectRecord:
     reproduce: str | None = opt()    # an orch test of the finding
     note: str | None = opt()         # why the result is not a plain "found"
     keyword: str | None = opt()      # -k EXPR: the selection besides `tests` (resume keeps it)
+    # --cpus, --memory, when not vm.CPUS and vm.MEMORY (resume keeps them)
+    cpus: int | None = opt()
+    memory: str | None = opt()
+    # --kconfig, --kconfig-add (resume keeps them; `config` is then their hash's name)
+    kconfig: str | None = opt()
+    kconfig_add: list[str] | None = opt()
 
 
 @dataclass
@@ -332,6 +342,10 @@ class RunRecord:
     configs: list[ConfigRecord] = field(default_factory=list)
     expected_tests: list[str] | None = opt()
     repeat: int | None = opt()
+    # The guest's --cpus and --memory, only when not vm.CPUS and vm.MEMORY:
+    # a record without them booted 2 vCPUs and 2G, as every orch before them.
+    cpus: int | None = opt()
+    memory: str | None = opt()
     targets: TargetsRecord | None = opt()
     apply: ApplyRecord | None = opt()
     accel: Accel | None = opt()

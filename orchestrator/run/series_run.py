@@ -21,6 +21,7 @@ from orchestrator.run.options import (
     Options,
     boot_settings,
     default_run_dir,
+    guest_machine,
     series_label,
 )
 from orchestrator.run.record import (
@@ -75,8 +76,8 @@ def test(opts: Options, progress: Progress | None = None) -> int:
 
 def _test(run: SeriesRun) -> int:
     opts, rec = run.opts, run.rec
-    configs = opts.configs or kconfig.default_matrix()
-    kcs = [kconfig.load(c) for c in configs]  # bad names fail before any work
+    # bad names and --kconfig-add forms fail before any work
+    kcs = kconfig.chosen(opts.configs, opts.kconfig, opts.kconfig_add)
     # What the guests must report, known before any work: a selection that
     # matches nothing stops here (status 2), not after two boots.
     if opts.build_only and opts.expect_fixed is not None:
@@ -85,6 +86,7 @@ def _test(run: SeriesRun) -> int:
     expected = [] if opts.build_only else selection.collect(opts.guest_tests, opts.keyword)
     targets.check_patterns(opts.expect_fixed, expected)
     rec.expected_tests, rec.repeat = expected, opts.repeat
+    rec.cpus, rec.memory = guest_machine(opts)
     run.save()
 
     # 1. intake (a --range is read from the tree, so that comes first)
@@ -188,7 +190,8 @@ def _apply_and_build(run: SeriesRun, ws: tree.Workspace, series: Series, base,
     run.say(f"applied {len(series.patches)} patches on {base.commit[:12]}")
     # Keep the patched commit reachable while we move the worktree about.
     tree.keep_ref(ws.src, "refs/orch/last-patched", applied.head)
-    rec.configs = [ConfigRecord(c.name) for c in kcs]
+    rec.configs = [ConfigRecord(c.name, kconfig=c.spec[1], kconfig_add=list(c.spec[2]) or None)
+                   for c in kcs]
     run.save()
 
     # Every baseline, then (with --each-patch) every prefix of the series,

@@ -95,6 +95,8 @@ def _every_flag() -> Options:
                    configs=["base", "debug"], run_dir=Path("/runs/r"), json_out=Path("/r.json"),
                    guest_timeout=99.0, guest_tests=["guest_tests/a.py"], test_timeout=12.5,
                    repeat=2, timeout=600.0, each_patch=True, rerun=True, keyword="irq",
+                   cpus=4, memory="512M",
+                   kconfig_add=["CONFIG_KASAN=y", "# CONFIG_X is not set", "kvm_guest.config"],
                    expect_fixed=["guest_tests/a.py"],
                    rerun_baseline=True, sandbox=False, jobs=3)
 
@@ -114,6 +116,9 @@ def test_every_option_round_trips_through_the_command_line(monkeypatch, tmp_path
                                             on=None)) == []
     assert _differences(Options(msgid="a@example.org", debian_package="linux-source-7.2",
                                 run_dir=Path("/runs/r"))) == []
+    # --kconfig is the whole config: no --config with it.
+    assert _differences(dataclasses.replace(_every_flag(), configs=[],
+                                            kconfig="x86_64_defconfig")) == []
     # --build-only boots nothing, so it takes no boot flag (refused, not ignored).
     assert _differences(Options(msgid="a@example.org", build_only=True, each_patch=True,
                                 debian_package="linux-source-7.2",

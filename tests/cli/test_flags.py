@@ -157,7 +157,8 @@ SETTING_DEFAULTS = {
     "--debian-source": debsrc.DEFAULT_PACKAGE,
 }
 # Options that are simply not used unless given: nothing to show.
-NO_DEFAULT = {"--mbox", "--on", "-k", "--json", "--good", "--resume", "--history", "--import"}
+NO_DEFAULT = {"--mbox", "--on", "-k", "--json", "--good", "--resume", "--history", "--import",
+              "--kconfig", "--kconfig-add"}   # no default: none given is none
 
 
 def test_jobs_help_says_what_build_jobs_is():

@@ -165,7 +165,7 @@ def stepper(tmp_path, mini) -> Stepper:
     ws = tree.workspace(tree.open_tree(mini))
     ws.lock.release()
     boot = BootSettings(["guest_tests/a.py"], ["guest_tests/a.py::t"], 45.0, 3, "kvm",
-                        confined=False, keyword="not slow")
+                        confined=False, keyword="not slow", cpus=4, memory="1G")
     return Stepper(ws, kconfig.load("base"), StepSettings(Mode.TEST, 3, False, boot, 99.0),
                    tmp_path / "run", Progress(), tree_path=mini)
 
