@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -68,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _keep_traceback() -> str:
-    crash = Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-crash-{os.getpid()}.txt"
+    # A new file of its own (O_EXCL, 0600): orch runs as root in CI, and a
+    # predictable name in a shared /tmp would let anyone plant a link there
+    # and have the traceback written through it.
+    where = os.environ.get("TMPDIR", "/tmp")
     try:
-        crash.write_text(traceback.format_exc())
+        fd, crash = tempfile.mkstemp(prefix="orch-crash-", suffix=".txt", dir=where)
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
     except OSError as e:      # not even that: the line is all there is
-        return f"no traceback kept: {crash}: {e.strerror}"
+        return f"no traceback kept in {where}: {e.strerror}"
     return f"traceback in {crash}"
 
 

@@ -94,6 +94,26 @@ def test_a_bug_before_the_check_begins_stops_the_bisect(env, mini, tmp_path, mon
     assert len(err.splitlines()) == 1 and list(tmp_path.glob("orch-crash-*.txt"))
 
 
+def test_a_traceback_is_never_written_through_a_planted_link(env, mini, tmp_path,
+                                                             monkeypatch, capsys):
+    """orch runs as root in CI: a link planted at the name the traceback
+    file had (orch-crash-PID.txt in a shared /tmp) was written through."""
+    for k in ("ORCH_CACHE", "HOME"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (tmp_path / f"orch-crash-{os.getpid()}.txt").symlink_to(victim)
+    monkeypatch.setattr(kconfig, "load", _bug)
+    cli.main(["check", "--tree", str(mini), "--build", "--config", "base",
+              "--run-dir", str(tmp_path / "rd")])
+    assert victim.read_text() == "untouched\n"
+    path = capsys.readouterr().err.rsplit("traceback in ", 1)[1].rstrip(")\n")
+    kept = Path(path)
+    assert kept.parent == tmp_path and not kept.is_symlink() and kept.stat().st_mode & 0o077 == 0
+    assert "injected into the check" in kept.read_text()
+
+
 def test_an_old_status_of_a_bug_is_caught(env, mini, tmp_path, monkeypatch, capsys):
     """The broken variant: a check whose command maps failures as every other
     command does (what cli.py did): 5, which git bisect reads as "bad"."""
