@@ -8,7 +8,6 @@ import signal
 import sys
 import tempfile
 import traceback
-from pathlib import Path
 
 from orchestrator import __version__, commands
 from orchestrator.commands import common
