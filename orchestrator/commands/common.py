@@ -71,8 +71,8 @@ def add_intake(p: argparse.ArgumentParser, with_range: bool = True) -> None:
                        help="test the commits A..B of the --tree (or the default tree) as the "
                        "series: one patch per commit, oldest first, no merges, on base A; "
                        "no Message-ID or --mbox with it")
-    g.add_argument("--lore-url", help="lore or a mirror, with its https:// (a trailing /all is the same) "
-                   + file_default("lore_url"))
+    g.add_argument("--lore-url", help="lore or a mirror, with its https:// (a trailing /all "
+                   "is the same) " + file_default("lore_url"))
     g.add_argument("--lore-timeout", type=float, metavar="S",
                    help="seconds b4 may take to fetch the series " + file_default("lore_timeout"))
     g.add_argument("--offline-mode", dest="offline", action="store_true",
