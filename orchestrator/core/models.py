@@ -71,6 +71,21 @@ class Kernel:
     compiled: int = 0                # objects compiled (0 when cached)
     banner: str = ""                 # linux_banner inside the image, checked against the build
     uncached: list[str] = field(default_factory=list)  # compiled without ccache (.incbin)
+    kselftests: list[KselftestBuild] = field(default_factory=list)  # built for this kernel
+
+
+@dataclass
+class KselftestBuild:
+    """One kselftest target built from the same source state and headers as
+    a kernel, installed (run_kselftest.sh, kselftest/, the target's files,
+    kselftest-list.txt) under `install` in the cache."""
+    target: str               # tools/testing/selftests/<target>
+    key: str                  # kselftest cache key: kernel key, target, recipe, host libs
+    install: Path             # the install directory (KSFT_INSTALL_PATH)
+    tests: list[str]          # "collection:test" lines of its kselftest-list.txt
+    seconds: float = 0.0
+    cached: bool = False
+    log: Path | None = None
 
 
 @dataclass

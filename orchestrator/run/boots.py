@@ -32,6 +32,11 @@ class BootSettings:
     keyword: str | None = None
     cpus: int = vm.CPUS
     memory: str = vm.MEMORY    # written one way by --memory (2048M is 2G): one key per size
+    # --kselftest TARGET[:TEST] specs, as parsed (kselftest_build.Spec.text): each
+    # kernel runs its own build of them (Kernel.kselftests)
+    kselftests: tuple[str, ...] = ()
+    # --suite DIRs (absolute), each its own pytest session beside guest_tests/
+    suites: tuple[Path, ...] = ()
 
 
 @dataclass

@@ -43,6 +43,9 @@ class BootFlags:
     """How kernels are built and booted: what test, bisect and check share."""
     guest_tests: list[str] | None = None
     keyword: str | None = None              # -k EXPR: pytest's selection by expression
+    # --kselftest TARGET[:TEST], as given (kernel/kselftest_build.parse_specs)
+    kselftests: list[str] = field(default_factory=list)
+    suites: list[Path] = field(default_factory=list)   # --suite DIR: pytest suites of one's own
     repeat: int = 1                         # each guest test N times in one boot
     guest_timeout: float = vm.BOOT_TIMEOUT
     test_timeout: float = vm.TEST_TIMEOUT   # one guest test
@@ -85,7 +88,8 @@ FLAGS: tuple[tuple[str, str | None], ...] = (
     ("debian_package", "--debian-source"), ("tree", "--tree"), ("range", "--range"),
     ("base", "--base"), ("on", "--on"), ("configs", "--config"),
     ("kconfig", "--kconfig"), ("kconfig_add", "--kconfig-add"), ("run_dir", "--run-dir"),
-    ("guest_tests", "--guest-test"), ("keyword", "-k"), ("expect_fixed", "--expect-fixed"),
+    ("guest_tests", "--guest-test"), ("suites", "--suite"), ("kselftests", "--kselftest"),
+    ("keyword", "-k"), ("expect_fixed", "--expect-fixed"),
     ("repeat", "--repeat"), ("cpus", "--cpus"), ("memory", "--memory"),
     ("build_only", "--build-only"),
     ("offline", "--offline-mode"), ("latest", "--latest"), ("lore_timeout", "--lore-timeout"),
