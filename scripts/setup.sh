@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 pkgs=(qemu-system-x86 udev flex bison libelf-dev libssl-dev bc cpio ccache kmod
       gcc make git python3-venv e2fsprogs dosfstools util-linux xz-utils bubblewrap
       zstd lz4 lzop       # kimage: the banner inside a zstd/lz4/lzo-compressed bzImage
+      rsync               # --kselftest: the selftests' lib.mk installs with rsync
+      libnuma-dev libcap-dev liburing-dev   # --kselftest mm: -lnuma, -lcap (-luring if there)
       chromium systemd    # the tests: HTML reports in a real browser, systemd units verified
       redis-server        # the tests and bench: a shared ccache between two "runners"
       dpkg-dev gpg)       # the tests: a signed file:// apt repository (Debian version bumps)

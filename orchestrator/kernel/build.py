@@ -112,8 +112,14 @@ def recover_interrupted(bd: buildtree.BuildDir) -> int:
 
 def _maker(bd: buildtree.BuildDir, opts: BuildOptions, env: dict[str, str], on_line=None,
            remote: remote_ccache.Remote | None = None,
+           extra_writable: tuple[Path, ...] = (),
+           extra_overlays: tuple[sandbox.Overlay, ...] = (),
            ) -> Callable[[list[str], Path, Path], proc.Result]:
-    """Runs make, sandboxed, as a jobserver client (or with -jN)."""
+    """Runs make, sandboxed, as a jobserver client (or with -jN).
+
+    `extra_writable`, `extra_overlays`: more of the view, for a step beside
+    the kernel's build (kselftest_build: its scratch directory, and the
+    worktree under a throwaway layer). Ignored with opts.sandbox off."""
     ccache = Path(env["CCACHE_DIR"])
     shared_r, shared_w = remote_ccache.view_paths(remote)
 
@@ -139,16 +145,34 @@ def _maker(bd: buildtree.BuildDir, opts: BuildOptions, env: dict[str, str], on_l
             # A shared ccache: its socket (or directory) too.
             layer = bd.layer is not None
             view = sandbox.View(readable=(src, ccache_guard.GUARD.parent, *shared_r),
-                                writable=(*(() if layer else (bd.path, ccache)), *shared_w),
+                                writable=(*(() if layer else (bd.path, ccache)), *shared_w,
+                                          *extra_writable),
                                 env=menv, remove=remove,
-                                overlays=bd.layer.overlays(bd.path, ccache) if layer else ())
-            return sandbox.run(argv, view, src, log=log, timeout=timeout, append=True,
-                               pass_fds=fds, on_line=on_line)
+                                overlays=(*(bd.layer.overlays(bd.path, ccache) if layer else ()),
+                                          *extra_overlays))
+            return _sandboxed(argv, view, src, extra_overlays, log=log, timeout=timeout,
+                              append=True, pass_fds=fds, on_line=on_line)
         for f in remove:
             f.unlink(missing_ok=True)
         return proc.run(argv, cwd=src, log=log, timeout=timeout, env=menv, append=True,
                         pass_fds=fds, on_line=on_line)
     return make
+
+
+def _sandboxed(argv: list[str], view: sandbox.View, cwd: Path,
+               not_adopted: tuple[sandbox.Overlay, ...], **kw) -> proc.Result:
+    """sandbox.run, except that the lower directories of the `not_adopted`
+    overlays are not given to the sandbox's id: sandbox.run does so for
+    every overlay's lower (right for a build directory or ccache, which are
+    the sandbox's anyway), but a worktree shown under a layer stays orch's,
+    file for file; the step writes only where its layer's upper side lets
+    it (kselftest_build._source_layer)."""
+    if not not_adopted:
+        return sandbox.run(argv, view, cwd, **kw)
+    for p in [*view.writable, *(o.lower for o in view.overlays if o not in not_adopted)]:
+        sandbox.adopt(p)
+    return proc.run(sandbox.wrap(argv, view, cwd), cwd=cwd, env=sandbox.clean_env(view),
+                    inherit_env=False, **kw)
 
 
 def _prepare(bd: buildtree.BuildDir, log: Path) -> None:

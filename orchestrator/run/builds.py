@@ -17,7 +17,7 @@ from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.jobserver import JobServer
 from orchestrator.core.models import Kernel
 from orchestrator.core.progress import Progress
-from orchestrator.kernel import build, kconfig
+from orchestrator.kernel import build, kconfig, kselftest_build
 from orchestrator.source import tree
 
 
@@ -28,6 +28,7 @@ class BuildSettings:
     timeout: float                   # for each build
     deadline: float | None = None    # time.monotonic() when the whole run must end
     run_timeout: float | None = None  # the whole run's limit, for the message
+    kselftests: tuple[str, ...] = ()  # targets built for each kernel (kselftest_build)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class Source:
 
 def log_path(logs: Path, config: str, label: str) -> Path:
     return logs / f"build-{config}-{label.replace(' ', '').replace('/', 'of')}.log"
+
+
+def kselftest_log(logs: Path, config: str, label: str, target: str) -> Path:
+    """A kselftest target's build log: its own, never the kernel's (the
+    warning diff reads that)."""
+    return logs / (f"kselftest-{config}-{label.replace(' ', '').replace('/', 'of')}-"
+                   f"{target.replace('/', '-')}.log")
 
 
 def build_all(ws: tree.Workspace, kcs: list[kconfig.KConfig], src: Source, logs: Path,
@@ -67,8 +75,15 @@ def build_all(ws: tree.Workspace, kcs: list[kconfig.KConfig], src: Source, logs:
             # --no-sandbox (your own code): no layer either, the trusted
             # directory as before (a layer is mounted inside the sandbox).
             trusted = src.side == "baseline" or not settings.sandbox
-            return build.build(ws.src, ws.build_tree(c.name, trusted), c, src.tree_id,
-                               log_path(logs, c.name, src.label), src.side, opts)
+            bd = ws.build_tree(c.name, trusted)
+            k = build.build(ws.src, bd, c, src.tree_id, log_path(logs, c.name, src.label),
+                            src.side, opts)
+            if settings.kselftests:
+                # From the same source state, headers and build directory.
+                k.kselftests = kselftest_build.build_for(
+                    ws.src, bd, k, settings.kselftests,
+                    lambda t: kselftest_log(logs, c.name, src.label, t), src.side, opts)
+            return k
         pool = ThreadPoolExecutor(max_workers=len(kcs))
         try:
             futures = {c.name: pool.submit(one, c) for c in kcs}
