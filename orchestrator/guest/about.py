@@ -13,17 +13,20 @@ expected to fix (run.targets) from the files it touches.
 it (`test_f.py`, `test_f.py::test_x`, `test_f.py::Class`, or an fnmatch glob
 such as `test_ext4_*`); `paths` are kernel paths: a file, a directory ending
 in "/", or an fnmatch glob (`*` crosses "/"). The guest never reads the file:
-it is the host's knowledge about the suite, as its README is.
+it is the host's knowledge about the suite, as its README is. A suite of
+one's own (--suite DIR) has its own about.toml files, read the same way.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core.errors import Exit, OrchError
+from orchestrator.guest import selection
 
 FILE = "about.toml"
 KEYS = ("tests", "paths")
@@ -118,14 +121,22 @@ class Found:
     unnamed: list[str]       # tests no about.toml (or no entry) says anything about
 
 
-def tests_about(ids: list[str], rootdir: Path, touched: list[str]) -> Found:
-    """Each test id (relative to pytest's `rootdir`) against the about.toml
-    beside its file: named when an entry names it and the series touches
-    one of that entry's paths."""
+def tests_about(ids: list[str], rootdir: Path, touched: list[str],
+                suites: Sequence[selection.Suite] = ()) -> Found:
+    """Each test id (relative to pytest's `rootdir`, the builtin session's;
+    a suite's relative to the suite's parent) against the about.toml beside
+    its file: named when an entry names it and the series touches one of
+    that entry's paths. A kselftest's id is neither named nor unnamed: no
+    about.toml speaks of the kernel's own tests."""
     found = Found([], [], [])
     loaded: dict[Path, About | None] = {}
+    by_name = {s.name: s for s in selection.as_suites(suites)}
     for tid in ids:
-        file = rootdir / tid.split("::")[0].split("[")[0]
+        session = selection.session_name(tid, by_name)
+        if session == selection.KSELFTEST:
+            continue
+        top = by_name[session].path.parent if session in by_name else rootdir
+        file = top / tid.split("::")[0].split("[")[0]
         where = file.parent / FILE
         if where not in loaded:
             loaded[where] = load(where) if where.is_file() else None

@@ -16,12 +16,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.core import paths, proc, sandbox, untrusted, untrusted_tree
 from orchestrator.core.models import GuestRun, Kernel
 from orchestrator.core.sanitize import clean
-from orchestrator.guest import harvest, selection, splats
+from orchestrator.guest import harvest, kselftest_run, selection, splats
 from orchestrator.kernel import kimage
 
 BOOT_TIMEOUT = 900       # whole guest run: boot + tests, under TCG
@@ -170,23 +171,32 @@ def timeout_args(test_timeout: float) -> list[str]:
 
 
 def guest_command(results: Path, tests: list[str] | None, pytest_args: list[str],
-                  keyword: str | None = None) -> str:
+                  keyword: str | None = None, suites: Sequence[selection.Suite] = (),
+                  builtin: bool | None = None) -> str:
+    """The guest's shell command: one pytest session per suite
+    (selection.sessions: the builtin's, then each of `suites`; `builtin`
+    as there), each writing its own JUnit file and exit status (the
+    builtin's junit.xml and harness-rc, a suite's junit-NAME.xml and
+    harness-rc-NAME) and all of them harness.log."""
     py = shlex.quote(sys.executable)
     res = shlex.quote(str(results))
     root = paths.data_root()   # the guest sees it over the host's root filesystem
-    targets = " ".join(shlex.quote(t) for t in selection.targets(tests))
-    extra = " ".join(shlex.quote(a) for a in [*selection.pytest_base_args(root, tests, keyword),
-                                                *pytest_args])
     # /proc/version first thing: orch checks it is the kernel it built.
     # pytest's own output goes to harness.log, not to the console: the
     # console is the kernel's log, where a splat is a splat (pytest echoing
     # a test's "WARNING:" text is not one). The plugin's start/end marks go
     # into the kernel log, so they survive a kernel that dies mid-suite.
-    return (f"cat /proc/version > {res}/proc-version; "
-            f"cd {shlex.quote(str(root))} && PYTHONDONTWRITEBYTECODE=1 "
-            f"ORCH_RESULTS={res} ORCH_MARKS=/dev/kmsg {py} -m pytest -rA "
-            f"--junitxml={res}/junit.xml {extra} {targets} > {res}/harness.log 2>&1; "
-            f"echo $? > {res}/harness-rc")
+    lines = [f"cat /proc/version > {res}/proc-version"]
+    for s in selection.sessions(tests, suites, builtin, root, check=False):
+        targets = " ".join(shlex.quote(t) for t in s.targets)
+        extra = " ".join(shlex.quote(a) for a in [*selection.session_args(s, keyword),
+                                                    *pytest_args])
+        log = ">" if len(lines) == 1 else ">>"
+        lines.append(f"cd {shlex.quote(str(s.cwd))} && PYTHONDONTWRITEBYTECODE=1 "
+                     f"ORCH_RESULTS={res} ORCH_MARKS=/dev/kmsg {py} -m pytest -rA "
+                     f"--junitxml={res}/{s.junit} {extra} {targets} {log} {res}/harness.log "
+                     f"2>&1; echo $? > {res}/{s.rc}")
+    return "; ".join(lines)
 
 
 def repeat_args(repeat: int) -> list[str]:
@@ -237,7 +247,8 @@ GUEST_MOUNT_POINTS = ("/sys", "/run", "/var/log", "/var/cache", "/var/lib", "/va
 
 
 def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
-               writable: tuple[Path, ...] = ()) -> sandbox.View:
+               writable: tuple[Path, ...] = (),
+               suites: Sequence[selection.Suite] = ()) -> sandbox.View:
     """What the guest sees of the host, and vng and QEMU with it.
 
     virtme-ng exports the host's "/" to the guest over 9p (or virtiofs),
@@ -253,7 +264,8 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
     In the view: the system directories, the interpreter and packages of
     orch's environment (the guest runs pytest from them), orch's package
     (its pytest plugin), guest_tests/ and each selected test file alone
-    (selected_files()), the kernel image, and the results directory and
+    (selected_files()), each --suite directory whole (the user named it),
+    the kernel image, and the results directory and
     scratch disk, writable. GUEST_MOUNT_POINTS are empty directories for the
     guest's own mounts: virtme-ng's init panics without /run, and without
     /sys the guest has no sysfs, so no configfs and no null_blk (every
@@ -268,24 +280,28 @@ def guest_view(kernel: Kernel, results: Path, tests: list[str] | None,
         # Not a bare prefix such as ~/.local, which holds more than vng.
         venv = vng.resolve().parent.parent
         readable.append(venv if (venv / "pyvenv.cfg").exists() else vng)
+    given = selection.as_suites(suites)
+    readable += [s.path for s in given]
     for t in tests or ():
-        readable += selected_files(root, t)
+        readable += selected_files(root, t, given)
     return sandbox.View(readable=tuple(readable), writable=(results, *writable),
                         devices=(Path("/dev/kvm"),), path=(str(Path(sys.executable).parent),),
                         dirs=GUEST_MOUNT_POINTS, hidden=GUEST_HIDDEN)
 
 
-def selected_files(root: Path, test: str) -> list[Path]:
+def selected_files(root: Path, test: str,
+                   suites: Sequence[selection.Suite] = ()) -> list[Path]:
     """What the guest is shown for one --guest-test selection: the file
     itself, never its directory (a test kept in $HOME would show the guest
     $HOME/.ssh), and the conftest.py files pytest loads for it (its
     directory's and those above, but not above the suite, the confcutdir:
     selection.pytest_base_args), which the host's collection ran too. A
-    directory the user selected is shown whole: they named it."""
+    directory the user selected is shown whole: they named it. A test of
+    one of `suites` (--suite) is shown with its suite."""
     root = root.resolve()
     suite = root / selection.GUEST_TESTS
     f = (root / test.split("::")[0]).resolve()
-    if f.is_relative_to(suite):
+    if f.is_relative_to(suite) or selection.in_suite(test, suites, root):
         return []   # shown already
     if f.is_dir():
         return [f]
@@ -308,11 +324,16 @@ def guest_append(append: list[str], confined: bool) -> list[str]:
 
 
 def vng_argv(kernel: Kernel, results: Path, script: Path, scratch: Path, *, kvm: bool,
-             cpus: int, memory: str, append: list[str]) -> list[str]:
-    """vng's command line for one boot: the kernel, the scratch disk, the
-    results directory writable, the harness script run by the guest."""
+             cpus: int, memory: str, append: list[str],
+             kselftest_image: Path | None = None) -> list[str]:
+    """vng's command line for one boot: the kernel, the scratch disk (and
+    the kselftests' disk when there are kselftests), the results directory
+    writable, the harness script run by the guest."""
     drive = (f"-drive file={scratch},if=none,id=orchscratch,format=raw "
              f"-device virtio-blk-pci,drive=orchscratch,serial={SCRATCH_SERIAL}")
+    if kselftest_image is not None:
+        drive += (f" -drive file={kselftest_image},if=none,id=orchksft,format=raw "
+                  f"-device virtio-blk-pci,drive=orchksft,serial={kselftest_run.DISK_SERIAL}")
     argv = [*vng_command(), "--run", str(kernel.image), "--verbose", f"--qemu-opts={drive}",
             "--cpus", str(cpus), "--memory", memory,
             "--rwdir", str(results), "--append", " ".join(append),
@@ -329,10 +350,14 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
               pytest_args: list[str] = (), append: list[str] = APPEND,
               cpus: int = CPUS, memory: str = MEMORY, test_timeout: float = TEST_TIMEOUT,
               expected: list[str] | None = None, repeat: int = 1, keyword: str | None = None,
-              status=lambda text: None, confined: bool = True) -> GuestRun:
+              status=lambda text: None, confined: bool = True,
+              kselftests: Sequence[kselftest_run.Selected] = (),
+              suites: Sequence[selection.Suite] = ()) -> GuestRun:
     """Boot `kernel` and run the selected guest tests (`tests`, narrowed by
-    -k `keyword`). `confined`: vng runs in guest_view() (False only for
-    --no-sandbox)."""
+    -k `keyword`, and each --suite of `suites`), then its builds of the
+    selected `kselftests` (from a disk of their own: kselftest_run). With
+    kselftests, and `expected` holding no pytest id, no pytest runs at all.
+    `confined`: vng runs in guest_view() (False only for --no-sandbox)."""
     # Nothing from an earlier boot may be read as this one's (an old
     # scale.json, a JUnit file): the directory starts empty.
     shutil.rmtree(results, ignore_errors=True)
@@ -341,6 +366,7 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     scratch = results.parent / f".{results.name}-scratch.img"
     with open(scratch, "wb") as f:
         f.truncate(SCRATCH_MB << 20)
+    image = results.parent / f".{results.name}-kselftest.img" if kselftests else None
     # The command goes to the guest in a file, not on the kernel command
     # line: that is cut at 2048 bytes, and a cut virtme.exec boots the
     # host's /sbin/init to a login prompt instead of the tests (seen with
@@ -348,11 +374,22 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
     # In the results directory: the guest mounts its own tmpfs on /tmp,
     # so a file beside it under the host's /tmp would not be seen.
     script = results / "harness.sh"
-    script.write_text(guest_command(results, tests, [*timeout_args(test_timeout),
-                                                     *repeat_args(repeat), *pytest_args],
-                                    keyword) + "\n")
+    if not kselftests:
+        script.write_text(guest_command(results, tests, [*timeout_args(test_timeout),
+                                                         *repeat_args(repeat), *pytest_args],
+                                        keyword, suites) + "\n")
+    else:
+        if expected is None:
+            expected = [*selection.collect(tests, keyword, suites),
+                        *kselftest_run.expected_ids(kselftests)]
+        head = (guest_command(results, tests, [*timeout_args(test_timeout),
+                                               *repeat_args(repeat), *pytest_args], keyword,
+                              suites)
+                if runs_pytest(expected, kselftests) else kselftest_run.version_line(results))
+        script.write_text("\n".join([head, *kselftest_run.harness_lines(
+            kselftests, results, test_timeout)]) + "\n")
     argv = vng_argv(kernel, results, script, scratch, kvm=kvm, cpus=cpus, memory=memory,
-                    append=guest_append(append, confined))
+                    append=guest_append(append, confined), kselftest_image=image)
     t0 = time.monotonic()
     last = [""]
 
@@ -362,8 +399,12 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
             last[0] = line
         status(f"boot {kernel.config}: {time.monotonic() - t0:.0f}s {last[0]}")
     try:
+        if image is not None:
+            kselftest_run.make_image(kselftests, image)
         if confined:
-            view = guest_view(kernel, results, tests, writable=(scratch,))
+            view = guest_view(kernel, results, tests,
+                              writable=(scratch,) if image is None else (scratch, image),
+                              suites=suites)
             r = sandbox.run(argv, view, paths.data_root(), log=console, timeout=timeout,
                             on_line=on_line)
         else:
@@ -373,12 +414,14 @@ def run_tests(kernel: Kernel, results: Path, console: Path, *,
                          env={"PATH": path}, on_line=on_line)
     finally:
         scratch.unlink(missing_ok=True)
+        if image is not None:
+            image.unlink(missing_ok=True)
         status(None)
     seconds = time.monotonic() - t0
     g = outcome(results, console, expected if expected is not None
-                else selection.collect(tests, keyword), repeat,
+                else selection.collect(tests, keyword, suites), repeat,
                 timed_out=r.timed_out and f"guest did not finish within {timeout:.0f}s, killed",
-                vng_rc=r.returncode)
+                vng_rc=r.returncode, kselftests=kselftests, suites=suites)
     g.accel, g.seconds = "kvm" if kvm else "tcg", seconds
     return check_booted(g, kernel, results)
 
@@ -395,39 +438,79 @@ def console_text(console: Path) -> str:
         return ""
 
 
+def runs_pytest(expected: Sequence[str], kselftests: Sequence[kselftest_run.Selected] = ()
+                ) -> bool:
+    """Whether the harness runs pytest: always without kselftests; with
+    them (selected, or expected ids of theirs), when a pytest id is expected."""
+    ksft = [e for e in expected if kselftest_run.is_kselftest(e)]
+    return not (kselftests or ksft) or len(ksft) < len(expected)
+
+
 def outcome(results: Path, console: Path, expected: list[str], repeat: int = 1, *,
-            timed_out: str | bool = False, vng_rc: int = 0) -> GuestRun:
-    """What the guest reported (JUnit, else its console marks), and whether
-    its run can be judged: a timeout, a crash or no JUnit file is an error,
-    with the tests that did finish kept. The results directory is first left
-    with regular files and directories only (clean_results)."""
-    removed = clean_results(results)
-    rep = harvest.read(results, console_text(console), expected, repeat)
+            timed_out: str | bool = False, vng_rc: int = 0,
+            kselftests: Sequence[kselftest_run.Selected] = (),
+            suites: Sequence[selection.Suite | Path] = ()) -> GuestRun:
+    """What the guest reported (JUnit, else its console marks; each
+    kselftest target's KTAP file), and whether its run can be judged: a
+    timeout, a crash, no JUnit file when pytest ran, or no end of the
+    kselftests (kselftest_run.DONE) is an error, with the tests that did
+    finish kept. The results directory is first left with regular files and
+    directories only (clean_results). `kselftests`: what the boot ran (its
+    ids are in `expected`); kept results read back without it look for each
+    expected kselftest id in its collection's file."""
+    ksft_ids = [e for e in expected if kselftest_run.is_kselftest(e)]
+    with_ksft = bool(kselftests or ksft_ids)
+    if with_ksft:
+        removed = untrusted_tree.clean(results, untrusted_tree.RESULTS, first=(
+            *RESULT_FILES, *kselftest_run.result_names(kselftests, ksft_ids)))
+    else:
+        removed = clean_results(results)
+    with_pytest = runs_pytest(expected, kselftests)
+    text = console_text(console)
+    rep = harvest.read(results, text, [e for e in expected if not kselftest_run.is_kselftest(e)],
+                       repeat, suites=selection.as_suites(suites) if suites else None)
+    ksft = kselftest_run.report(results, text, kselftests, ksft_ids) if with_ksft else None
+    died_in = rep.died_in or (ksft.died_in if ksft else None)
     harness_log = results / "harness.log"
-    g = GuestRun(rep.junit is not None, "", 0, console, rep.junit, rep.tests,
-                 harness_rc=rep.harness_rc, died_in=rep.died_in, finished=rep.finished,
+    g = GuestRun(rep.junit is not None or not with_pytest, "", 0, console, rep.junit,
+                 rep.tests + (ksft.tests if ksft else []),
+                 harness_rc=rep.harness_rc, died_in=died_in,
+                 finished=(rep.finished or not with_pytest) and (ksft is None or ksft.done),
                  harness_log=harness_log if harness_log.exists() else None,
                  results=results, vng_rc=vng_rc)
     if timed_out:
         g.ok, g.error, g.timed_out = False, str(timed_out), True
-        if INIT_NOT_VIRTME in console_text(console):
+        if INIT_NOT_VIRTME in text:
             g.error += (" (the guest ran the host's /sbin/init, not virtme-ng's: its kernel "
                         "command line was cut)")
             g.infra = True
-    elif rep.junit is None:
+    elif rep.junit is None and with_pytest:
         g.ok = False
         g.error = (_no_results_reason(console, results, vng_rc) if "missing" in rep.junit_error
                    else rep.junit_error)
-    if not g.ok and rep.died_in:
-        g.error += f" (during {rep.died_in})"
+    elif ksft is not None and not ksft.done:
+        g.ok = False
+        g.error = _no_end_reason(text, vng_rc)
+    if not g.ok and died_in:
+        g.error += f" (during {died_in})"
     g.removed = removed
     g.error = with_removed(g.error, removed)
     return g
 
 
+def _no_end_reason(text: str, vng_rc: int) -> str:
+    """Why the kselftests never ended (no kselftest_run.DONE): a panic, else
+    the guest stopped."""
+    for s in splats.scan(text):
+        if s.kind == "panic":
+            return "kernel panicked: " + s.title.removeprefix("Kernel panic - not syncing: ")
+    return f"the guest stopped before its kselftests ended (vng exit {vng_rc})"
+
+
 # orch's own files in the results directory: counted first against its
 # quota, so that what else a guest writes cannot push them out.
-RESULT_FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log", "harness.sh")
+RESULT_FILES = ("junit.xml", "harness-rc", "proc-version", "harness.log", "harness.sh",
+                kselftest_run.DONE)
 
 
 def clean_results(results: Path) -> list[str]:
@@ -473,7 +556,7 @@ def check_booted(g: GuestRun, kernel: Kernel, results: Path) -> GuestRun:
         wrong = "no banner was recorded for the built kernel, so the boot cannot be checked"
     elif g.banner is not None and g.banner != built:
         wrong = f"its console says {g.banner!r}"
-    elif g.junit is not None:
+    elif g.junit is not None or (results / kselftest_run.DONE).exists():
         reported = untrusted.read_text(results / "proc-version", 4096)
         if reported is None:
             wrong = "the guest did not report /proc/version"
