@@ -273,7 +273,8 @@ def _import_entry(export: int, kind: str, key: str, files) -> str:
 def _orch_file(kind: str, name: str) -> bool:
     if kind == "kernels":
         return name in KERNEL_FILES
-    return name in RESULT_FILES or bool(_NAME.fullmatch(name)) and name.endswith(".json")
+    return (name in RESULT_FILES or result_cache.kept(name)
+            or bool(_NAME.fullmatch(name)) and name.endswith(".json"))
 
 
 def _take(src: int, kind: str, key: str, files: dict) -> str:

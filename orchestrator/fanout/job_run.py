@@ -29,7 +29,7 @@ from orchestrator.core.progress import Progress
 from orchestrator.fanout import cache_transfer, jobfiles
 from orchestrator.fanout.jobfiles import JobState
 from orchestrator.guest import result_cache, selection, vm
-from orchestrator.kernel import build, kconfig, remote_ccache
+from orchestrator.kernel import build, kconfig, kselftest_build, remote_ccache
 from orchestrator.nightly import cells
 from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import Night, Plan, TreeState
@@ -148,9 +148,10 @@ def _tree_here(t: TreeState, given: Path | None, logs: Path) -> Path:
 def baseline_options(plan: Plan, config: str, sandbox: bool,
                      machine: Settings | None = None) -> Options:
     """What a baseline job builds and boots with: the options of every cell
-    of its tree x config (nightly.cells.night_options), their time limits
-    too, so that a cell's baseline, booted here, is what the cell's own
-    command says."""
+    of its tree x config (nightly.cells.night_options), their time limits,
+    the night's kselftests, suites, kconfig and guest machine too, so that
+    a cell's baseline, booted here, is what the cell's own command says. A
+    series with kselftests of its own boots its baseline in its own cells."""
     return cells.night_options(plan, config, plan.guest_tests, sandbox, machine)
 
 
@@ -166,17 +167,26 @@ def _baseline(plan: Plan, t: TreeState, path: Path, config: str, out: Path,
               machine: Settings | None) -> None:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    kc = kconfig.load(config)
     opts = baseline_options(plan, config, sandbox, machine)
-    expected = selection.collect(opts.guest_tests, opts.keyword)
+    # The plan's config, or the one NIGHTLY.toml's kconfig / kconfig_add
+    # make under that name (cells.night_options checked it is still so).
+    kc = kconfig.chosen(opts.configs, opts.kconfig, opts.kconfig_add)[0]
+    # What `orch test` selects with these options (run.series_run): the
+    # builtin suite unless kselftests or suites are all that is named; each
+    # kernel's own kselftest ids are added at its boot (boots.expected_of).
+    expected = selection.collect(opts.guest_tests, opts.keyword,
+                                 suites=selection.suites(opts.suites),
+                                 builtin=not (opts.kselftests or opts.suites))
+    ksft = kselftest_build.targets(kselftest_build.parse_specs(opts.kselftests))
+    kselftest_build.check_targets(path, t.commit, ksft)
     ws = tree.workspace(tree.open_tree(path), announce=progress.say)
     try:
         src = builds.Source(t.commit, tree.tree_id(ws.src, t.commit), "baseline", "baseline")
         kernels = builds.build_all(ws, [kc], src, logs, builds.BuildSettings(
-            opts.jobs, opts.sandbox, build.BUILD_TIMEOUT), progress)
+            opts.jobs, opts.sandbox, build.BUILD_TIMEOUT, kselftests=tuple(ksft)), progress)
     finally:
         ws.lock.release()
-    k = kernels[config]
+    k = kernels[kc.name]
     progress.say(f"baseline {t.label} {config}: "
                  + ("cached kernel" if k.cached else f"built in {k.seconds:.0f}s"))
     kvm, _why = vm.probe_kvm(k.image)

@@ -184,5 +184,5 @@ def _missing(plan, jobs: jobfiles.Jobs, taken: dict, n: Night) -> list[Change]:
                 config=job.config, status="ERROR", detail=f"job {job.id} {why}"[:200],
                 run_dir=None,
                 reproduce=cell_rows.reproduce(s, t, job.config, run=cells.night_options(
-                    plan, job.config, plan.guest_tests, True))))
+                    plan, job.config, plan.guest_tests, True, series=s))))
     return problems

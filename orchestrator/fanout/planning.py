@@ -16,6 +16,7 @@ from pathlib import Path
 
 from orchestrator.core.errors import BadInput
 from orchestrator.core.progress import Progress
+from orchestrator.core.sanitize import clean
 from orchestrator.fanout import ci_files, jobfiles
 from orchestrator.nightly import history
 from orchestrator.nightly import night as nightrec
@@ -87,3 +88,25 @@ def announce(out: Path, night: str) -> None:
           f"{len(plan.configs)} configs: {sum(j.kind == 'baseline' for j in jobs.jobs)} "
           f"baseline jobs, {sum(j.kind == 'series' for j in jobs.jobs)} series jobs",
           file=sys.stderr)
+    extra = _beyond_guest_tests(plan)
+    if extra:
+        print(f"each cell also: {extra}", file=sys.stderr)
+
+
+def _beyond_guest_tests(plan: nightrec.Plan) -> str:
+    """What plan.json says every cell runs besides its guest tests (the
+    night's NIGHTLY.toml keys of the same names), on one line."""
+    parts = []
+    if plan.kselftests:
+        parts.append(f"kselftests {', '.join(plan.kselftests)}")
+    if plan.series_kselftests:
+        parts.append(f"{len(plan.series_kselftests)} series with kselftests of their own")
+    if plan.suites:
+        parts.append(f"suites {', '.join(plan.suites)}")
+    if plan.kconfig is not None:
+        parts.append(f"kconfig {plan.kconfig}")
+    if plan.kconfig_add:
+        parts.append(f"kconfig_add {', '.join(plan.kconfig_add)}")
+    if plan.cpus is not None or plan.memory is not None:
+        parts.append(f"guest {plan.cpus or 'default'} vCPUs, {plan.memory or 'default'} memory")
+    return clean("; ".join(parts), 500)

@@ -56,7 +56,7 @@ def reproduce(s: SeriesRev, t: TreeState, config: str, test: str | None = None,
         # (it matches no selected test): keep those about this test.
         expect = [p for p in expect if about.matches(p, test)] or ["none"]
     return options.reproduce_line(dataclasses.replace(
-        base, msgid=s.msgid, mbox=None, offline=False, on=t.commit, configs=[config],
+        base, msgid=s.msgid, mbox=None, offline=False, on=t.commit, configs=base.configs,
         guest_tests=[test] if test else base.guest_tests, expect_fixed=expect, **where))
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from orchestrator.core.errors import BadInput, OrchError
 from orchestrator.core.names import slug
 from orchestrator.core.progress import Progress
+from orchestrator.guest import selection, vm
+from orchestrator.kernel import kconfig
 from orchestrator.nightly import cell_rows, config_file, history
 from orchestrator.nightly import night as nightrec
 from orchestrator.nightly.night import (
@@ -34,17 +36,51 @@ def cell_dir(s: SeriesRev, t: TreeState, config: str) -> str:
 
 
 def night_options(plan: Plan, config: str, guest_tests: list[str] | None,
-                  sandbox: bool, machine: settings.Settings | None = None) -> Options:
+                  sandbox: bool, machine: settings.Settings | None = None,
+                  series: SeriesRev | None = None) -> Options:
     """What every `orch test` of a night's tree x config runs with, on any
     machine: its boot settings (options.boot_settings) are the key a CI
     baseline job's results are kept under and each series job's cells
     find them by. `machine`: the settings of the machine that runs it
-    (config_file.cell_settings: the night's file's timeouts over them)."""
+    (config_file.cell_settings: the night's file's timeouts over them).
+    `series`: a cell's, whose own kselftests (plan.series_kselftests) it
+    runs on top of the night's; None: the night's alone (a baseline job)."""
     limits = config_file.cell_settings(plan, machine)
-    return Options(offline=True, lore_url=plan.lore_url, configs=[config],
+    if guest_tests is None and not (plan.kselftests or plan.suites) \
+            and kselftests(plan, series):
+        # The series' own kselftests come on top of what the night runs: the
+        # whole guest suite, which a run with kselftests names to run it.
+        guest_tests = [selection.GUEST_TESTS]
+    opts = Options(offline=True, lore_url=plan.lore_url, configs=[config],
                    guest_tests=guest_tests, sandbox=sandbox, jobs=limits.jobs,
                    guest_timeout=limits.guest_timeout, test_timeout=limits.test_timeout,
-                   timeout=limits.timeout)
+                   timeout=limits.timeout, kselftests=kselftests(plan, series),
+                   suites=[Path(d) for d in plan.suites or []],
+                   cpus=plan.cpus or vm.CPUS, memory=plan.memory or vm.MEMORY)
+    if plan.kconfig is not None or plan.kconfig_add:
+        _own_config(opts, plan, config)
+    return opts
+
+
+def kselftests(plan: Plan, series: SeriesRev | None = None) -> list[str]:
+    """The --kselftest values of a cell of `series` (None: the night's
+    alone): the night's, then the series' own."""
+    own = (plan.series_kselftests or {}).get(series.key, []) if series else []
+    return [*(plan.kselftests or []), *(k for k in own if k not in (plan.kselftests or []))]
+
+
+def _own_config(opts: Options, plan: Plan, config: str) -> None:
+    """NIGHTLY.toml's kconfig / kconfig_add: the plan's config names are
+    the configs they make (`base+<sha8>`, `kconfig-<sha8>`), which the cell
+    asks for as `orch test` would be asked; they must still make the same
+    config (a fragment file edited since the plan would build another)."""
+    opts.kconfig, opts.kconfig_add = plan.kconfig, list(plan.kconfig_add or [])
+    opts.configs = [] if plan.kconfig is not None else [config.partition("+")[0]]
+    made = kconfig.chosen(opts.configs, opts.kconfig, opts.kconfig_add)[0].name
+    if made != config:
+        raise BadInput(f"config {config} of the night's plan: its kconfig / kconfig_add "
+                       f"now make {made} (a file changed since the plan was made): plan "
+                       "the night again (another --out or --night)")
 
 
 def cell_options(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
@@ -57,11 +93,17 @@ def cell_options(n: Night, ndir: Path, s: SeriesRev, t: TreeState, config: str,
     cid = nightrec.cell_id(s.key, t.label, config)
     # The baseline of a tree x config is booted once a night: by its first
     # cell that gets that far, whose results the later cells then reuse.
-    fresh = baseline_booted or any(
+    # A series with kselftests of its own boots another selection: its
+    # baseline is tonight's only if a cell with the same one booted it (a
+    # baseline job boots the night's alone).
+    mine = kselftests(n.plan, s)
+    by_key = {x.key: x for x in n.plan.series}
+    fresh = (baseline_booted and mine == kselftests(n.plan)) or any(
         c.tree == t.label and c.config == config and "baseline" in c.boot_seconds
+        and kselftests(n.plan, by_key.get(c.series)) == mine
         for c in n.cells if c.id != cid)
     opts = dataclasses.replace(
-        night_options(n.plan, config, guest_tests, sandbox, machine), mbox=ndir / s.mbox,
+        night_options(n.plan, config, guest_tests, sandbox, machine, s), mbox=ndir / s.mbox,
         tree=Path(tree_path or t.path), on=t.commit, run_dir=ndir / cell_dir(s, t, config),
         rerun_baseline=not fresh, rerun_patched=True,
         expect_fixed=s.expect_fixed)    # NIGHTLY.toml's, for a tracked series

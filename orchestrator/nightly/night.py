@@ -90,6 +90,20 @@ class Plan:
     # plan` reuses a plan directory only for the same file content.
     nightly_toml: str | None = jsonio.opt()
     nightly_toml_sha256: str | None = jsonio.opt()
+    # NIGHTLY.toml's selection and machine besides guest_tests, for the same
+    # reason (nightly.cells.night_options); None: not given. `kselftests`:
+    # every cell's --kselftest; `series_kselftests`: a tracked series' own on
+    # top, by SeriesRev.key (its cells boot a baseline of their own);
+    # `suites`: --suite DIRs, absolute (on every runner at that path).
+    kselftests: list[str] | None = jsonio.opt()
+    series_kselftests: dict[str, list[str]] | None = jsonio.opt()
+    suites: list[str] | None = jsonio.opt()
+    # --kconfig and --kconfig-add (files absolute): `configs` are then the
+    # names of the configs they make (kconfig.custom), which cells build.
+    kconfig: str | None = jsonio.opt()
+    kconfig_add: list[str] | None = jsonio.opt()
+    cpus: int | None = jsonio.opt()
+    memory: str | None = jsonio.opt()
 
 
 @dataclass

@@ -24,7 +24,10 @@ def make(cfg, night: str, hist: history.History, ndir: Path, progress) -> Plan:
     plan = Plan(night, cfg.lore_url, list(cfg.configs), [], [], created=now(),
                 guest_tests=cfg.guest_tests, guest_timeout=cfg.guest_timeout,
                 test_timeout=cfg.test_timeout, timeout=cfg.timeout,
-                nightly_toml=str(cfg.file), nightly_toml_sha256=cfg.digest or None)
+                nightly_toml=str(cfg.file), nightly_toml_sha256=cfg.digest or None,
+                kselftests=list(cfg.kselftests) or None,
+                suites=[str(d) for d in cfg.suites] or None, kconfig=cfg.kconfig,
+                kconfig_add=list(cfg.kconfig_add) or None, cpus=cfg.cpus, memory=cfg.memory)
     sdir = ndir / "series"
     sdir.mkdir(parents=True, exist_ok=True)
     logs = ndir / "logs"
@@ -50,6 +53,9 @@ def make(cfg, night: str, hist: history.History, ndir: Path, progress) -> Plan:
         rev = pin(msgid, "tracked")
         if rev is not None:
             rev.expect_fixed = cfg.expect_fixed.get(msgid)
+            if cfg.series_kselftests.get(msgid):
+                plan.series_kselftests = {**(plan.series_kselftests or {}),
+                                          rev.key: list(cfg.series_kselftests[msgid])}
     tested = hist.tested_series()
     for q in cfg.queries:
         # A series a query found on an earlier night is followed like a

@@ -41,6 +41,9 @@ _ELEMENT = {"FAIL": "failure", "FLAKY": "failure", "ERROR": "error", "MISS": "er
             "SKIP": "skipped", None: "skipped"}
 
 
+_KSELFTEST = "kselftest/"   # guest.kselftest_run.PREFIX: the reports read records only
+
+
 def xml_text(text: str | None, limit: int = 4000) -> str:
     """Untrusted text that XML 1.0 can carry."""
     return _NOT_XML.sub("?", clean(text, limit))
@@ -50,7 +53,14 @@ def _split_nodeid(nodeid: str) -> tuple[str, str]:
     """A pytest node id as JUnit's (classname, name), the way pytest's own
     junit.xml names it: "dir/test_f.py::Class::test[p]" ->
     ("dir.test_f.Class", "test[p]"). Parameters may hold "::", so the split
-    is made before the first "[" only."""
+    is made before the first "[" only. A kselftest's id is no node id:
+    "kselftest/<T>/<X>" (a target T may hold "/": drivers/net) is
+    ("kselftest.<T>", "X"), as its run_kselftest.sh names the collection
+    and the test; a subtest's "kselftest/<T>/<X>/<name>" is
+    ("kselftest.<T>.<X>", "<name>")."""
+    if nodeid.startswith(_KSELFTEST):
+        where, _, name = nodeid.rpartition("/")
+        return where.replace("/", "."), name
     head, bracket, params = nodeid.partition("[")
     parts = head.split("::")
     name = parts[-1] + bracket + params

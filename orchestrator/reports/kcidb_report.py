@@ -43,6 +43,9 @@ TEST_STATUS = {"PASS": "PASS", "FAIL": "FAIL", "FLAKY": "FAIL", "ERROR": "ERROR"
                "SKIP": "SKIP", "MISS": "MISS", None: "MISS"}
 
 _SIDES = ("baseline", "patched")
+# A kselftest's test id starts so (guest.kselftest_run.PREFIX; reports read
+# records only). KCIDB's test catalog (tests.yaml) roots them at "kselftest".
+KSELFTEST = "kselftest/"
 _PATH_OK = re.compile(r"[A-Za-z0-9_]")
 _HASH40 = re.compile(r"^[0-9a-f]{40}$")
 
@@ -79,7 +82,15 @@ def test_path(nodeid: str) -> str:
     "["): "guest_tests/test_f.py::Class::test[a-b]" ->
     "guest_tests.test_f.Class.test.a--b". The JUnit form orch also uses,
     "guest_tests.test_f::test", gives the same path. The parameters are one
-    last component; the node id itself goes in the test's misc."""
+    last component; the node id itself goes in the test's misc.
+
+    A kselftest's id, "kselftest/<T>/<X>" (T may hold "/"), is the path
+    KCIDB's test catalog roots at "kselftest": "kselftest.<T>.<X>", every
+    "/" a dot and each part escaped as a whole, no "[" or ".py" read into
+    it ("kselftest/drivers/net/ping.py" -> "kselftest.drivers.net.ping-2epy";
+    a subtest "kselftest/<T>/<X>/<name>" is one part more)."""
+    if nodeid.startswith(KSELFTEST):
+        return ".".join(_escape(n) for n in nodeid.split("/") if n)
     head, bracket, params = nodeid.partition("[")
     parts = head.split("::")
     first = parts[0]

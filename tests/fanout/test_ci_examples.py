@@ -209,10 +209,19 @@ def test_systemd_unit_content():
 
 # ---------------------------------------------------------------- nightly.toml
 
+# Keys the example can only show commented out: kconfig is refused beside
+# configs, and kconfig_add and suites would change what the example tests
+# (they name files and make other configs): test_nightly_toml_commented_keys_load.
+COMMENTED = {"kconfig", "kconfig_add", "suites"}
+
+
 def test_nightly_toml_has_every_key():
-    data = tomllib.loads(NIGHTLY.read_text())
+    text = NIGHTLY.read_text()
+    data = tomllib.loads(text)
     # Every key `orch nightly` reads, so the example documents them all.
-    assert set(data) == set(config_file.TOP)
+    commented = set(re.findall(r"(?m)^# (\w+) = ", text))
+    assert set(data) == set(config_file.TOP) - COMMENTED
+    assert commented == COMMENTED
     for table, keys in config_file.TABLES.items():
         seen = {k for t in data[table] for k in t}
         assert seen == set(keys), table
@@ -228,3 +237,25 @@ def test_nightly_toml_loads(monkeypatch):
     cfg = config_file.load(NIGHTLY)
     assert cfg.configs == ["base", "debug"] and len(cfg.trees) == 2
     assert cfg.series and cfg.queries
+    assert cfg.kselftests == ["cachestat"]
+    assert list(cfg.series_kselftests.values()) == [["mincore"]]
+
+
+def test_nightly_toml_commented_keys_load(monkeypatch, tmp_path):
+    """The keys shown commented out load as written, uncommented (kconfig
+    in place of configs, as it says), beside the directory `suites` names."""
+    monkeypatch.setenv("HOME", "/nonexistent-home")
+    text = NIGHTLY.read_text()
+    for key in ("kconfig_add", "suites"):
+        text = text.replace(f"\n# {key} = ", f"\n{key} = ")
+    (tmp_path / "my-tests").mkdir()
+    toml = tmp_path / "nightly.toml"
+    toml.write_text(text)
+    cfg = config_file.load(toml)
+    assert cfg.suites == [(tmp_path / "my-tests").resolve()]
+    assert [c.split("+")[0] for c in cfg.configs] == ["base", "debug"]
+    assert cfg.kconfig_add == ["CONFIG_DEBUG_VM=y", "kvm_guest.config"]
+    toml.write_text(re.sub(r'(?m)^configs = .*$', "", text.replace("\n# kconfig = ",
+                                                                   "\nkconfig = ")))
+    cfg = config_file.load(toml)
+    assert cfg.kconfig == "defconfig" and [c[:8] for c in cfg.configs] == ["kconfig-"]
