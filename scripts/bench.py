@@ -26,6 +26,10 @@ One run measures, side by side:
                 the same build in that directory itself (before issue 25): the same
                 baseline state restored before each build, ccache read-only (so no round
                 serves the next), rounds alternating ABBA
+  kselftests    in orch's own cache, with the port's kernels already built (a warm
+                baseline): the short selection alone, then with --kselftest
+                cachestat,mincore (their builds for both kernels and both boots: the
+                cost they add), then that again (nothing built or booted)
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -50,7 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.core import proc
+from orchestrator.core import paths, proc
 from orchestrator.core.models import Kernel
 from orchestrator.guest import vm
 from orchestrator.kernel import build, kcache, kconfig
@@ -518,6 +522,27 @@ def layer_build(tree: Path, work: Path, rounds: int) -> dict:
                     "(the series' objects in it), compiles: ccache off; -j" + str(build.jobs())}
 
 
+SHORT = ["guest_tests/test_blockdev_dontcache.py::test_dontcache_write_irq_completion_evicts",
+         "guest_tests/test_blockdev_dontcache.py::test_dontcache_write_task_completion_evicts",
+         "guest_tests/test_mixing.py::test_cached_then_dontcache_stays_cached"]
+
+
+def kselftests(tree: Path, work: Path) -> dict:
+    """What --kselftest cachestat,mincore adds to a run whose kernels are
+    built (orch's own cache: the real-kernel tests' kernels)."""
+    cache = paths.cache_dir()
+    short = [a for t in SHORT for a in ("--guest-test", t)]
+    out: dict = {"without": orch(tree, cache, FIRST, work / "without", *short)}
+    for name in ("with", "again"):
+        rd = work / name
+        out[name] = orch(tree, cache, FIRST, rd, *short, "--kselftest", "cachestat,mincore")
+        c = json.loads((rd / "run.json").read_text())["configs"][0]
+        out[name]["kselftest_builds"] = {
+            s: [{k: b[k] for k in ("target", "cached", "seconds")}
+                for b in c[s]["build"].get("kselftests") or []] for s in ("baseline", "patched")}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, help="kernel git tree (default: orch's Debian import)")
@@ -525,7 +550,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*",
                     default=["by_hand", "cold", "warm", "warm_one", "warm_both", "second",
                              "bisect_steps", "bisect", "sandbox", "nightly", "shared_ccache",
-                             "layer"])
+                             "layer", "kselftests"])
     ap.add_argument("--rounds", type=int, default=2,
                     help="sandbox: builds per variant (alternating)")
     ap.add_argument("--sandbox-dir", type=Path,
@@ -589,6 +614,9 @@ def main() -> int:
         save()
     if "layer" in args.only:
         res["layer"] = layer_build(tree, scratch / "layer", args.rounds)
+        save()
+    if "kselftests" in args.only:
+        res["kselftests"] = kselftests(tree, scratch / "kselftests")
         save()
     if "by_hand" in res and "orch_cold" in res:
         res["cold_vs_by_hand"] = round(res["orch_cold"]["seconds"] / res["by_hand"]["seconds"], 3)

@@ -85,9 +85,10 @@ def _resolve(opts: CheckOptions) -> _Commit:
     """The input, checked before any work: a bad one stops the bisect."""
     if opts.repeat <= 0:
         raise BadInput("--repeat must be positive")
-    if opts.mode in (Mode.TEST, Mode.FIXED) and not (opts.guest_tests or opts.keyword):
-        raise BadInput("give the guest test(s) with --guest-test ID or -k EXPR "
-                       "(or --build / --splat)")
+    if opts.mode in (Mode.TEST, Mode.FIXED) and not (opts.guest_tests or opts.keyword
+                                                      or opts.kselftests or opts.suites):
+        raise BadInput("give the guest test(s) with --guest-test ID, -k EXPR, --kselftest "
+                       "TARGET[:TEST] or --suite DIR (or --build / --splat)")
     # The tree: --tree, else the checkout git bisect run is in (not the
     # Debian default of `orch test`: a check is always about your tree).
     t = tree.open_tree(opts.tree if opts.tree is not None else Path.cwd())
@@ -99,8 +100,10 @@ def _resolve(opts: CheckOptions) -> _Commit:
     if len(opts.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
     kc = kconfig.chosen(opts.configs[:1], opts.kconfig, opts.kconfig_add)[0]
-    expected = (selection.collect(opts.guest_tests, opts.keyword) if opts.mode != Mode.BUILD
-                else [])
+    expected = (selection.collect(opts.guest_tests, opts.keyword,
+                                  suites=selection.suites(opts.suites),
+                                  builtin=not (opts.kselftests or opts.suites))
+                if opts.mode != Mode.BUILD else [])
     return _Commit(commit, t, kc, expected)
 
 
@@ -113,7 +116,9 @@ def _step(run: Run, opts: CheckOptions, what: _Commit) -> int:
                               config=what.kc.name, tests=list(opts.guest_tests or []),
                               keyword=opts.keyword, repeat=opts.repeat, commits=1, max_steps=1,
                               cpus=rec.cpus, memory=rec.memory, kconfig=what.kc.spec[1],
-                              kconfig_add=list(what.kc.spec[2]) or None)
+                              kconfig_add=list(what.kc.spec[2]) or None,
+                              kselftests=list(opts.kselftests) or None,
+                              suites=[str(p) for p in opts.suites] or None)
     run.save()
     ws = tree.workspace(t, announce=run.say)
     ws.lock.release()

@@ -84,9 +84,9 @@ def _check_selection(opts: Options) -> None:
         raise BadInput("--good/--bad bisect a tree's history; a series is bisected over "
                        "its own patches: give one or the other")
     if (opts.mode != Mode.BUILD and opts.mode != Mode.SPLAT
-            and not (opts.guest_tests or opts.keyword)):
-        raise BadInput("give the guest test(s) to bisect on with --guest-test ID or -k EXPR "
-                       "(or --build / --splat)")
+            and not (opts.guest_tests or opts.keyword or opts.kselftests or opts.suites)):
+        raise BadInput("give the guest test(s) to bisect on with --guest-test ID, -k EXPR, "
+                       "--kselftest TARGET[:TEST] or --suite DIR (or --build / --splat)")
 
 
 def _resumable(opts: Options) -> record.RunRecord:
@@ -108,6 +108,8 @@ def _resumable(opts: Options) -> record.RunRecord:
         opts.config = None if b.kconfig else b.config.split("+")[0]
         opts.kconfig, opts.kconfig_add = b.kconfig, list(b.kconfig_add or [])
     opts.cpus, opts.memory = b.cpus or vm.CPUS, b.memory or vm.MEMORY
+    opts.kselftests = list(b.kselftests or [])
+    opts.suites = [Path(p) for p in b.suites or []]
     opts.tree = Path(rec.tree.path) if rec.tree else opts.tree
     opts.msgid = opts.mbox = None
     return rec
@@ -124,7 +126,9 @@ class Bisect:
         opts, rec = self.opts, self.rec
         kc = kconfig.chosen([opts.config] if opts.config else [], opts.kconfig,
                             opts.kconfig_add)[0]
-        expected = (selection.collect(opts.guest_tests, opts.keyword)
+        expected = (selection.collect(opts.guest_tests, opts.keyword,
+                                      suites=selection.suites(opts.suites),
+                                      builtin=not (opts.kselftests or opts.suites))
                     if opts.mode != Mode.BUILD else [])
         rec.expected_tests, rec.repeat = expected, opts.repeat
         rec.cpus, rec.memory = options.guest_machine(opts)
@@ -148,6 +152,8 @@ class Bisect:
                                       tests=list(opts.guest_tests or []), repeat=opts.repeat,
                                       keyword=opts.keyword, cpus=rec.cpus, memory=rec.memory,
                                       kconfig=kc.spec[1], kconfig_add=list(kc.spec[2]) or None,
+                                      kselftests=list(opts.kselftests) or None,
+                                      suites=[str(p) for p in opts.suites] or None,
                                       commits=n,
                                       max_steps=math.ceil(math.log2(n)) + 1 if n > 1 else 1)
         rec.tree = rec.tree or TreeRecord(str(t.repo), t.label, good, "the good end")

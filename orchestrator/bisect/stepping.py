@@ -20,7 +20,7 @@ from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.models import Kernel
 from orchestrator.core.progress import Progress
 from orchestrator.guest import result_cache, vm
-from orchestrator.kernel import build, kconfig
+from orchestrator.kernel import build, kconfig, kselftest_build
 from orchestrator.run import boots, builds, options
 from orchestrator.run.verdict import Side
 from orchestrator.source import tree
@@ -96,7 +96,10 @@ class Stepper:
             side = "baseline" if commit == self.trusted else "patched"
             ks = builds.build_all(self.ws, [self.kc], builds.Source(
                 commit, tree.tree_id(self.ws.src, commit), side, label), self.logs,
-                builds.BuildSettings(s.jobs, s.sandbox, build.BUILD_TIMEOUT), self.progress)
+                builds.BuildSettings(s.jobs, s.sandbox, build.BUILD_TIMEOUT,
+                                     kselftests=tuple(kselftest_build.targets(
+                                         kselftest_build.parse_specs(s.boot.kselftests)))),
+                self.progress)
         except OrchError as e:
             if e.exit == Exit.BAD_INPUT:      # Kconfig dropped an option the config asks for
                 return Build.UNSATISFIABLE, None, 0.0, log

@@ -120,6 +120,7 @@ def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> 
         **common.kconfig_options(args),
         guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
         keyword=args.keyword, cpus=args.cpus, memory=args.memory,
+        **common.guest_options(args),
         resume=args.resume, run_dir=args.resume or args.run_dir,
         guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
         rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv])

@@ -59,6 +59,7 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
         **common.kconfig_options(args),
         guest_tests=args.guest_tests, mode=args.mode, repeat=args.repeat,
         keyword=args.keyword, cpus=args.cpus, memory=args.memory,
+        **common.guest_options(args),
         run_dir=args.run_dir, guest_timeout=s.guest_timeout, test_timeout=s.test_timeout,
         rerun=args.rerun, sandbox=args.sandbox, jobs=s.jobs, argv=["orch", *argv])
     try:

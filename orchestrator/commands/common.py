@@ -135,6 +135,16 @@ def kconfig_options(args: argparse.Namespace) -> dict[str, object]:
     return {"kconfig": args.kconfig, "kconfig_add": list(args.kconfig_add or [])}
 
 
+def guest_options(args: argparse.Namespace) -> dict[str, object]:
+    """--kselftest and --suite, checked before any work: a bad spec or a
+    suite that is not a directory is one line, exit 2."""
+    from orchestrator.guest import selection
+    from orchestrator.kernel import kselftest_build
+    specs = kselftest_build.parse_specs(args.kselftests or [])
+    suites = [s.path for s in selection.suites(args.suites or [])]
+    return {"kselftests": [s.text for s in specs], "suites": suites}
+
+
 def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
     """`baseline`: the command boots a baseline (orch test does; a bisect's
     commits have none)."""
@@ -143,6 +153,14 @@ def add_boot(p: argparse.ArgumentParser, baseline: bool = True) -> None:
                    help="run only this guest test: a node id, file or directory under "
                    "guest_tests/, or a test file of your own (repeatable; default: the "
                    "whole suite)")
+    g.add_argument("--suite", action="append", dest="suites", type=Path, metavar="DIR",
+                   help="run this pytest suite of your own too, written like guest_tests/ "
+                   "(repeatable; its test ids start with the directory's name; default: none)")
+    g.add_argument("--kselftest", action="append", dest="kselftests", metavar="TARGET[:TEST]",
+                   help="build this target of the tree's tools/testing/selftests with each "
+                   "kernel and run it in the guest with the kernel's runner (repeatable, or "
+                   "comma separated: cachestat,mincore; TARGET:TEST runs one test of it; "
+                   "default: none)")
     g.add_argument("-k", dest="keyword", metavar="EXPR",
                    help="run only the guest tests that match this pytest -k expression "
                    "(of those --guest-test names), e.g. 'irq and not task'")
@@ -228,7 +246,7 @@ def given_options(args: argparse.Namespace, keep: tuple[str, ...] = (),
 
 # What only a boot uses: a bisect or check with --build boots nothing.
 BOOT_ONLY = ("guest_tests", "keyword", "list_tests", "repeat", "guest_timeout", "test_timeout",
-             "rerun", "cpus", "memory")
+             "rerun", "cpus", "memory", "suites")
 
 
 def refuse_boot_flags(args: argparse.Namespace) -> None:
@@ -242,9 +260,16 @@ def refuse_boot_flags(args: argparse.Namespace) -> None:
 def list_tests(args: argparse.Namespace) -> int:
     """--list-tests: the ids a run with these flags would expect, the same
     collection (selection.collect) that runs before its first build."""
-    from orchestrator.guest import selection
-    for nodeid in selection.collect(args.guest_tests, args.keyword):
+    from orchestrator.guest import kselftest_run, selection
+    from orchestrator.kernel import kselftest_build
+    chosen = guest_options(args)
+    for nodeid in selection.collect(args.guest_tests, args.keyword,
+                                    suites=selection.suites(chosen["suites"]),
+                                    builtin=not (chosen["kselftests"] or chosen["suites"])):
         print(nodeid)
+    # A target's tests are its kselftest-list.txt, known once it is built.
+    for spec in kselftest_build.parse_specs(chosen["kselftests"]):
+        print(kselftest_run.test_id(spec.target, spec.test or "*"))
     return int(Exit.OK)
 
 

@@ -72,6 +72,7 @@ def options(args: argparse.Namespace, argv: list[str], s: settings.Settings) -> 
                    run_dir=args.run_dir, json_out=args.json_out,
                    guest_timeout=s.guest_timeout, guest_tests=args.guest_tests,
                    keyword=args.keyword, expect_fixed=args.expect_fixed,
+                   **common.guest_options(args),
                    test_timeout=s.test_timeout, repeat=args.repeat, timeout=s.timeout,
                    cpus=args.cpus, memory=args.memory,
                    each_patch=args.each_patch, build_only=args.build_only, rerun=args.rerun,

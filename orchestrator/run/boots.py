@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orchestrator.core import untrusted
 from orchestrator.core.models import GuestRun, Kernel
-from orchestrator.guest import result_cache, splats, vm
+from orchestrator.guest import kselftest_run, result_cache, splats, vm
 from orchestrator.run import verdict
 
 
@@ -63,27 +63,41 @@ class BootJob:
 
 
 def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
-    """Where a boot of `kernel` with `settings` keeps its results (result_cache)."""
+    """Where a boot of `kernel` with `settings` keeps its results (result_cache).
+    Its kselftests are the kernel's own builds of them (their keys)."""
+    sel = kselftest_run.plan(kernel, settings.kselftests)
     return result_cache.key(result_cache.image_digest(kernel.image), settings.tests,
                             settings.test_timeout, settings.accel, settings.repeat, sample,
                             settings.confined, settings.keyword, settings.cpus,
-                            settings.memory)
+                            settings.memory, kselftests=kselftest_run.key_parts(sel),
+                            suites=settings.suites)
+
+
+def expected_of(kernel: Kernel, settings: BootSettings) -> list[str]:
+    """What a boot of `kernel` must report: the selection's ids and its own
+    kselftests' (a run that knows both sides' lists has them all in
+    settings.expected already; a bisect step learns them from its build)."""
+    ids = kselftest_run.expected_ids(kselftest_run.plan(kernel, settings.kselftests))
+    return [*settings.expected, *(i for i in ids if i not in set(settings.expected))]
 
 
 def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
     key = results_key(k, settings, job.sample)
-    g = (result_cache.load(key, job.results, job.console, k, settings.expected, settings.repeat)
+    expected = expected_of(k, settings)
+    g = (result_cache.load(key, job.results, job.console, k, expected, settings.repeat,
+                           kselftest_run.plan(k, settings.kselftests), settings.suites)
          if job.reuse else None)
     if g is None:
         g = vm.run_tests(k, job.results, job.console, timeout=timeout, tests=settings.tests,
-                         test_timeout=settings.test_timeout, expected=settings.expected,
+                         test_timeout=settings.test_timeout, expected=expected,
                          repeat=settings.repeat, keyword=settings.keyword, status=status,
                          confined=settings.confined, cpus=settings.cpus,
-                         memory=settings.memory)
+                         memory=settings.memory, suites=settings.suites,
+                         kselftests=kselftest_run.plan(k, settings.kselftests))
         result_cache.store(key, g)
-    judged = verdict.judge_side(settings.expected, g, job.side == "patched",
+    judged = verdict.judge_side(expected, g, job.side == "patched",
                                 splats.scan(vm.console_text(g.console)))
     return Booted(k, g, judged, guest_data(g.results if g.junit else None))
 

@@ -168,6 +168,8 @@ class BootOptions(Protocol):
     sandbox: bool
     cpus: int
     memory: str
+    kselftests: list[str]
+    suites: list[Path]
 
 
 def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") -> BootSettings:
@@ -175,7 +177,8 @@ def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") ->
     `expected` is what its selection collected, `accel` what the host offers."""
     return BootSettings(opts.guest_tests, expected, opts.test_timeout, opts.repeat, accel,
                         confined=opts.sandbox, keyword=opts.keyword, cpus=opts.cpus,
-                        memory=opts.memory)
+                        memory=opts.memory, kselftests=tuple(opts.kselftests),
+                        suites=tuple(opts.suites))
 
 
 def guest_machine(opts: BootOptions) -> tuple[int | None, str | None]:
@@ -192,7 +195,8 @@ def boot_flags(settings: BootSettings, guest_timeout: float) -> dict[str, object
     return {"guest_tests": settings.tests, "keyword": settings.keyword,
             "test_timeout": settings.test_timeout, "repeat": settings.repeat,
             "sandbox": settings.confined, "guest_timeout": guest_timeout,
-            "cpus": settings.cpus, "memory": settings.memory}
+            "cpus": settings.cpus, "memory": settings.memory,
+            "kselftests": list(settings.kselftests), "suites": list(settings.suites)}
 
 
 def default_run_dir(what: str, kind: str = "") -> Path:

@@ -33,7 +33,8 @@ from orchestrator.run.verdict import SideStatus, Verdict
 
 SCHEMA_VERSION = "1.3"   # 1.1: bisect; 1.2: sandbox; 1.3: targets, known failures,
 #                          a bisect step's kernel and reproduce line, -k, --cpus,
-#                          --memory, --kconfig(-add): all new in 1.3 (unreleased)
+#                          --memory, --kconfig(-add), kselftests, suites: all new in
+#                          1.3 (unreleased)
 SCHEMA_FILE = paths.DATA / "run.schema.json"
 
 
@@ -92,6 +93,18 @@ class RunVerdict(enum.StrEnum):
     NEW = "NEW"
 
 
+@dataclass
+class KselftestRecord:
+    """One kselftest target built for a kernel (kernel/kselftest_build)."""
+    target: str
+    key: str
+    cached: bool
+    seconds: float
+    tests: list[str]       # its kselftest-list.txt: "collection:test"
+    install: str
+    log: str | None = opt()
+
+
 @dataclass(kw_only=True)
 class BuildRecord:
     status: BuildStatus
@@ -105,12 +118,14 @@ class BuildRecord:
     banner: str | None = None
     uncached: list[str] | None = None
     dotconfig: str | None = None     # the kernel's .config (in the kernel cache)
+    kselftests: list[KselftestRecord] | None = None   # --kselftest targets built with it
 
     def _omitted(self) -> set[str]:
         # A kernel that exists has every field (ccache may be null); one
         # that does not has its status, and a failed one its log.
+        # kselftests only when some were asked for: a record as before.
         if self.status in (BuildStatus.OK, BuildStatus.CACHED):
-            return set()
+            return set() if self.kselftests is not None else {"kselftests"}
         keep = {"status", "log"} if self.log else {"status"}
         return {f.name for f in dataclasses.fields(self)} - keep
 
@@ -324,6 +339,9 @@ class BisectRecord:
     # --kconfig, --kconfig-add (resume keeps them; `config` is then their hash's name)
     kconfig: str | None = opt()
     kconfig_add: list[str] | None = opt()
+    # --kselftest, --suite (resume keeps them)
+    kselftests: list[str] | None = opt()
+    suites: list[str] | None = opt()
 
 
 @dataclass
@@ -346,6 +364,9 @@ class RunRecord:
     # a record without them booted 2 vCPUs and 2G, as every orch before them.
     cpus: int | None = opt()
     memory: str | None = opt()
+    # --kselftest TARGET[:TEST] and --suite DIR, only when given
+    kselftests: list[str] | None = opt()
+    suites: list[str] | None = opt()
     targets: TargetsRecord | None = opt()
     apply: ApplyRecord | None = opt()
     accel: Accel | None = opt()

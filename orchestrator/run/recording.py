@@ -16,6 +16,7 @@ from orchestrator.run.record import (
     BuildStatus,
     Comparison,
     ConfigRecord,
+    KselftestRecord,
     Outcome,
     Problems,
     SideRecord,
@@ -40,7 +41,11 @@ def built(k: Kernel) -> BuildRecord:
         status=BuildStatus.CACHED if k.cached else BuildStatus.OK,
         seconds=round(k.seconds, 1), cached=k.cached, image=str(k.image), log=str(k.log),
         key=k.key, compiled=k.compiled, ccache=k.ccache, banner=k.banner,
-        uncached=k.uncached, dotconfig=str(k.dotconfig))
+        uncached=k.uncached, dotconfig=str(k.dotconfig),
+        kselftests=[KselftestRecord(b.target, b.key, b.cached, round(b.seconds, 1),
+                                    list(b.tests), str(b.install),
+                                    str(b.log) if b.log else None)
+                    for b in k.kselftests] or None)
 
 
 def failed_build(log) -> BuildRecord:

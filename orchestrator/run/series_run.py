@@ -13,8 +13,8 @@ from pathlib import Path
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Base, Kernel, Series
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection, vm
-from orchestrator.kernel import build, compiler_warnings, kconfig
+from orchestrator.guest import kselftest_run, selection, vm
+from orchestrator.kernel import build, compiler_warnings, kconfig, kselftest_build
 from orchestrator.run import boots, builds, recording, summary, targets, verdict
 from orchestrator.run.lifecycle import Lifecycle, Run
 from orchestrator.run.options import (
@@ -83,10 +83,14 @@ def _test(run: SeriesRun) -> int:
     if opts.build_only and opts.expect_fixed is not None:
         raise BadInput("--expect-fixed decides which failing tests fail the run: "
                        "--build-only runs no tests")
-    expected = [] if opts.build_only else selection.collect(opts.guest_tests, opts.keyword)
-    targets.check_patterns(opts.expect_fixed, expected)
+    expected = [] if opts.build_only else selection.collect(
+        opts.guest_tests, opts.keyword, suites=_suites(opts), builtin=_builtin(opts))
+    # A kselftest's ids are its build's list: those patterns wait for it.
+    targets.check_patterns(_pytest_patterns(opts.expect_fixed), expected)
     rec.expected_tests, rec.repeat = expected, opts.repeat
     rec.cpus, rec.memory = guest_machine(opts)
+    rec.kselftests = list(opts.kselftests) or None
+    rec.suites = [str(p) for p in opts.suites] or None
     run.save()
 
     # 1. intake (a --range is read from the tree, so that comes first)
@@ -103,6 +107,7 @@ def _test(run: SeriesRun) -> int:
     rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
     run.save()
     run.say(f"base {base.commit[:12]}: {base.reason}")
+    kselftest_build.check_targets(t.repo, base.commit, _ksft_targets(opts))
 
     # 3-4. apply and build, holding the worktree only for that: the kernels
     # live in the kernel cache, so the boots need no worktree and another
@@ -115,6 +120,8 @@ def _test(run: SeriesRun) -> int:
         ws.close()      # the series' build layers: its kernels are in the cache
     if opts.build_only:
         return run.finish(Exit.OK, RunVerdict.BUILT)
+    if opts.kselftests:
+        expected, chosen = _with_kselftests(run, expected, kernels, series)
 
     # 5. boot and test each kernel once (or take its kept results)
     kvm, why = vm.probe_kvm(next(iter(kernels.values())).image)
@@ -133,12 +140,60 @@ def _test(run: SeriesRun) -> int:
     return run.finish(code, RunVerdict(word), verdict.headline(verdicts) or None)
 
 
+def _suites(opts: Options) -> list[selection.Suite]:
+    return selection.suites(opts.suites)
+
+
+def _builtin(opts: Options) -> bool:
+    """The whole builtin suite runs when nothing else is selected: with
+    only --kselftest or --suite, only those."""
+    return not (opts.kselftests or opts.suites)
+
+
+def _ksft_targets(opts: Options) -> list[str]:
+    return kselftest_build.targets(kselftest_build.parse_specs(opts.kselftests))
+
+
+def _pytest_patterns(patterns: list[str] | None) -> list[str] | None:
+    if patterns is None:
+        return None
+    kept = [p for p in patterns if not p.startswith(kselftest_run.PREFIX)]
+    return kept if kept or not patterns else None
+
+
+def _with_kselftests(run: SeriesRun, expected: list[str],
+                     kernels: dict[tuple[str, str], Kernel], series: Series
+                     ) -> tuple[list[str], set[str]]:
+    """The kselftest ids every kernel must report, from their own builds'
+    lists (a test the series adds is MISS on the baseline, as a guest test
+    it adds would be), added to the expected tests; the targets chosen
+    again with them. A TARGET:TEST in no kernel's list is bad input."""
+    opts = run.opts
+    ids: list[str] = []
+    for (_config, _side), k in sorted(kernels.items(), key=lambda kv: kv[0][1] != "baseline"):
+        for i in kselftest_run.expected_ids(kselftest_run.plan(k, opts.kselftests)):
+            if i not in ids:
+                ids.append(i)
+    listed = {(b.target, line.partition(":")[2]) for k in kernels.values()
+              for b in k.kselftests for line in b.tests}
+    for spec in kselftest_build.parse_specs(opts.kselftests):
+        if spec.test and (spec.target, spec.test) not in listed:
+            raise BadInput(f"--kselftest {spec.text}: no such test in the {spec.target} "
+                           "kselftest list of the kernels built")
+    expected = [*expected, *ids]
+    targets.check_patterns(opts.expect_fixed, expected)
+    run.rec.expected_tests = expected
+    run.save()
+    return expected, _targets(run, expected, series)
+
+
 def _targets(run: SeriesRun, expected: list[str], series: Series) -> set[str] | None:
     """The tests the series is expected to fix, recorded and said before any
     build; None with --build-only (no verdict)."""
     if run.opts.build_only:
         return None
-    t = targets.choose(run.opts.expect_fixed, expected, run.opts.guest_tests, series.mbx)
+    t = targets.choose(run.opts.expect_fixed, expected, run.opts.guest_tests, series.mbx,
+                       run.opts.suites)
     run.rec.targets = recording.targets(t)
     run.save()
     run.say(summary.targets_line(run.rec.targets, len(expected)))
@@ -222,7 +277,8 @@ def _apply_and_build(run: SeriesRun, ws: tree.Workspace, series: Series, base,
 def _settings(run: SeriesRun, label: str) -> builds.BuildSettings:
     return builds.BuildSettings(run.opts.jobs, run.opts.sandbox,
                                 run.left(build.BUILD_TIMEOUT, f"the {label} build"),
-                                run.deadline, run.opts.timeout)
+                                run.deadline, run.opts.timeout,
+                                kselftests=tuple(_ksft_targets(run.opts)))
 
 
 def _build(run: SeriesRun, ws: tree.Workspace, kcs: list[kconfig.KConfig],

@@ -74,6 +74,10 @@ def _config_lines(c: ConfigRecord) -> list[str]:
         oc = sd.outcome
         lines.append(f"  {side:<8}  build: {bt:<16} boot+tests: {vt}"
                      + (f"  -> {oc.status}" if oc and oc.status else ""))
+        if b.kselftests:
+            lines.append("            kselftests: " + ", ".join(
+                f"{k.target} " + ("cached" if k.cached else f"built {k.seconds:.0f}s")
+                for k in b.kselftests))
         if v and v.error:
             lines.append(f"            {v.error}")
         elif oc and oc.reason:

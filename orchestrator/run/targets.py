@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,14 +79,15 @@ def touched_paths(mbox: str) -> list[str]:
 
 
 def choose(patterns: list[str] | None, expected: list[str], guest_tests: list[str] | None,
-           mbox: Path) -> Targets:
+           mbox: Path, suites: Sequence[Path] = ()) -> Targets:
     if patterns is not None:
         chosen = [] if patterns == [NONE] else [
             t for t in expected if any(about.matches(p, t) for p in patterns)]
         return Targets(Rule.EXPECT_FIXED, chosen, list(patterns))
     touched = touched_paths(mbox.read_text(errors="replace"))
-    found = about.tests_about(expected, selection.rootdir(paths.data_root(), guest_tests),
-                              touched)
+    found = about.tests_about(expected, selection.rootdir(paths.data_root(), guest_tests,
+                                                          suites), touched,
+                              selection.as_suites(suites))
     if not found.about:
         return Targets(Rule.ALL, list(expected), touched=touched)
     chosen = set(found.named) | set(found.unnamed)

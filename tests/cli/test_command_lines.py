@@ -95,7 +95,8 @@ def _every_flag() -> Options:
                    configs=["base", "debug"], run_dir=Path("/runs/r"), json_out=Path("/r.json"),
                    guest_timeout=99.0, guest_tests=["guest_tests/a.py"], test_timeout=12.5,
                    repeat=2, timeout=600.0, each_patch=True, rerun=True, keyword="irq",
-                   cpus=4, memory="512M",
+                   cpus=4, memory="512M", kselftests=["cachestat", "mm:ksm_tests"],
+                   suites=[(Path(__file__).parents[2] / "guest_selftest" / "smoke").resolve()],
                    kconfig_add=["CONFIG_KASAN=y", "# CONFIG_X is not set", "kvm_guest.config"],
                    expect_fixed=["guest_tests/a.py"],
                    rerun_baseline=True, sandbox=False, jobs=3)
