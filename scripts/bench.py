@@ -27,9 +27,10 @@ One run measures, side by side:
                 baseline state restored before each build, ccache read-only (so no round
                 serves the next), rounds alternating ABBA
   kselftests    in orch's own cache, with the port's kernels already built (a warm
-                baseline): the short selection alone, then with --kselftest
-                cachestat,mincore (their builds for both kernels and both boots: the
-                cost they add), then that again (nothing built or booted)
+                baseline): both kernels booted (--rerun) with the short selection alone,
+                then with --kselftest cachestat,mincore, their builds removed first (the
+                difference is what they add: two targets built per kernel, and run in
+                each boot), then that again without --rerun (nothing built or booted)
 and writes the figures to a JSON file (default bench/results.json).
 
   .venv/bin/python scripts/bench.py [--tree TREE] [--out FILE] [--only STEP...]
@@ -532,10 +533,12 @@ def kselftests(tree: Path, work: Path) -> dict:
     built (orch's own cache: the real-kernel tests' kernels)."""
     cache = paths.cache_dir()
     short = [a for t in SHORT for a in ("--guest-test", t)]
-    out: dict = {"without": orch(tree, cache, FIRST, work / "without", *short)}
-    for name in ("with", "again"):
+    out: dict = {"without": orch(tree, cache, FIRST, work / "without", *short, "--rerun")}
+    shutil.rmtree(cache / "kselftests", ignore_errors=True)
+    for name, extra in (("with", ["--rerun"]), ("again", [])):
         rd = work / name
-        out[name] = orch(tree, cache, FIRST, rd, *short, "--kselftest", "cachestat,mincore")
+        out[name] = orch(tree, cache, FIRST, rd, *short, "--kselftest", "cachestat,mincore",
+                         *extra)
         c = json.loads((rd / "run.json").read_text())["configs"][0]
         out[name]["kselftest_builds"] = {
             s: [{k: b[k] for k in ("target", "cached", "seconds")}
