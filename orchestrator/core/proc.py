@@ -182,3 +182,18 @@ def kill_all() -> None:
         _killed.update(p.pid for p in live)
     for p in live:
         _kill_group(p)
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended: what a scratch directory named for
+    its orch process is left by (not this one, never one that is running,
+    nor one this process may not signal: another user's is alive)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

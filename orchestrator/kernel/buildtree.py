@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core import sandbox, untrusted
+from orchestrator.core import proc, sandbox, untrusted
 from orchestrator.core.paths import cache_dir
 
 MAX_READ = 1 << 30          # vmlinux of a debug config is a few hundred MiB
@@ -434,12 +434,5 @@ def sweep(max_age: float = 3600.0) -> None:
             continue
         if pid == os.getpid():
             continue
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive or time.time() - d.stat().st_mtime > 7 * 86400 + max_age:
+        if proc.gone(pid) or time.time() - d.stat().st_mtime > 7 * 86400 + max_age:
             remove_tree(d)

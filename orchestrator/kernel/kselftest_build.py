@@ -474,12 +474,5 @@ def _sweep() -> None:
             pid = int(d.name.split("-")[2])
         except (IndexError, ValueError):
             continue
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-            continue
-        except ProcessLookupError:
+        if proc.gone(pid):
             buildtree.remove_tree(d)
-        except OSError:
-            continue
