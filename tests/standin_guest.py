@@ -217,8 +217,16 @@ def run_tests(kernel, results: Path, console: Path, *, timeout=vm.BOOT_TIMEOUT, 
                     one = st if st != "FLAKY" else ("FAIL" if k == 1 else "PASS")
                     lines.append(f"orch-test: end {one} {t}")
             lines.append("orch-test: done 0")
-            (results / "junit.xml").write_text(_junit(pytest_ids, st, repeat))
-            (results / "harness-rc").write_text("1\n" if st in ("FAIL", "FLAKY") else "0\n")
+            # One JUnit file and exit status per pytest session, as the
+            # guest's harness writes them (the builtin's, each --suite's).
+            names = {s.name for s in selection.as_suites(suites)}
+            by_session: dict[str, list[str]] = {}
+            for t in pytest_ids:
+                by_session.setdefault(selection.session_name(t, names), []).append(t)
+            for name, ids in by_session.items():
+                junit_file, rc_file = selection.result_files(name)
+                (results / junit_file).write_text(_junit(ids, st, repeat))
+                (results / rc_file).write_text("1\n" if st in ("FAIL", "FLAKY") else "0\n")
         (results / "proc-version").write_text(kernel.banner + "\n")
         if kselftests:
             lines += _kselftests(results, kselftests, test_timeout)

@@ -205,8 +205,8 @@ standin, command = vm.run_tests, vm.guest_command
 
 
 def run_tests(*args, keyword=None, **kw):
-    vm.guest_command = lambda results, tests, pytest_args, k=None: command(
-        results, tests, pytest_args, keyword)
+    vm.guest_command = lambda results, tests, pytest_args, k=None, **kw: command(
+        results, tests, pytest_args, keyword, **kw)
     try:
         return standin(*args, **kw)
     finally:
