@@ -140,8 +140,16 @@ def guest_options(args: argparse.Namespace) -> dict[str, object]:
     suite that is not a directory is one line, exit 2."""
     from orchestrator.guest import selection
     from orchestrator.kernel import kselftest_build
+    from orchestrator.core import sandbox
     specs = kselftest_build.parse_specs(args.kselftests or [])
     suites = [s.path for s in selection.suites(args.suites or [])]
+    for s in suites if getattr(args, "sandbox", True) else ():
+        d = sandbox.unreadable(s)
+        if d is not None:
+            # Else its tests would come back MISS with no word of why.
+            raise BadInput(f"--suite {s}: the guest runs as nobody and cannot read {d} "
+                           f"(mode {d.lstat().st_mode & 0o777:o}): make it readable "
+                           "(chmod o+rx) or keep the suite elsewhere")
     return {"kselftests": [s.text for s in specs], "suites": suites}
 
 

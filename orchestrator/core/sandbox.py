@@ -106,6 +106,33 @@ def as_root() -> bool:
     return os.geteuid() == 0
 
 
+def unreadable(top: Path) -> Path | None:
+    """The first file or directory of the tree `top` that the sandboxed
+    steps cannot read when orch runs as root (they run as SANDBOX_UID: a
+    suite of mode 0700 is shown to a guest that cannot list it); None when
+    they can, or orch is not root. The directories above `top` do not
+    matter: the view makes its own."""
+    if not as_root():
+        return None
+    for dirpath, dirnames, filenames in os.walk(top):
+        for p in [Path(dirpath), *(Path(dirpath) / f for f in filenames)]:
+            try:
+                st = p.lstat()
+            except OSError:
+                return p
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
+            if st.st_uid == SANDBOX_UID:
+                need <<= 6
+            elif st.st_gid == SANDBOX_GID:
+                need <<= 3
+            if st.st_mode & need != need:
+                return p
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+    return None
+
+
 def own(path: Path) -> None:
     """Make `path` (which orch just created) the sandboxed step's, so it can
     write there when orch runs as root; nothing to do otherwise."""

@@ -17,6 +17,7 @@ import standin_guest
 from helpers import REPO, git, one_error_line, orch_standin, run_json, series
 
 from orchestrator import cli
+from orchestrator.core import sandbox
 
 MINI_C = "tools/testing/selftests/mini/test_mini.c"
 TEST_MINI = "kselftest/mini/test_mini"
@@ -154,3 +155,25 @@ def test_check_on_a_kselftest_says_bad_to_git(tmp_path, mini, boots, monkeypatch
     rec = run_json(tmp_path / "check")
     assert rec["bisect"]["kselftests"] == ["mini:test_mini"]
     assert rec["bisect"]["steps"][0]["tests"] == {TEST_MINI: "FAIL"}
+
+
+def test_a_suite_the_sandboxed_guest_cannot_read_is_bad_input(tmp_path, env, mini):
+    """As root, QEMU and the guest's files are nobody's: a suite under a
+    0700 directory would be shown to a guest that cannot list it, and its
+    tests would all be MISS with no reason given."""
+    if not sandbox.as_root():
+        pytest.skip("only a root orch runs its guest as another user")
+    suite = tmp_path / "mine"
+    suite.mkdir()
+    (suite / "test_x.py").write_text("def test_x():\n    pass\n")
+    suite.chmod(0o700)
+    mbox = series(mini, tmp_path, "ok", [("mini: a harmless change",
+                                          {"u1.c": "int u1(void) { return 1; }\n"})])
+    r, rec = orch_test(tmp_path, env, mbox, mini, "--suite", str(suite))
+    assert r.returncode == 2 and rec is None
+    assert f"cannot read {suite} (mode 700)" in one_error_line(r.stderr)
+    suite.chmod(0o755)
+    (suite / "test_x.py").chmod(0o600)
+    assert sandbox.unreadable(suite) == suite / "test_x.py"
+    (suite / "test_x.py").chmod(0o644)
+    assert sandbox.unreadable(suite) is None
