@@ -21,7 +21,6 @@ from orchestrator.core.errors import BadInput, OrchError
 from orchestrator.core.exits import GitBisect
 from orchestrator.core.paths import cache_dir
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection
 from orchestrator.kernel import kconfig
 from orchestrator.run import options, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
@@ -100,9 +99,7 @@ def _resolve(opts: CheckOptions) -> _Commit:
     if len(opts.configs) > 1:
         raise BadInput("a check builds one config: give --config once")
     kc = kconfig.chosen(opts.configs[:1], opts.kconfig, opts.kconfig_add)[0]
-    expected = (selection.collect(opts.guest_tests, opts.keyword,
-                                  suites=selection.suites(opts.suites),
-                                  builtin=not (opts.kselftests or opts.suites))
+    expected = (options.collect(opts.guest_tests, opts.keyword, opts.kselftests, opts.suites)
                 if opts.mode != Mode.BUILD else [])
     return _Commit(commit, t, kc, expected)
 

@@ -29,7 +29,7 @@ from orchestrator.bisect.stepping import (
 )
 from orchestrator.core.errors import BadInput, Exit
 from orchestrator.core.progress import Progress
-from orchestrator.guest import selection, vm
+from orchestrator.guest import vm
 from orchestrator.kernel import kconfig
 from orchestrator.run import options, record, recording
 from orchestrator.run.lifecycle import Lifecycle, Run
@@ -126,9 +126,7 @@ class Bisect:
         opts, rec = self.opts, self.rec
         kc = kconfig.chosen([opts.config] if opts.config else [], opts.kconfig,
                             opts.kconfig_add)[0]
-        expected = (selection.collect(opts.guest_tests, opts.keyword,
-                                      suites=selection.suites(opts.suites),
-                                      builtin=not (opts.kselftests or opts.suites))
+        expected = (options.collect(opts.guest_tests, opts.keyword, opts.kselftests, opts.suites)
                     if opts.mode != Mode.BUILD else [])
         rec.expected_tests, rec.repeat = expected, opts.repeat
         rec.cpus, rec.memory = options.guest_machine(opts)

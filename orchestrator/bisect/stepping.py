@@ -97,8 +97,7 @@ class Stepper:
             ks = builds.build_all(self.ws, [self.kc], builds.Source(
                 commit, tree.tree_id(self.ws.src, commit), side, label), self.logs,
                 builds.BuildSettings(s.jobs, s.sandbox, build.BUILD_TIMEOUT,
-                                     kselftests=tuple(kselftest_build.targets(
-                                         kselftest_build.parse_specs(s.boot.kselftests)))),
+                                     kselftests=kselftest_build.targets_of(s.boot.kselftests)),
                 self.progress)
         except OrchError as e:
             if e.exit == Exit.BAD_INPUT:      # Kconfig dropped an option the config asks for

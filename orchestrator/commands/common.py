@@ -268,12 +268,12 @@ def refuse_boot_flags(args: argparse.Namespace) -> None:
 def list_tests(args: argparse.Namespace) -> int:
     """--list-tests: the ids a run with these flags would expect, the same
     collection (selection.collect) that runs before its first build."""
-    from orchestrator.guest import kselftest_run, selection
+    from orchestrator.guest import kselftest_run
     from orchestrator.kernel import kselftest_build
+    from orchestrator.run import options
     chosen = guest_options(args)
-    for nodeid in selection.collect(args.guest_tests, args.keyword,
-                                    suites=selection.suites(chosen["suites"]),
-                                    builtin=not (chosen["kselftests"] or chosen["suites"])):
+    for nodeid in options.collect(args.guest_tests, args.keyword, chosen["kselftests"],
+                                  chosen["suites"]):
         print(nodeid)
     # A target's tests are its kselftest-list.txt, known once it is built.
     for spec in kselftest_build.parse_specs(chosen["kselftests"]):

@@ -103,6 +103,12 @@ def targets(specs: Sequence[Spec]) -> list[str]:
     return list(dict.fromkeys(s.target for s in specs))
 
 
+def targets_of(values: Sequence[str]) -> tuple[str, ...]:
+    """The targets to build for --kselftest `values` (as given or as
+    Spec.text): what a run's and a bisect step's builds are asked for."""
+    return tuple(targets(parse_specs(values)))
+
+
 SELFTESTS = "tools/testing/selftests"
 # orch's recipe, in the key: a change to how targets are built (the make
 # line, what is kept) builds every target again.

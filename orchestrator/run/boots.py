@@ -62,10 +62,13 @@ class BootJob:
         return f"{self.side} {self.kernel.config}"
 
 
-def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
+def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0,
+                sel: list[kselftest_run.Selected] | None = None) -> str:
     """Where a boot of `kernel` with `settings` keeps its results (result_cache).
-    Its kselftests are the kernel's own builds of them (their keys)."""
-    sel = kselftest_run.plan(kernel, settings.kselftests)
+    Its kselftests are the kernel's own builds of them (their keys; `sel`
+    when the caller planned them already)."""
+    if sel is None:
+        sel = kselftest_run.plan(kernel, settings.kselftests)
     return result_cache.key(result_cache.image_digest(kernel.image), settings.tests,
                             settings.test_timeout, settings.accel, settings.repeat, sample,
                             settings.confined, settings.keyword, settings.cpus,
@@ -73,21 +76,23 @@ def results_key(kernel: Kernel, settings: BootSettings, sample: int = 0) -> str:
                             suites=settings.suites)
 
 
-def expected_of(kernel: Kernel, settings: BootSettings) -> list[str]:
-    """What a boot of `kernel` must report: the selection's ids and its own
-    kselftests' (a run that knows both sides' lists has them all in
+def expected_of(settings: BootSettings, sel: list[kselftest_run.Selected]) -> list[str]:
+    """What a boot must report: the selection's ids and its kernel's own
+    kselftests' (`sel`; a run that knows both sides' lists has them all in
     settings.expected already; a bisect step learns them from its build)."""
-    ids = kselftest_run.expected_ids(kselftest_run.plan(kernel, settings.kselftests))
-    return [*settings.expected, *(i for i in ids if i not in set(settings.expected))]
+    have = set(settings.expected)
+    return [*settings.expected,
+            *(i for i in kselftest_run.expected_ids(sel) if i not in have)]
 
 
 def boot(job: BootJob, settings: BootSettings, timeout: float,
          status: Callable[[str | None], None] = lambda text: None) -> Booted:
     k = job.kernel
-    key = results_key(k, settings, job.sample)
-    expected = expected_of(k, settings)
+    sel = kselftest_run.plan(k, settings.kselftests)
+    key = results_key(k, settings, job.sample, sel)
+    expected = expected_of(settings, sel)
     g = (result_cache.load(key, job.results, job.console, k, expected, settings.repeat,
-                           kselftest_run.plan(k, settings.kselftests), settings.suites)
+                           sel, settings.suites)
          if job.reuse else None)
     if g is None:
         g = vm.run_tests(k, job.results, job.console, timeout=timeout, tests=settings.tests,
@@ -95,7 +100,7 @@ def boot(job: BootJob, settings: BootSettings, timeout: float,
                          repeat=settings.repeat, keyword=settings.keyword, status=status,
                          confined=settings.confined, cpus=settings.cpus,
                          memory=settings.memory, suites=settings.suites,
-                         kselftests=kselftest_run.plan(k, settings.kselftests))
+                         kselftests=sel)
         result_cache.store(key, g)
     judged = verdict.judge_side(expected, g, job.side == "patched",
                                 splats.scan(vm.console_text(g.console)))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.core.names import slug
-from orchestrator.guest import vm
+from orchestrator.guest import selection, vm
 from orchestrator.kernel import build
 from orchestrator.run.boots import BootSettings
 from orchestrator.source import intake
@@ -179,6 +179,17 @@ def boot_settings(opts: BootOptions, expected: list[str], accel: str = "tcg") ->
                         confined=opts.sandbox, keyword=opts.keyword, cpus=opts.cpus,
                         memory=opts.memory, kselftests=tuple(opts.kselftests),
                         suites=tuple(opts.suites))
+
+
+def collect(guest_tests: list[str] | None, keyword: str | None, kselftests: Collection[str],
+            suites: Collection[Path]) -> list[str]:
+    """The pytest ids a run with these options expects, before any build:
+    --guest-test's narrowed by -k, in the builtin suite and each --suite.
+    The whole builtin suite runs only when nothing else is selected: with
+    --kselftest or --suite alone, only those (kselftest ids come from each
+    kernel's build)."""
+    return selection.collect(guest_tests, keyword, suites=selection.suites(suites),
+                             builtin=not (kselftests or suites))
 
 
 def guest_machine(opts: BootOptions) -> tuple[int | None, str | None]:

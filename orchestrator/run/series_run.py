@@ -13,13 +13,14 @@ from pathlib import Path
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Base, Kernel, Series
 from orchestrator.core.progress import Progress
-from orchestrator.guest import kselftest_run, selection, vm
+from orchestrator.guest import kselftest_run, vm
 from orchestrator.kernel import build, compiler_warnings, kconfig, kselftest_build
 from orchestrator.run import boots, builds, recording, summary, targets, verdict
 from orchestrator.run.lifecycle import Lifecycle, Run
 from orchestrator.run.options import (
     Options,
     boot_settings,
+    collect,
     default_run_dir,
     guest_machine,
     series_label,
@@ -83,8 +84,8 @@ def _test(run: SeriesRun) -> int:
     if opts.build_only and opts.expect_fixed is not None:
         raise BadInput("--expect-fixed decides which failing tests fail the run: "
                        "--build-only runs no tests")
-    expected = [] if opts.build_only else selection.collect(
-        opts.guest_tests, opts.keyword, suites=_suites(opts), builtin=_builtin(opts))
+    expected = [] if opts.build_only else collect(opts.guest_tests, opts.keyword,
+                                                  opts.kselftests, opts.suites)
     # A kselftest's ids are its build's list: those patterns wait for it.
     targets.check_patterns(_pytest_patterns(opts.expect_fixed), expected)
     rec.expected_tests, rec.repeat = expected, opts.repeat
@@ -107,7 +108,8 @@ def _test(run: SeriesRun) -> int:
     rec.tree = TreeRecord(str(t.repo), t.label, base.commit, base.reason)
     run.save()
     run.say(f"base {base.commit[:12]}: {base.reason}")
-    kselftest_build.check_targets(t.repo, base.commit, _ksft_targets(opts))
+    kselftest_build.check_targets(t.repo, base.commit,
+                                  kselftest_build.targets_of(opts.kselftests))
 
     # 3-4. apply and build, holding the worktree only for that: the kernels
     # live in the kernel cache, so the boots need no worktree and another
@@ -138,20 +140,6 @@ def _test(run: SeriesRun) -> int:
     run.save()
     code, word = verdict.run_exit(verdicts)
     return run.finish(code, RunVerdict(word), verdict.headline(verdicts) or None)
-
-
-def _suites(opts: Options) -> list[selection.Suite]:
-    return selection.suites(opts.suites)
-
-
-def _builtin(opts: Options) -> bool:
-    """The whole builtin suite runs when nothing else is selected: with
-    only --kselftest or --suite, only those."""
-    return not (opts.kselftests or opts.suites)
-
-
-def _ksft_targets(opts: Options) -> list[str]:
-    return kselftest_build.targets(kselftest_build.parse_specs(opts.kselftests))
 
 
 def _pytest_patterns(patterns: list[str] | None) -> list[str] | None:
@@ -278,7 +266,7 @@ def _settings(run: SeriesRun, label: str) -> builds.BuildSettings:
     return builds.BuildSettings(run.opts.jobs, run.opts.sandbox,
                                 run.left(build.BUILD_TIMEOUT, f"the {label} build"),
                                 run.deadline, run.opts.timeout,
-                                kselftests=tuple(_ksft_targets(run.opts)))
+                                kselftests=kselftest_build.targets_of(run.opts.kselftests))
 
 
 def _build(run: SeriesRun, ws: tree.Workspace, kcs: list[kconfig.KConfig],
