@@ -293,6 +293,10 @@ def _gl_variables(kind: str, shared_ccache: str) -> dict:
 
 
 def _gl_merge_job(before: list[str], tags: list[str]) -> dict:
+    # No after_script: `orch merge` prints the night's summary itself, and an
+    # after_script costs the job its night on gitlab-ci-local, which runs it
+    # in a fresh copy of the project and uploads the artifacts from there
+    # (docs/fanout.md, "Running the pipeline locally").
     needs: list = [GL_PLAN_NEED]
     needs += [{"job": name, "optional": True} for name in before]
     return {
@@ -301,7 +305,6 @@ def _gl_merge_job(before: list[str], tags: list[str]) -> dict:
                   "when": "always"},
         "script": ["scripts/setup.sh", "mkdir -p shards",
                    '.venv/bin/orch merge shards/* --plan "$PLAN" --out "$OUT"'],
-        "after_script": ['cat "$OUT"/nights/*/summary.txt || true'],
         "artifacts": {"when": "always", "expire_in": "30 days", "paths": ["orch-nightly/nights/"],
                       "reports": {"junit": "orch-nightly/nights/*/junit.xml"}},
     }

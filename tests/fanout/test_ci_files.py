@@ -83,7 +83,7 @@ def test_parent_pipeline_example_validates():
 @pytest.mark.parametrize("which, old, new", [
     ("github", '    name: "merge the night"', '    nme: "merge the night"'),
     ("github", '    needs: "baseline"', '    needs: 7'),
-    ("gitlab", '  after_script:', '  after_scripts:'),
+    ("gitlab", '    reports:', '    report:'),
     ("gitlab", '  when: "always"\n  needs:', '  when: "sometimes"\n  needs:'),
 ])
 def test_broken_copies_fail(tmp_path, which, old, new):
