@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core import jsonio, paths
+from orchestrator.core import jsonio, paths, untrusted
 from orchestrator.core.errors import BadInput
 from orchestrator.core.jsonio import opt
 from orchestrator.core.models import Status
@@ -411,11 +411,23 @@ def check_version(data: Any) -> None:
                        f"({SCHEMA_VERSION}); upgrade orch to read it")
 
 
+# The largest run.json read back. The biggest real one (a bisect with every
+# step's tests) is under 1 MiB; a run directory may come from a CI artifact
+# or another user, so a huge file, a FIFO or a device named run.json must be
+# one error line, not a hang or the host's memory.
+MAX_RECORD = 64 << 20
+
+
 def read(path: Path) -> RunRecord:
-    """A run.json as a RunRecord; any problem is one BadInput line."""
+    """A run.json as a RunRecord; any problem is one BadInput line. The
+    file must be a regular file of at most MAX_RECORD bytes (a symbolic
+    link to one is followed: `orch report` takes the user's own paths)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        real = path.resolve(strict=True)
+        data = untrusted.load_json(untrusted.read_capped(real, MAX_RECORD).decode())
+    except FileNotFoundError:
+        raise BadInput(f"cannot read {path}: no such file")
+    except (OSError, ValueError, untrusted.UntrustedError) as e:
         raise BadInput(f"cannot read {path}: {e}")
     try:
         return RunRecord.from_json(data)

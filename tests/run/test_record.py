@@ -174,6 +174,27 @@ def test_report_on_a_broken_record_is_one_line(tmp_path):
     assert r.stderr.startswith("orch: error: ") and len(r.stderr.strip().splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("kind", ["fifo", "huge", "device", "deep"])
+def test_a_hostile_run_json_is_one_line_not_a_hang(tmp_path, kind, monkeypatch):
+    """A run directory may come from a CI artifact: a FIFO named run.json
+    would block a plain read for ever, a huge one would fill memory. (Not
+    named run.json here: schema_check reads every run.json a test leaves.)"""
+    path = tmp_path / "hostile.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "huge":
+        monkeypatch.setattr(record, "MAX_RECORD", 1 << 20)
+        with open(path, "wb") as f:
+            f.truncate(2 << 20)
+    elif kind == "device":
+        os.symlink("/dev/zero", path)
+    else:
+        path.write_text("[" * 10000 + "]" * 10000)
+    with pytest.raises(BadInput) as e:
+        record.read(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
 # -- the typed records, byte for byte ----------------------------------------
 
 def through_typed_records(src: Path, dest: Path, name: str):
