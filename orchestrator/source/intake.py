@@ -156,6 +156,9 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
     if mbox is not None:
         mbox = mbox.resolve()
         check_mbox(mbox)
+    # b4 runs with its cwd in outdir and `-o outdir`: a relative outdir
+    # would land under itself, and `orch plan --out plan` found no series.
+    outdir = outdir.absolute()
     outdir.mkdir(parents=True, exist_ok=True)
     base = lore.base_url(lore_url)
     argv = [*b4_command(), "--no-stdin", *hermetic.b4_args(),

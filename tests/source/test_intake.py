@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import V3_COVER
 from lore_server import LORE_DATA_DIR
@@ -53,6 +55,19 @@ def test_v2_stays_v2_unless_latest(tmp_path, lore_server, isolated):
     s = fetch(tmp_path / "b", V2_COVER, lore_url=lore_server.url, latest=True)
     assert s.version == 3
     assert any("change-id" in (r.q or "") for r in lore_server.requests[n:])
+
+
+def test_a_relative_outdir_is_where_the_series_lands(tmp_path, lore_server, isolated,
+                                                     monkeypatch):
+    """b4 runs with its cwd in outdir and `-o outdir`: given relative, it
+    wrote under outdir/outdir and orch read no series (`orch plan --out
+    plan` planned none)."""
+    monkeypatch.chdir(tmp_path)
+    s = intake.fetch(V3_PATCH2, mbox=None, outdir=Path("plan/series"), log=tmp_path / "b4.log",
+                     lore_url=lore_server.url)
+    assert s.version == 3 and len(s.patches) == 2
+    assert (tmp_path / "plan" / "series" / "series.mbx").is_file()
+    assert not (tmp_path / "plan" / "series" / "plan").exists()
 
 
 def test_unknown_msgid_is_bad_input(tmp_path, lore_server, isolated):
