@@ -23,13 +23,21 @@ _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": 
 _WARN = re.compile(r"^(?P<file>[^\s:]+):(?:(?P<line>\d+):(?:\d+:)?)? warning: (?P<msg>.+)$")
 
 
+# A source file in another machine's (or cache's) worktree: ccache replays
+# the warnings a compiler printed on the runner that filled it, with that
+# runner's paths, so a CI series job pulling the baseline job's ccache saw
+# the baseline's own warning as added (and its own as removed).
+_WORKTREE = re.compile(r"(?:^|/)work/[^/]+/src/(?P<rel>.+)$")
+
+
 def _normal_path(path: str, src: Path, builddir: Path) -> str:
     p = Path(path)
     try:
         full = (p if p.is_absolute() else builddir / p).resolve()
         return str(full.relative_to(src.resolve()))
     except (ValueError, OSError):
-        return path.lstrip("./")
+        m = _WORKTREE.search(path)
+        return m.group("rel") if m else path.lstrip("./")
 
 
 _CHAIN = re.compile(r"^(?:In file included from|\s+from) (?P<file>[^\s:]+):\d+[:,]")

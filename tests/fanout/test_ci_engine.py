@@ -254,6 +254,14 @@ def test_the_engine_runs_the_night_one_machine_runs(project, tmp_path, monkeypat
     assert [c["status"] for c in n["cells"]] == ["FAIL", "PASS"]
     assert _cells(n) == _cells(one)
     assert _changes(n) == _changes(one)
+    # The series jobs pulled the baseline job's ccache: its replayed
+    # warnings carry the baseline runner's paths, and are still the
+    # baseline's own warnings, as on one machine.
+    for c in n["cells"]:
+        ran = json.loads((merged / c["run_dir"] / "run.json").read_text())
+        alone = json.loads((single / "nights" / NIGHT / c["run_dir"] / "run.json").read_text())
+        assert [k["warnings"] for k in ran["configs"]] == \
+            [k["warnings"] for k in alone["configs"]]
     cached = (project["proj"] / ".gitlab-ci-local" / "cache" / "orch-nightly" / "orch-nightly"
               / history.FILE)
     assert _rows(cached) == _rows(single / history.FILE)

@@ -116,6 +116,17 @@ def test_warning_parser_and_diff(tmp_path):
     assert "\x1b" not in evil["a.o"][0] and "\x07" not in evil["a.o"][0]
 
 
+def test_a_warning_replayed_from_another_runners_ccache_is_the_same_warning(tmp_path):
+    """ccache replays a compiler's output with the paths of the machine
+    that filled it: the baseline runner's worktree, not this one's."""
+    src, builddir = tmp_path / "cache" / "work" / "linux-1" / "src", tmp_path / "build"
+    src.mkdir(parents=True), builddir.mkdir()
+    other = "/builds/runner1/.orch-cache/work/linux-245b9ac1/src/mm/old.c"
+    log = f"  CC      mm/old.o\n{other}:3:5: warning: unused variable 'u' [-Wunused-variable]\n"
+    units = compiler_warnings.parse_log(log, src, builddir)
+    assert units == {"mm/old.o": ["mm/old.c: unused variable 'u' [-Wunused-variable]"]}
+
+
 def test_progress_line_on_a_tty_only():
     tty, pipe = io.StringIO(), io.StringIO()
     for stream, is_tty in ((tty, True), (pipe, False)):
