@@ -12,7 +12,8 @@ from pathlib import Path
 from helpers import REPO
 
 LINT = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("core", "kernel", "source", "guest", "run", "bisect", "nightly", "reports", "fanout",
+PACKAGES = ("core", "kernel", "source", "guest", "run", "store", "bisect", "nightly", "reports",
+            "fanout",
             "commands")
 
 

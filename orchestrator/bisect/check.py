@@ -17,9 +17,9 @@ from pathlib import Path
 from orchestrator.bisect import revs
 from orchestrator.bisect.judge import BAD, GOOD, SKIP, Mode
 from orchestrator.bisect.stepping import Stepper, StepSettings, short
+from orchestrator.core import cache_use, paths
 from orchestrator.core.errors import BadInput, OrchError
 from orchestrator.core.exits import GitBisect
-from orchestrator.core.paths import cache_dir
 from orchestrator.core.progress import Progress
 from orchestrator.kernel import kconfig
 from orchestrator.run import options, recording
@@ -72,6 +72,8 @@ def check(opts: CheckOptions, progress: Progress | None = None) -> int:
     what = _resolve(opts)
     opts.run_dir = opts.run_dir or (record_root() / f"{dt.datetime.now():%Y%m%d-%H%M%S}-"
                                     f"{short(what.commit)}")
+    if Path(opts.run_dir).parent == record_root():
+        cache_use.use("checks", Path(opts.run_dir).name)   # gc leaves a running check's record
     run = CheckRun(opts.run_dir, opts.argv, progress or Progress(), sandbox=opts.sandbox)
     try:
         with Lifecycle(run):
@@ -140,4 +142,4 @@ def stopped(e: BaseException) -> int:
 
 
 def record_root() -> Path:
-    return cache_dir() / "checks"
+    return paths.checks_dir()

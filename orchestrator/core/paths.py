@@ -183,3 +183,11 @@ def _probe(directory: Path, what: str, p: Path, doing: str) -> None:
         # refused, so the reason does not read as "it does not exist".
         where = "" if directory == p else f"{directory} takes no new directory: "
         raise BadInput(f"{_named(what, p)}: {doing}: {where}{e.strerror or e}")
+
+
+# -- the cache's directories that more than one package names (helper A) ---------------
+
+def checks_dir() -> Path:
+    """Where `orch check` keeps its records: checks/ in the cache (never in
+    the checkout git bisect moves); `orch runs` lists them, gc trims them."""
+    return cache_dir() / "checks"

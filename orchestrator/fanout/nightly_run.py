@@ -21,13 +21,18 @@ Here, above the reports, because the night ends by writing them
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
+from orchestrator.core import cache_use
 from orchestrator.core.progress import Progress
 from orchestrator.nightly import history, tonight
 from orchestrator.reports import night_finish
 from orchestrator.run.lifecycle import Lifecycle
+from orchestrator.run import settings
 from orchestrator.run.settings import Settings
+from orchestrator.store import night_end
 
 
 def run_night(cfg, out: Path, night: str, *, sandbox: bool = True,
@@ -37,6 +42,7 @@ def run_night(cfg, out: Path, night: str, *, sandbox: bool = True,
     out/history.sqlite. `machine`: this machine's settings (config.toml),
     under the night's file's (nightly.config_file.cell_settings)."""
     progress = progress or Progress()
+    started = time.time()
     with history.lock(out):
         hist = history.History(out / history.FILE)
         try:
@@ -44,6 +50,22 @@ def run_night(cfg, out: Path, night: str, *, sandbox: bool = True,
             n = tonight.open_night(cfg, ndir, night, hist, progress)
             with Lifecycle(tonight.NightRecord(n, ndir, hist)):
                 tonight.run_cells(n, ndir, cfg.guest_tests, sandbox, hist, progress, machine)
-                return night_finish.finish(n, hist, ndir, out)
+                code = night_finish.finish(n, hist, ndir, out)
+            _cache_after(out, night, started, machine)
+            return code
         finally:
             hist.close()
+
+
+def _cache_after(out: Path, night: str, started: float, machine: Settings | None) -> None:
+    """After the reports: the night's pin, and a gc when the cache is over
+    its cap (store.night_end). Warning lines only: the night's status stands."""
+    s = machine or settings.builtin()
+    try:
+        max_size = cache_use.parse_size(s.cache_max_size)
+        max_age = cache_use.parse_age(s.cache_max_age)
+    except ValueError:       # settings checked them; a caller's own Settings may not be
+        max_size = max_age = None
+    for line in night_end.after_night(out, night, started, keep_nights=s.keep_nights,
+                                      max_size=max_size, max_age=max_age):
+        print(line, file=sys.stderr)

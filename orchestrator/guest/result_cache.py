@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from orchestrator import __version__
-from orchestrator.core import untrusted
+from orchestrator.core import cache_use, untrusted
 from orchestrator.core.models import GuestRun, Kernel
 from orchestrator.core.paths import cache_dir, data_root
 from orchestrator.guest import about, harvest, kselftest_run, selection, vm
@@ -149,6 +149,7 @@ def key(image: str, tests: list[str] | None, test_timeout: float, accel: str,
 def load(k: str, results: Path, console: Path, kernel: Kernel, expected: list[str],
          repeat: int = 1, kselftests: Sequence[kselftest_run.Selected] = (),
          suites: Sequence = ()) -> GuestRun | None:
+    cache_use.use("results", k)      # before looking: gc leaves it from now on
     d = cache_dir() / "results" / k
     try:
         meta = json.loads((d / "meta.json").read_text())
@@ -176,6 +177,7 @@ def keepable(g: GuestRun) -> bool:
 def store(k: str, g: GuestRun) -> None:
     if not keepable(g) or g.results is None:
         return
+    cache_use.use("results", k)
     root = cache_dir() / "results"
     tmp = root / f".{k}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from orchestrator.core import proc
+from orchestrator.core import cache_use, proc
 from orchestrator.core.paths import cache_dir
 from orchestrator.kernel import compiler_warnings, kimage
 
@@ -97,7 +97,10 @@ def lookup(key: str, baseline: bool = False) -> tuple[State, str]:
     records: build it once more), corrupt (truncated or half-copied),
     stale (its payload is another build's kernel), or, for a `baseline`
     lookup, series (built by a series' build: a baseline builds its own);
-    corrupt and stale entries are removed, rebuilt, never booted."""
+    corrupt and stale entries are removed, rebuilt, never booted. The
+    entry is used (cache_use) before it is looked at: gc leaves it alone
+    from then on, for the rest of this process."""
+    cache_use.use("kernels", key)
     d = root() / key
     if not d.exists():
         return State.ABSENT, ""
@@ -142,6 +145,7 @@ def store(key: str, tmp: Path, warnings: dict | None, banner: kimage.Banner,
           origin_: Origin) -> Entry:
     """Complete the entry filled in `tmp` (its bzImage and config) and put
     it in place of any entry of that key."""
+    cache_use.use("kernels", key)
     if warnings is not None:
         (tmp / "warnings.json").write_text(json.dumps(warnings))
     (tmp / "banner").write_text(banner.text + "\n")

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from orchestrator.core import proc, sandbox, untrusted_tree
+from orchestrator.core import cache_use, proc, sandbox, untrusted_tree
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Kernel, KselftestBuild
 from orchestrator.core.paths import cache_dir
@@ -227,7 +227,9 @@ def build_for(src: Path, bd, kernel: Kernel, names: Sequence[str],
 def lookup(key: str, baseline: bool = False) -> tuple[State, str]:
     """(state, why) of the entry of `key`: absent, ok, corrupt (its files
     are not what was kept: removed), or, for a baseline, series (made by a
-    series' build: a baseline builds its own)."""
+    series' build: a baseline builds its own). Used (cache_use) before it
+    is looked at: gc leaves it alone for the rest of this process."""
+    cache_use.use("kselftests", key)
     d = root() / key
     if not d.exists():
         return State.ABSENT, ""

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core import proc
+from orchestrator.core import cache_use, proc
 from orchestrator.core.errors import Exit, OrchError
 from orchestrator.core.paths import cache_dir
 
@@ -107,6 +107,7 @@ def _apt_state(package: str, suites: tuple[str, ...], root: Path) -> Path:
     `apt-get update` is incremental."""
     import hashlib
     state = root / f".apt-{package}-{hashlib.sha1(' '.join(suites).encode()).hexdigest()[:8]}"
+    _use(root, state.name)
     (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={KEYRING}] " if os.path.exists(KEYRING) else ""
@@ -121,6 +122,7 @@ def available_versions(package: str, suites: tuple[str, ...] = DEFAULT_SUITES,
     root = (cache or cache_dir()) / "trees"
     state = _apt_state(package, tuple(suites), root)
     log = root / f"versions-{package}.log"
+    _use(root, log.name)
     r = proc.run(["apt-get", *_apt_opts(state), "update"], log=log, timeout=600)
     if not r.ok:
         raise OrchError(f"apt-get update for {', '.join(suites)} failed (see {log})")
@@ -143,6 +145,7 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
     of its own, and the first import is used when it is that version."""
     root = (cache or cache_dir()) / "trees"
     dest = root / package
+    _use(root, dest.name)     # before looking: gc leaves it from now on
     marker = dest / ".git" / "orch-imported"
     if marker.exists():
         have = marker.read_text().split()[0]   # then the git tag of the import
@@ -150,6 +153,7 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
             return DebianTree(dest, package, have)
     if version is not None:
         dest = root / f"{package}@{re.sub(r'[^A-Za-z0-9._+~-]', '_', version)}"
+        _use(root, dest.name)
         marker = dest / ".git" / "orch-imported"
         if marker.exists():
             return DebianTree(dest, package, marker.read_text().split()[0])
@@ -159,9 +163,12 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
     root.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or root
     log = log_dir / f"import-{package}.log"
+    if log_dir == root:
+        _use(root, log.name)
     if dest.exists():  # a half-finished import: start again
         shutil.rmtree(dest)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
+    # Named for this process: gc leaves it while the process lives (store.kinds).
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".import-{os.getpid()}-") as tmp:
         tmp = Path(tmp)
         deb = download_deb(package_spec, suites, tmp, log)
         version = deb.name.split("_")[1]
@@ -190,3 +197,9 @@ def import_tree(package: str = DEFAULT_PACKAGE, suites: tuple[str, ...] = DEFAUL
             raise OrchError(f"importing {package} into git failed (see {log})")
     marker.write_text(f"{version} {tag}\n")
     return DebianTree(dest, package, version)
+
+
+def _use(root: Path, name: str) -> None:
+    """Hold trees/NAME of the cache `root` is in for the rest of this
+    process (core.cache_use): gc leaves it from now on."""
+    cache_use.use("trees", name, cache=root.parent)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import git
 
+from orchestrator.core import cache_use
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Base, PatchStatus, Series
 from orchestrator.core.paths import cache_dir
@@ -226,14 +227,21 @@ class WorkspaceLock:
         self.fd: int | None = None
 
     def acquire(self, timeout: float, announce=lambda msg: None) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = self._open()
         t0 = time.monotonic()
         deadline = t0 + timeout
         next_word = t0
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                if self._still_there():
+                    return
+                # `orch cache gc` took the workspace away while we waited
+                # (it holds this lock as it does): lock the new one.
+                os.close(self.fd)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = self._open()
+                continue
             except BlockingIOError:
                 # Said at once and then every minute: a wait is never silent.
                 now = time.monotonic()
@@ -252,11 +260,26 @@ class WorkspaceLock:
             os.close(self.fd)
             self.fd = None
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+    def _still_there(self) -> bool:
+        """The path still names the file we locked."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
 
 def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -> Workspace:
     real = str(tree.repo.resolve())
     name = f"{Path(real).name}-{hashlib.sha1(real.encode()).hexdigest()[:8]}"
     root = cache_dir() / "work" / name
+    # Used (core.cache_use) before it is looked at, for the rest of this
+    # process: `orch cache gc` never takes a workspace a run is in.
+    cache_use.use("work", name)
     root.mkdir(parents=True, exist_ok=True)
     lock = WorkspaceLock(root / "lock")
     lock.acquire(lock_timeout, announce)
