@@ -33,22 +33,33 @@ def read_capped(path: Path, limit: int) -> bytes:
             raise UntrustedError(f"{path.name} is a symbolic link (not followed)")
         raise UntrustedError(f"{path.name} cannot be opened: {e.strerror}")
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UntrustedError(f"{path.name} is not a regular file")
-        if st.st_size > limit:
-            raise UntrustedError(f"{path.name} is larger than {limit} bytes")
-        data = b""
-        while len(data) <= limit:   # the size may grow while we read
-            chunk = os.read(fd, limit + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) > limit:
-            raise UntrustedError(f"{path.name} is larger than {limit} bytes")
-        return data
+        return read_fd(fd, limit)
+    except UntrustedError as e:
+        raise UntrustedError(f"{path.name} is {e}")
     finally:
         os.close(fd)
+
+
+def read_fd(fd: int, limit: int, size_text: str | None = None) -> bytes:
+    """An open file's bytes if it is a regular file of at most `limit`
+    bytes; else UntrustedError "not a regular file" or "larger than ..."
+    (`size_text`: how to say the limit, default "N bytes"). The caller
+    opened it (without following a link, without blocking) and closes it."""
+    too_big = f"larger than {size_text or f'{limit} bytes'}"
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UntrustedError("not a regular file")
+    if st.st_size > limit:
+        raise UntrustedError(too_big + (f" ({st.st_size} bytes)" if size_text else ""))
+    data = b""
+    while len(data) <= limit:   # the size may grow while we read
+        chunk = os.read(fd, limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        raise UntrustedError(too_big)
+    return data
 
 
 def fd_chunks(fd: int, limit: int, size: int, too_big):

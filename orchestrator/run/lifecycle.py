@@ -28,7 +28,9 @@ so the run's progress lines are held back for its first seconds
 from __future__ import annotations
 
 import enum
+import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -219,6 +221,7 @@ class Run:
         r = self.rec
         r.state, r.verdict, r.exit_code, r.error, r.finished = (
             RunState.RUNNING, None, None, None, None)
+        r.pid, r.host = os.getpid(), socket.gethostname()
         self.save()
 
     def end(self, ending: Ending) -> None:
