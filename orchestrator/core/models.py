@@ -49,6 +49,11 @@ class Series:
     source: str = "lore"      # lore, mbox or range (orch test --range)
     range: str | None = None  # the --range A..B, as given
     commits: list[str] = field(default_factory=list)  # a range's commits, one per patch
+    # The mail a reply for the list answers (the cover letter, else the first
+    # patch): its Message-ID, References, From, To, Cc, Subject and Date as
+    # intake.original_headers() keeps them; None when there is none (a
+    # --range, mails without Message-IDs) or it could not be read.
+    reply: dict | None = None
 
 
 @dataclass

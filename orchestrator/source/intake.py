@@ -7,6 +7,10 @@ trailers from replies); orch reads back the am-ready mbox b4 writes.
 from __future__ import annotations
 
 import email
+import email.errors
+import email.parser
+import email.policy
+import email.utils
 import hashlib
 import mailbox
 import re
@@ -165,11 +169,13 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
             "-c", f"b4.midmask={base}/all/%s", "-c", f"b4.linkmask={base}/r/%s"]
     if offline:
         argv.append("--offline-mode")
+    b4 = list(argv)   # b4 and its settings, for original_headers()
     argv += ["am", "-o", str(outdir), "-n", "series"]
     if latest:
         argv.append("-c")
-    if mbox is not None:
-        argv += ["-m", str(prepare_mbox(mbox, outdir))]
+    given = prepare_mbox(mbox, outdir) if mbox is not None else None
+    if given is not None:
+        argv += ["-m", str(given)]
     if msgid is not None:
         argv.append(msgid)
     env = hermetic.b4_env(outdir)
@@ -183,8 +189,12 @@ def fetch(msgid: str | None, *, mbox: Path | None, outdir: Path, log: Path,
     mbx = outdir / "series.mbx"
     if not r.ok or not mbx.exists():
         raise _failed(r.output, msgid, mbox, where, base, log)
-    return read_series(mbx, outdir / "series.cover", r.output, msgid,
-                       "mbox" if mbox else "lore")
+    series = read_series(mbx, outdir / "series.cover", r.output, msgid,
+                         "mbox" if mbox else "lore")
+    # An mbox orch had to give Message-IDs to was never mailed: no reply.
+    if given is None or given == mbox:
+        series.reply = original_headers(outdir, b4, env, log, mbox=given, msgid=msgid)
+    return series
 
 
 def _failed(text: str, msgid: str | None, mbox: Path | None, where: str, base: str,
@@ -253,3 +263,148 @@ def read_series(mbx: Path, cover_path: Path, b4_output: str, msgid: str | None,
 def _search(pattern: str, text: str) -> str | None:
     m = re.search(pattern, text, re.M)
     return m.group(1) if m else None
+
+
+# -- the mail a reply for the list answers (reports/mail_reply.py) -------------
+#
+# b4's am-ready output keeps From, Subject, Date and Message-Id of each mail,
+# not To, Cc or References: those come from the original mail, read from the
+# given mbox, or from lore through `b4 mbox`, which b4's cache answers (b4 am
+# fetched that very thread a moment ago; only when --latest moved to a newer
+# revision does lore see one more request). What is kept is untrusted text
+# from a mail: checked here, and again by the reply's writer.
+
+THREAD = ".thread.mbx"         # b4 mbox's copy of the thread, removed once read
+THREAD_TIMEOUT = 60
+MAX_THREAD = 64 << 20
+MAX_HEADERS = 256 << 10        # what a mail's headers may take
+MAX_ADDRESSES = 100            # per header
+MAX_REFERENCES = 50
+MAX_MSGID = 250
+_MSGID = re.compile(r"<([^<>\s]+)>")
+# RFC 5322's msg-id without its <>: atoms (and a domain literal) only.
+_PLAIN_MSGID = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.:\[\]-]+")
+_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# Not text: C0 and C1 controls, DEL, bidi overrides and isolates, zero-width
+# marks, surrogates and non-characters (header_text() drops them).
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069"
+                       "\ufeff\ud800-\udfff\ufffe\uffff]")
+
+
+def header_text(value: object, limit: int) -> str:
+    """An untrusted header (or any mail text) as one line of plain text: no
+    control or invisible characters, whitespace runs one space, at most
+    `limit` characters."""
+    text = " ".join(_NOT_TEXT.sub(" ", str(value or "")).split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
+def plain_msgid(value: str) -> str | None:
+    """A Message-ID without its <>, if it is one a header can carry as is."""
+    v = value.strip().removeprefix("<").removesuffix(">")
+    return v if len(v) <= MAX_MSGID and _PLAIN_MSGID.fullmatch(v) else None
+
+
+def _target_msgid(outdir: Path) -> str | None:
+    """The Message-ID a reply answers: the cover letter b4 kept, else the
+    first patch of its am-ready mbox."""
+    try:
+        cover = outdir / "series.cover"
+        if cover.exists():
+            head = email.message_from_bytes(cover.read_bytes()[:MAX_HEADERS])
+        else:
+            head = next(iter(mailbox.mbox(str(outdir / "series.mbx"), create=False)), None)
+        return plain_msgid(str(head.get("Message-ID", ""))) if head is not None else None
+    except (OSError, ValueError, email.errors.MessageError):
+        return None
+
+
+def _find(mbox: Path, msgid: str) -> dict | None:
+    """reply_headers() of the mail `msgid` in `mbox`, if it is there."""
+    try:
+        if not mbox.is_file() or mbox.stat().st_size > MAX_THREAD:
+            return None
+        for m in mailbox.mbox(str(mbox), create=False):
+            if plain_msgid(str(m.get("Message-ID", ""))) == msgid:
+                return reply_headers(m.as_bytes())
+    except (OSError, ValueError, email.errors.MessageError):
+        pass
+    return None
+
+
+def original_headers(outdir: Path, b4: list[str], env: dict[str, str], log: Path,
+                     mbox: Path | None, msgid: str | None) -> dict | None:
+    """Series.reply: the headers of the mail a reply answers, from `mbox`
+    (the user's own, as given), else from the thread of `msgid` (what b4 am
+    was given) or of that mail itself, through b4; None when that mail
+    cannot be read (the run goes on: only `orch report --mail` needs it)."""
+    target = _target_msgid(outdir)
+    if target is None:
+        return None
+    if mbox is not None:
+        return _find(mbox, target)
+    thread = outdir / THREAD
+    try:
+        for which in dict.fromkeys(m for m in (msgid, target) if m):
+            r = proc.run([*b4, "mbox", "-o", str(outdir), "-n", THREAD, which], log=log,
+                         append=True, cwd=outdir, env=env, timeout=THREAD_TIMEOUT)
+            found = _find(thread, target) if r.ok else None
+            if found:
+                return found
+        return None
+    finally:
+        thread.unlink(missing_ok=True)
+
+
+def _addresses(msg, name: str) -> list[dict[str, str]]:
+    """The addresses of a header, each name decoded on its own (a name
+    whose encoded words hide a "," or "<" stays one name)."""
+    out, seen = [], set()
+    for display, addr in email.utils.getaddresses([str(v) for v in msg.get_all(name, [])]):
+        addr = (addr or "").strip()
+        if not _ADDR.fullmatch(addr) or len(addr) > 254 or addr.lower() in seen:
+            continue
+        try:
+            display = str(make_header(decode_header(display)))
+        except Exception:    # a broken encoded word: the name as it came
+            pass
+        seen.add(addr.lower())
+        out.append({"name": header_text(display, 100), "addr": addr})
+        if len(out) >= MAX_ADDRESSES:
+            break
+    return out
+
+
+def _decoded(msg, name: str) -> str:
+    value = str(msg.get(name) or "")
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:    # a broken encoded word: the header as it came
+        return value
+
+
+def reply_headers(raw: bytes) -> dict | None:
+    """The headers of one mail, as Series.reply keeps them: checked, every
+    value one line of plain text, addresses as {name, addr}."""
+    # compat32: every header as the raw text it is (policy.default raises on
+    # a name that decodes to a CR or LF); each is decoded and checked here.
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        raw[:MAX_HEADERS], headersonly=True)
+    msgid = plain_msgid(str(msg.get("Message-ID", "")))
+    if msgid is None:
+        return None
+    refs: list[str] = []
+    for name in ("References", "In-Reply-To"):
+        for ref in _MSGID.findall(" ".join(str(v) for v in msg.get_all(name, []))):
+            ref = plain_msgid(ref)
+            if ref and ref != msgid and ref not in refs:
+                refs.append(ref)
+    senders = _addresses(msg, "From")
+    return {"msgid": msgid,
+            "subject": header_text(_decoded(msg, "Subject"), 500),
+            "date": header_text(_decoded(msg, "Date"), 100),
+            "from": senders[0] if senders else None,
+            "to": _addresses(msg, "To"), "cc": _addresses(msg, "Cc"),
+            # the thread's root first, then the nearest: a reply keeps both ends
+            "references": refs[:1] + refs[1:][-(MAX_REFERENCES - 1):]}
