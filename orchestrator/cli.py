@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print("orch: interrupted", file=sys.stderr)
         return status(e)
+    except BrokenPipeError:
+        # `orch runs | head`: the reader has what it wanted. No error line
+        # (stderr is usually the same terminal), and stdout goes to
+        # /dev/null so Python's flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return status(KeyboardInterrupt())
     except Exception as e:  # a bug or an unforeseen failure: still one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"orch: error: internal error: {type(e).__name__}: {first[:200]} "

@@ -59,8 +59,9 @@ MEANING: dict[int, tuple[str, str]] = {
     Exit.INCONCLUSIVE: ("inconclusive", "a bisect that cannot name one commit"),
     Exit.INCOMPLETE: ("incomplete", ("a run or night that did not finish: a CI job that did not "
                       "report, a run that was killed")),
-    Exit.INTERRUPTED: ("interrupted", ("Ctrl-C or SIGTERM: children stopped, locks released, "
-                       "the record says how far it got")),
+    Exit.INTERRUPTED: ("interrupted", ("Ctrl-C or SIGTERM (or the reader of its output went "
+                       "away): children stopped, locks released, the record says how far it "
+                       "got")),
 }
 
 GIT_MEANING: dict[int, str] = {
@@ -159,11 +160,28 @@ COMMANDS: dict[str, Table] = {
     )),
     "report": Table((
         R(Exit.BAD_INPUT, "the run directory has no readable run.json, or one of a newer "
-          "schema version than this orch reads"),
+          "schema version than this orch reads; an id that names no run (the nearest are "
+          "named) or a prefix of several (they are listed)"),
         R(Exit.INCOMPLETE, "the run did not finish: its record still says it is running (it "
           "was killed, or is still going)"),
     ), intro="the run's own exit status when it ended (its command's --help; an orch "
              "check run: git bisect run's; an interrupted run: 130), or"),
+    # -- orch runs (helper B's rows) --
+    "runs": Table((
+        R(Exit.OK, "the runs are listed, or a line says there are none; a run.json that "
+          "cannot be read is skipped with a note on stderr"),
+        R(Exit.BAD_INPUT, "a DIR that is not a directory, a bad flag, or a config file "
+          "that cannot be read"),
+    )),
+    # -- orch cache (helper A's rows) --
+    "cache": Table((
+        R(Exit.OK, "du: the sizes are printed; gc: the cache is trimmed as far as it may be "
+          "(what a running orch holds or the nightly pins is kept, and said so)"),
+        R(Exit.BAD_INPUT, "a bad flag, size or age, or a cache that is not a readable "
+          "directory"),
+        R(Exit.INFRA, "gc: an entry could not be removed (each is named; the rest is "
+          "trimmed)"),
+    )),
 }
 del R
 

@@ -375,6 +375,10 @@ class RunRecord:
     # "view": every build and guest saw only sandbox.py's allowlisted view
     # and environment; "off": --no-sandbox (the run may hold host secrets).
     sandbox: str | None = opt()
+    # The orch process writing it, and its host: `orch runs` tells a run
+    # still going from a killed one by them while the state is "running". (1.3)
+    pid: int | None = opt()
+    host: str | None = opt()
     finished: str | None = opt()
 
     def config(self, name: str) -> ConfigRecord:

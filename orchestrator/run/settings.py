@@ -8,6 +8,7 @@ The file is TOML, at $ORCH_CONFIG if set, else $XDG_CONFIG_HOME/orch/config.toml
     configs = ["base", "debug"]
     guest_timeout = 1800
     jobs = 8
+    mail_from = "Your Name <you@example.org>"
 
 Why TOML and not an `[orch]` section of git config, as b4 does: orch's
 defaults belong to a user on a machine (one cache, one lore mirror, the
@@ -30,14 +31,18 @@ mean.
 from __future__ import annotations
 
 import difflib
+import email.headerregistry
+import email.utils
 import math
 import os
+import re
+import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core import paths
+from orchestrator.core import cache_use, paths
 from orchestrator.core.errors import BadInput
 from orchestrator.guest import vm
 from orchestrator.kernel import build
@@ -53,11 +58,15 @@ KINDS: dict[str, str] = {
     "debian_source": "text",
     "configs": "names",
     "cache": "path",
+    "cache_max_size": "size",   # orch cache gc --max-size, the nightly's gc (store/gc.py)
+    "cache_max_age": "age",     # orch cache gc --max-age
+    "keep_nights": "count",     # the nightly's last nights whose kernels gc keeps (store/pins.py)
     "lore_timeout": "seconds",
     "guest_timeout": "seconds",
     "test_timeout": "seconds",
     "timeout": "seconds",
     "jobs": "count",
+    "mail_from": "address",     # who `orch report --mail` writes from (mail_sender)
 }
 NAMES = tuple(KINDS)
 
@@ -68,17 +77,20 @@ RULES: dict[str, str] = {
     "names": 'an array of config names, such as ["base", "debug"]',
     "seconds": "a positive number of seconds",
     "count": "a positive whole number",
+    "size": cache_use.SIZE_RULE,
+    "age": cache_use.AGE_RULE,
+    "address": 'one mail address, such as "Your Name <you@example.org>"',
 }
 # A relative path in the file would mean something else in every directory
 # orch is started from.
 ABSOLUTE = "an absolute path or one starting with ~"
 
 # The flag each setting comes from, where it is not --<name with dashes>.
-FLAGS = {"configs": "--config"}
+FLAGS = {"configs": "--config", "cache_max_size": "--max-size", "cache_max_age": "--max-age"}
 
 # What an empty default means, for --print-config.
 MEANINGS = {"tree": "the debian_source tree", "configs": "kconfigs/matrix",
-            "timeout": "no limit"}
+            "timeout": "no limit", "mail_from": "git's user.name and user.email"}
 
 
 @dataclass(frozen=True)
@@ -97,11 +109,15 @@ class Settings:
     debian_source: str
     configs: list[str]
     cache: Path
+    cache_max_size: int | str   # a size: cache_use.parse_size
+    cache_max_age: str          # an age: cache_use.parse_age
+    keep_nights: int
     lore_timeout: float
     guest_timeout: float
     test_timeout: float
     timeout: float | None
     jobs: int
+    mail_from: str | None
     effective: Mapping[str, Setting] = field(repr=False, compare=False)
 
 
@@ -143,11 +159,15 @@ def defaults() -> dict[str, object]:
         "debian_source": debsrc.DEFAULT_PACKAGE,
         "configs": [],  # kconfigs/matrix
         "cache": paths.default_cache_dir(),
+        "cache_max_size": "50G",
+        "cache_max_age": "30d",
+        "keep_nights": 7,
         "lore_timeout": intake.B4_TIMEOUT,
         "guest_timeout": vm.BOOT_TIMEOUT,
         "test_timeout": vm.TEST_TIMEOUT,
         "timeout": None,  # no limit on the whole run
         "jobs": build.jobs(),
+        "mail_from": None,  # git's user.name and user.email (mail_sender)
     }
 
 
@@ -289,8 +309,62 @@ def _count(value: object, in_file: bool) -> int:
     raise _Broken(RULES["count"])
 
 
+def _address(value: object, in_file: bool) -> str:
+    # One line (a header is made of it), one address with a domain.
+    if isinstance(value, str) and len(value) <= 200 and value.isprintable():
+        pairs = email.utils.getaddresses([value])
+        if len(pairs) == 1 and _MAIL_ADDR.fullmatch(pairs[0][1]):
+            return value.strip()
+    raise _Broken(RULES["address"])
+
+
+_MAIL_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+def _size(value: object, in_file: bool) -> int | str:
+    # Kept as given ("50G" reads better in --print-config than its bytes).
+    try:
+        cache_use.parse_size(value)
+    except ValueError:
+        raise _Broken(RULES["size"])
+    return value.strip() if isinstance(value, str) else value
+
+
+def _age(value: object, in_file: bool) -> str:
+    try:
+        cache_use.parse_age(value)
+    except ValueError:
+        raise _Broken(RULES["age"])
+    return value.strip()
+
+
 _CHECKS = {"text": _text, "path": _path, "names": _names, "seconds": _seconds,
-           "count": _count}
+           "size": _size, "age": _age,
+           "count": _count, "address": _address}
+
+
+def mail_sender(s: Settings) -> str | None:
+    """Who a reply for the list is from (reports/mail_reply.py): the
+    mail_from setting, else git's user.name and user.email as `git config`
+    reads them here (as git send-email and b4 would), else None."""
+    if s.mail_from:
+        return s.mail_from
+    name, addr = _git_config("user.name"), _git_config("user.email")
+    if not addr:
+        return None
+    try:
+        return _address(str(email.headerregistry.Address(name or "", addr_spec=addr)), False)
+    except (_Broken, ValueError, IndexError, TypeError):
+        return None
+
+
+def _git_config(key: str) -> str:
+    try:
+        r = subprocess.run(["git", "config", "--get", key], capture_output=True, timeout=10,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout.decode(errors="replace").strip() if r.returncode == 0 else ""
 
 
 def _hint(key: str) -> str:

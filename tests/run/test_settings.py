@@ -81,7 +81,8 @@ def test_defaults_are_the_modules_constants(tmp_path):
                  "debian_source": debsrc.DEFAULT_PACKAGE, "configs": [],
                  "cache": tmp_path / "xdg-cache" / "orch", "lore_timeout": intake.B4_TIMEOUT,
                  "guest_timeout": vm.BOOT_TIMEOUT, "test_timeout": vm.TEST_TIMEOUT,
-                 "timeout": None, "jobs": build.jobs()}
+                 "timeout": None, "jobs": build.jobs(), "cache_max_size": "50G",
+                 "cache_max_age": "30d", "keep_nights": 7, "mail_from": None}
     assert d["cache"] == paths.cache_dir()  # nothing set: the paths default
 
 
@@ -102,13 +103,18 @@ def test_file_beats_defaults(home):
                         'guest_timeout = 1800.5\n'
                         'test_timeout = 120\n'
                         'timeout = 7200\n'
-                        'jobs = 3\n')
+                        'jobs = 3\n'
+                        'cache_max_size = "20G"\n'
+                        'cache_max_age = "2w"\n'
+                        'keep_nights = 3\n'
+                        'mail_from = "Tess Ter <tess@example.org>"\n')
     loaded = settings.load({})
     assert values(loaded) == {"lore_url": "https://lore.example.org", "tree": Path("/src/linux"),
                               "debian_source": "linux-source-7.3", "configs": ["base", "kasan"],
                               "cache": Path("/var/cache/orch"), "lore_timeout": 60,
                               "guest_timeout": 1800.5, "test_timeout": 120, "timeout": 7200,
-                              "jobs": 3}
+                              "jobs": 3, "cache_max_size": "20G", "cache_max_age": "2w",
+                              "keep_nights": 3, "mail_from": "Tess Ter <tess@example.org>"}
     assert {s.source for s in loaded.values()} == {str(path)}
 
 
@@ -238,6 +244,12 @@ def test_an_odd_key_stays_on_one_line():
 
 # One case per rule, each naming the key it breaks.
 WRONG = [
+    ('cache_max_size = "lots"', "cache_max_size",
+     'a size such as 50G, 500M, 1.5T or a number of bytes, not "lots"'),
+    ('cache_max_age = "30"', "cache_max_age",
+     'an age such as 30d, 12h, 2w (s, m, h, d, w), not "30"'),
+    ('mail_from = "nobody"', "mail_from",
+     'one mail address, such as "Your Name <you@example.org>", not "nobody"'),
     # seconds: a number ...
     ('guest_timeout = "fast"', "guest_timeout", 'a positive number of seconds, not "fast"'),
     # ... not a bool, although bool is an int subclass ...
