@@ -319,8 +319,9 @@ def tested_by(rec: RunRecord) -> bool:
 
 
 def body(rec: RunRecord, me: Address | None) -> str:
-    """The reply's text: every line at most WIDTH columns (but a Tested-by
-    line that cannot be cut), none but the Tested-by line a trailer to b4."""
+    """The reply's text: every line at most WIDTH columns (but the
+    Tested-by line, never wrapped), none but the Tested-by line a trailer
+    to b4."""
     s = rec.series or {}
     lines: list[str] = []
     author = (s.get("reply") or {}).get("from") if isinstance(s.get("reply"), dict) else None
@@ -344,10 +345,10 @@ def body(rec: RunRecord, me: Address | None) -> str:
         out.pop()
     if tested_by(rec):
         if me:
-            trailer = f"Tested-by: {me}"
-            # b4 joins a trailer's name and an address on the next line
-            out += [""] + ([trailer] if columns(trailer) <= WIDTH else
-                           [f"Tested-by: {me.display_name}", f"<{me.addr_spec}>"])
+            # One line, however long: a trailer is never wrapped (git
+            # interpret-trailers and checkpatch read one line; b4 only
+            # guesses at a name and an address split over two).
+            out += ["", f"Tested-by: {me}"]
         else:
             out += [""] + para(
                 "(No Tested-by line: set mail_from in orch's config file, or git's "

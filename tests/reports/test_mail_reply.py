@@ -345,6 +345,17 @@ def test_the_reply_to_the_v3_cover_letter_parses_back(tmp_path):
     assert body.rstrip().endswith("-- \norch 0.1.0, run started 2026-11-28T01:00:00+00:00")
 
 
+def test_a_long_tested_by_is_one_line(tmp_path):
+    """A trailer is never wrapped, however long the sender's name: git
+    interpret-trailers and checkpatch read one line."""
+    me = ("Maximiliane Konstanze Wilhelmina von Überlingen-Hohenzollern "
+          "<maximiliane.von.ueberlingen@kernel-testing.example.org>")
+    body = assert_plain_body(parse(mail_reply.render(run_record(), tmp_path, me)))
+    line = next(x for x in body.splitlines() if x.startswith("Tested-by: "))
+    assert line == f"Tested-by: {me}" and columns(line) > mail_reply.WIDTH
+    assert b4_trailers(body) == [f"Tested-by: {me}"]
+
+
 def test_the_body_says_what_was_tested_and_the_transitions_that_matter(tmp_path):
     rows = [(IRQ, "PASS", "FAIL", "regressed",
              "AssertionError: 16 folios still cached\nassert 16 == 0", False),
