@@ -451,8 +451,15 @@ def _transitions(configs: list[ConfigRecord]) -> list[str]:
         out.append(title)
         for c, x in items[:MAX_ITEMS]:
             where = f"[{text(c.name, 40)}] " if many else ""
-            out += wrap(f"{where}{text(x.name, 300)}  ({text(x.baseline, 10)} -> "
-                        f"{text(x.patched, 10)}, {text(x.transition, 40)})", "  - ", "    ")
+            named = wrap(f"{where}{text(x.name, 300)}", "  - ", "    ")
+            how = (f"({text(x.baseline, 10)} -> {text(x.patched, 10)}, "
+                   f"{text(x.transition, 40)})")
+            # The transition whole: on the id's line when it fits, else below.
+            if columns(f"{named[-1]}  {how}") <= WIDTH - 2:
+                named[-1] = f"{named[-1]}  {how}"
+            else:
+                named.append(f"    {how}")
+            out += named
             if x.reason and x.patched != Status.PASS:
                 out += wrap(text(x.reason.splitlines()[0] if x.reason.strip() else "", 200),
                             "      ", "      ")
@@ -540,36 +547,28 @@ def columns(s: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in s)
 
 
-def _cut(word: str, room: int) -> tuple[str, str]:
-    """The longest start of `word` that fits `room` columns, and the rest."""
-    used = 0
-    for i, ch in enumerate(word):
-        used += columns(ch)
-        if used > room:
-            return word[:max(i, 1)], word[max(i, 1):]
-    return word, ""
-
-
 def wrap(value: str, first: str, rest: str, width: int = WIDTH) -> list[str]:
     """`value` in lines of at most `width` columns, the first starting with
-    `first`, the others with `rest`; a word too long is cut. Wrapped 2
-    columns short, so that a line b4 would read as a trailer has room for
-    the "| " that keeps it from being one (_defused)."""
+    `first`, the others with `rest`; a word too long for any line (a test
+    id, an address) gets a line of its own and is never cut: a reader
+    copies it whole into --guest-test or a search. Wrapped 2 columns
+    short, so that a line b4 would read as a trailer has room for the "| "
+    that keeps it from being one (_defused)."""
     width -= 2
     out, line, prefix = [], "", first
     for word in value.split():
-        while word:
-            sep = " " if line else ""
-            if columns(prefix + line + sep + word) <= width:
-                line += sep + word
-                word = ""
-            elif line:
-                out.append(prefix + line)
-                line, prefix = "", rest
-            else:
-                head, word = _cut(word, width - columns(prefix))
-                out.append(prefix + head)
-                prefix = rest
+        sep = " " if line else ""
+        if columns(prefix + line + sep + word) <= width:
+            line += sep + word
+            continue
+        if line:
+            out.append(prefix + line)
+            prefix = rest
+        if columns(prefix + word) <= width:
+            line = word
+        else:
+            out.append(prefix + word[:MAX_WORD])
+            line, prefix = "", rest
     if line or not out:
         out.append(prefix + line)
     return [_defused(o.rstrip()) for o in out]
