@@ -28,6 +28,7 @@ import pytest
 import standin_guest
 from helpers import IRQ_TEST, V3_COVER, git, one_error_line, orch, run_json
 from lore_server import LORE_DATA_DIR, LoreServer
+from test_intake import fetch, isolated  # noqa: F401 (isolated: the fixture)
 
 from orchestrator import cli
 from orchestrator.core.errors import BadInput
@@ -213,17 +214,6 @@ def assert_plain_body(msg) -> str:
 
 
 # -- intake keeps the original mail's headers --------------------------------------
-
-@pytest.fixture
-def isolated(b4_env, monkeypatch):
-    for k, v in b4_env.items():
-        monkeypatch.setenv(k, v)
-
-
-def fetch(tmp_path, msgid=None, **kw):
-    return intake.fetch(msgid, mbox=kw.pop("mbox", None), outdir=tmp_path / "out",
-                        log=tmp_path / "b4.log", **kw)
-
 
 def test_intake_keeps_the_cover_letters_headers_and_asks_lore_nothing_more(
         tmp_path, lore_server, isolated):
