@@ -199,8 +199,9 @@ def _unlink_odd(path: Path) -> None:
         raise CacheLockError(e.errno, f"cannot take the lock {path}: {e.strerror}")
 
 
-def _same(fd: int, path: Path) -> bool:
-    """The path still names the file `fd` is (gc did not unlink it)."""
+def same_file(fd: int, path: Path) -> bool:
+    """The path still names the file `fd` is (gc did not unlink it): what
+    a lock taken on an open file must check before it counts."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -223,7 +224,7 @@ def _lock(path: Path, shared: bool, blocking: bool) -> int:
         except BaseException:
             os.close(fd)
             raise
-        if _same(fd, path):
+        if same_file(fd, path):
             return fd
         os.close(fd)        # gc unlinked it meanwhile: lock the new one
     raise CacheLockError(errno.EAGAIN, f"cannot take the lock {path}: it keeps changing")
@@ -417,26 +418,26 @@ def _remove_at(dir_fd: int, name: str) -> None:
                 continue
             stack.pop()
             os.close(fd)
-            try:
-                os.rmdir(nm, dir_fd=pfd)
-            except FileNotFoundError:
-                pass
-            except PermissionError:
-                os.fchmod(pfd, 0o700)      # its parent lacks the write bit
-                os.rmdir(nm, dir_fd=pfd)
+            _in_writable(pfd, os.rmdir, nm)
     finally:
         for _pfd, _nm, fd in stack:
             os.close(fd)
 
 
 def _unlink(dir_fd: int, name: str) -> None:
+    _in_writable(dir_fd, os.unlink, name)
+
+
+def _in_writable(dir_fd: int, op, name: str) -> None:
+    """os.unlink or os.rmdir of `name` in `dir_fd`, giving the directory
+    its write bit first when it lacks it; gone already is done."""
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        op(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except PermissionError:
-        os.fchmod(dir_fd, 0o700)          # a directory without its write bit
-        os.unlink(name, dir_fd=dir_fd)
+        os.fchmod(dir_fd, 0o700)
+        op(name, dir_fd=dir_fd)
 
 
 def _enter(dir_fd: int, name: str) -> int:

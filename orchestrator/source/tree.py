@@ -234,7 +234,7 @@ class WorkspaceLock:
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if self._still_there():
+                if cache_use.same_file(self.fd, self.path):
                     return
                 # `orch cache gc` took the workspace away while we waited
                 # (it holds this lock as it does): lock the new one.
@@ -262,15 +262,6 @@ class WorkspaceLock:
 
     def _open(self) -> int:
         return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-
-    def _still_there(self) -> bool:
-        """The path still names the file we locked."""
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(self.fd)
-        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def workspace(tree: Tree, lock_timeout: float = 3600, announce=lambda m: None) -> Workspace:
