@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core import proc, sandbox, untrusted
+from orchestrator.core import cache_use, proc, sandbox, untrusted
 from orchestrator.core.paths import cache_dir
 
 MAX_READ = 1 << 30          # vmlinux of a debug config is a few hundred MiB
@@ -406,20 +406,18 @@ def drop(bd: BuildDir) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """rmtree that also gets through overlayfs' work directories (mode 000,
-    which only root passes): on an error the directory is made ours and
-    removed again. Links are removed, never followed."""
-    def again(_func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, onerror=again)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=again)
+    """Remove `path` and everything under it, best effort: the cache's one
+    removal (cache_use.remove_at), which gets through overlayfs' work
+    directories (mode 000, which only root passes) and removes links,
+    never following them."""
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        cache_use.remove_at(parent, path.name)
+    except OSError:
+        pass
 
 
 def sweep(max_age: float = 3600.0) -> None:
