@@ -77,13 +77,17 @@ class Report:
 
 
 def run(cache: Path | None = None, *, max_size: int | None, max_age: float | None,
-        keep_nights: int, dry_run: bool = False, now: float | None = None) -> Report:
+        keep_nights: int, dry_run: bool = False, now: float | None = None,
+        scanned: usage.Usage | None = None) -> Report:
+    """`scanned`: the cache's usage its caller has just taken (the end of a
+    night measures the cache to decide whether to gc at all): not walked
+    twice."""
     cache = cache or cache_dir()
     now = time.time() if now is None else now
     rep = Report(cache, dry_run, max_size, max_age, keep_nights)
     if not dry_run:
         rep.notes += [f"trash not removed: {e}" for e in cache_use.empty_trash(cache)]
-    u = usage.scan(cache)
+    u = scanned or usage.scan(cache)
     rep.before = rep.after = u.total
     if not u.exists:
         return rep

@@ -28,12 +28,14 @@ def after_night(out: Path, night: str, started: float, *, keep_nights: int,
     if max_size is None:
         return lines
     try:
-        size = usage.total(cache)
+        u = usage.scan(cache)
+        size = u.total
         if size <= max_size:
             return lines
         # The night is done: what it used is pinned (or may go), no longer held.
         cache_use.release_all(cache)
-        rep = gc.run(cache, max_size=max_size, max_age=max_age, keep_nights=keep_nights)
+        rep = gc.run(cache, max_size=max_size, max_age=max_age, keep_nights=keep_nights,
+                     scanned=u)
         lines.append(f"orch: cache over its cap ({cache_use.human(size)} > "
                      f"{cache_use.human(max_size)}): gc removed {len(rep.removed)} entries; "
                      + gc.text(rep).splitlines()[-1])

@@ -202,11 +202,6 @@ def size_of(path: Path) -> tuple[int, int]:
     return size, files
 
 
-def total(cache: Path) -> int:
-    """The whole cache's room, without the per-entry bookkeeping."""
-    return scan(cache).total
-
-
 # -- what `orch cache du` prints ---------------------------------------------------------
 
 
