@@ -40,6 +40,7 @@ from email.headerregistry import Address
 from pathlib import Path
 
 from orchestrator import __version__
+from orchestrator.core import sanitize
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Status
 from orchestrator.run import options, summary
@@ -66,10 +67,6 @@ LOCAL_SWITCHES = {"--rerun", "--rerun-baseline"}   # the ones without a value
 # b4's follow-up trailer, as it matches one (b4.LoreMessage.find_trailers):
 # a body line like this is a trailer b4 may add to the patches.
 B4_TRAILER = re.compile(r"^\s*(\w\S+):\s+(\S.*)", re.I)
-_MSGID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.:\[\]-]+")
-_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069"
-                       "\ufeff\ud800-\udfff\ufffe\uffff]")
 _RE = re.compile(r"^(\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
 
@@ -87,20 +84,17 @@ class Original:
 
 def text(value: object, limit: int = 300) -> str:
     """Untrusted text as one line: no control or invisible characters."""
-    t = " ".join(_NOT_TEXT.sub(" ", str(value if value is not None else "")).split())
-    return t if len(t) <= limit else t[:limit - 3].rstrip() + "..."
+    return sanitize.mail_text(value, limit)
 
 
-def _msgid(value: object) -> str | None:
-    v = str(value).strip().removeprefix("<").removesuffix(">") if isinstance(value, str) else ""
-    return v if len(v) <= 250 and _MSGID.fullmatch(v) else None
+_msgid = sanitize.plain_msgid
 
 
 def _address(value: object) -> Address | None:
     if not isinstance(value, dict):
         return None
     addr = value.get("addr")
-    if not isinstance(addr, str) or len(addr) > 254 or not _ADDR.fullmatch(addr):
+    if not isinstance(addr, str) or len(addr) > 254 or not sanitize.MAIL_ADDR.fullmatch(addr):
         return None
     user, domain = addr.rsplit("@", 1)
     try:
@@ -163,7 +157,7 @@ def sender(value: str | None) -> Address | None:
     if not value:
         return None
     pairs = email.utils.getaddresses([text(value, 300)])
-    if len(pairs) != 1 or not _ADDR.fullmatch(pairs[0][1]):
+    if len(pairs) != 1 or not sanitize.MAIL_ADDR.fullmatch(pairs[0][1]):
         raise BadInput(f"the sender {text(value, 80)!r} is not one mail address "
                        "(mail_from in the config file, or git's user.email)")
     user, domain = pairs[0][1].rsplit("@", 1)
@@ -517,7 +511,7 @@ def reproduce_words(rec: RunRecord) -> list[str]:
     command line of it)."""
     words, skip = [], False
     for w in rec.command[:MAX_WORDS]:
-        w = _NOT_TEXT.sub("", str(w))[:MAX_WORD]
+        w = sanitize.NOT_TEXT.sub("", str(w))[:MAX_WORD]
         if skip:
             skip = False
             continue

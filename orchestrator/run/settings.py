@@ -35,14 +35,13 @@ import email.headerregistry
 import email.utils
 import math
 import os
-import re
 import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core import cache_use, paths
+from orchestrator.core import cache_use, paths, sanitize
 from orchestrator.core.errors import BadInput
 from orchestrator.guest import vm
 from orchestrator.kernel import build
@@ -313,12 +312,9 @@ def _address(value: object, in_file: bool) -> str:
     # One line (a header is made of it), one address with a domain.
     if isinstance(value, str) and len(value) <= 200 and value.isprintable():
         pairs = email.utils.getaddresses([value])
-        if len(pairs) == 1 and _MAIL_ADDR.fullmatch(pairs[0][1]):
+        if len(pairs) == 1 and sanitize.MAIL_ADDR.fullmatch(pairs[0][1]):
             return value.strip()
     raise _Broken(RULES["address"])
-
-
-_MAIL_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 
 def _size(value: object, in_file: bool) -> int | str:

@@ -20,7 +20,7 @@ from email.header import decode_header, make_header
 from email.utils import parseaddr
 from pathlib import Path
 
-from orchestrator.core import proc
+from orchestrator.core import proc, sanitize
 from orchestrator.core.errors import BadInput, Exit, OrchError
 from orchestrator.core.models import Patch, Series
 from orchestrator.core.sanitize import clean
@@ -280,30 +280,11 @@ MAX_THREAD = 64 << 20
 MAX_HEADERS = 256 << 10        # what a mail's headers may take
 MAX_ADDRESSES = 100            # per header
 MAX_REFERENCES = 50
-MAX_MSGID = 250
-_MSGID = re.compile(r"<([^<>\s]+)>")
-# RFC 5322's msg-id without its <>: atoms (and a domain literal) only.
-_PLAIN_MSGID = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.:\[\]-]+")
-_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-# Not text: C0 and C1 controls, DEL, bidi overrides and isolates, zero-width
-# marks, surrogates and non-characters (header_text() drops them).
-_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069"
-                       "\ufeff\ud800-\udfff\ufffe\uffff]")
-
-
-def header_text(value: object, limit: int) -> str:
-    """An untrusted header (or any mail text) as one line of plain text: no
-    control or invisible characters, whitespace runs one space, at most
-    `limit` characters."""
-    text = " ".join(_NOT_TEXT.sub(" ", str(value or "")).split())
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-
-
-def plain_msgid(value: str) -> str | None:
-    """A Message-ID without its <>, if it is one a header can carry as is."""
-    v = value.strip().removeprefix("<").removesuffix(">")
-    return v if len(v) <= MAX_MSGID and _PLAIN_MSGID.fullmatch(v) else None
+_MSGID = re.compile(r"<([^<>\s]+)>")     # each <id> of References, In-Reply-To
+# One line of mail text, and a Message-ID a header can carry (core.sanitize,
+# which the reply's writer checks them with again).
+header_text = sanitize.mail_text
+plain_msgid = sanitize.plain_msgid
 
 
 def _target_msgid(outdir: Path) -> str | None:
@@ -363,7 +344,7 @@ def _addresses(msg, name: str) -> list[dict[str, str]]:
     out, seen = [], set()
     for display, addr in email.utils.getaddresses([str(v) for v in msg.get_all(name, [])]):
         addr = (addr or "").strip()
-        if not _ADDR.fullmatch(addr) or len(addr) > 254 or addr.lower() in seen:
+        if not sanitize.MAIL_ADDR.fullmatch(addr) or len(addr) > 254 or addr.lower() in seen:
             continue
         try:
             display = str(make_header(decode_header(display)))
