@@ -26,7 +26,6 @@ import datetime as dt
 import difflib
 import errno
 import itertools
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -221,8 +220,8 @@ def _record(dir_fd: int) -> tuple[RunRecord, dict]:
     finally:
         os.close(fd)
     try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError) as e:
+        raw = untrusted.load_json(data.decode())   # as record.read reads one
+    except ValueError as e:
         raise _Unreadable(f"not JSON: {one_line(str(e), 120)}")
     try:
         return RunRecord.from_json(raw), raw
