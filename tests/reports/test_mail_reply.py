@@ -205,9 +205,12 @@ def assert_plain_body(msg) -> str:
     for line in body.splitlines():
         # Longer only: the Tested-by trailer, or a word that fits no line (a
         # test id), alone on its line and never cut.
-        lone = [w for w in line.split() if w not in ("-", "|")]
+        # (after at most its indent and a short label, such as "  tree      ":
+        # a path as long as CI's temporary directories is one).
+        head, _, last = line.rstrip().rpartition(" ")
         assert columns(line) <= mail_reply.WIDTH or line.startswith("Tested-by: ") or (
-            len(lone) == 1 and columns(lone[0]) > mail_reply.WIDTH - 8), line
+            columns(head) <= 16 and columns(last) > mail_reply.WIDTH - 2 - columns(head) - 1
+        ), line
         assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e]",
                              line), repr(line)
     return body
